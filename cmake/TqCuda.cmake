@@ -1,0 +1,17 @@
+# Optional CUDA: on when nvcc is found (and TQ_ENABLE_CUDA), silently CPU-only otherwise.
+set(TQ_HAVE_CUDA OFF)
+if(TQ_ENABLE_CUDA)
+  include(CheckLanguage)
+  check_language(CUDA)
+  if(CMAKE_CUDA_COMPILER)
+    if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+      # H100/H200 (90) first; 80 (A100) and 89 (Ada) so common cards run too. Override with -DCMAKE_CUDA_ARCHITECTURES=...
+      set(CMAKE_CUDA_ARCHITECTURES "80;89;90")
+    endif()
+    enable_language(CUDA)
+    find_package(CUDAToolkit REQUIRED)
+    set(TQ_HAVE_CUDA ON)
+  else()
+    message(STATUS "nvcc not found: building the CPU backend only")
+  endif()
+endif()

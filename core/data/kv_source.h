@@ -1,0 +1,44 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#pragma once
+/// What an experiment reads: keys, values and (optionally) queries per layer and head.
+/// Implemented by KvDump (files) and SyntheticKv (generated).
+#include <cmath>
+#include <string>
+#include <vector>
+
+namespace tq {
+
+struct KvShape {
+  int layers = 0;
+  int qHeads = 0;    ///< query heads (== kvHeads when the source has no queries)
+  int kvHeads = 0;
+  int seq = 0;
+  int headDim = 0;
+  int headDimV = 0;
+  bool hasQueries = false;
+  bool hasValues = true;
+  /// GQA: query head h reads kv head h / (qHeads / kvHeads).
+  int kvHeadOf(int qHead) const { return kvHeads > 0 && qHeads >= kvHeads ? qHead / (qHeads / kvHeads) : qHead; }
+};
+
+class KvSource {
+ public:
+  virtual ~KvSource() = default;
+  virtual KvShape shape() const = 0;
+  /// Short human name, e.g. "stories260K · lily · 512 tokens".
+  virtual std::string name() const = 0;
+  /// Row-major [seq, headDim] keys of one (layer, kv head); converted to fp32.
+  virtual std::vector<float> keys(int layer, int kvHead) const = 0;
+  /// Row-major [seq, headDimV] values; empty for keys-only sources.
+  virtual std::vector<float> values(int layer, int kvHead) const = 0;
+  /// Row-major [seq, headDim] queries of one query head; empty when the source has none.
+  virtual std::vector<float> queries(int layer, int qHead) const = 0;
+  /// Logit scale (default 1/sqrt(headDim)).
+  virtual float softmaxScale() const { return 1.0f / std::sqrt(static_cast<float>(shape().headDim)); }
+  /// Decoded text of every token (may be empty).
+  virtual std::vector<std::string> tokenStrings() const { return {}; }
+  /// Model name from the metadata, or "synthetic".
+  virtual std::string modelName() const { return {}; }
+};
+
+}  // namespace tq

@@ -1,0 +1,61 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#include "quant/bitpack.h"
+
+#include <cstring>
+
+namespace tq {
+
+void packCodes(const uint8_t* codes, size_t count, int bits, uint8_t* out) {
+  const size_t nbytes = packedBytes(count, bits);
+  if (bits == 8) {
+    std::memcpy(out, codes, count);
+    return;
+  }
+  std::memset(out, 0, nbytes);
+  uint64_t acc = 0;
+  int filled = 0;
+  size_t o = 0;
+  for (size_t j = 0; j < count; ++j) {
+    acc |= static_cast<uint64_t>(codes[j]) << filled;
+    filled += bits;
+    while (filled >= 8) {
+      out[o++] = static_cast<uint8_t>(acc);
+      acc >>= 8;
+      filled -= 8;
+    }
+  }
+  if (filled > 0) out[o++] = static_cast<uint8_t>(acc);
+}
+
+void unpackCodes(const uint8_t* in, size_t count, int bits, uint8_t* codes) {
+  if (bits == 8) {
+    std::memcpy(codes, in, count);
+    return;
+  }
+  const uint64_t mask = (1u << bits) - 1u;
+  uint64_t acc = 0;
+  int filled = 0;
+  size_t i = 0;
+  for (size_t j = 0; j < count; ++j) {
+    if (filled < bits) {
+      acc |= static_cast<uint64_t>(in[i++]) << filled;
+      filled += 8;
+    }
+    codes[j] = static_cast<uint8_t>(acc & mask);
+    acc >>= bits;
+    filled -= bits;
+  }
+}
+
+void packSigns(const float* values, size_t count, uint8_t* out) {
+  const size_t nbytes = (count + 7) / 8;
+  std::memset(out, 0, nbytes);
+  for (size_t j = 0; j < count; ++j)
+    if (!(values[j] < 0.0f)) out[j >> 3] |= static_cast<uint8_t>(1u << (j & 7));
+}
+
+void unpackSigns(const uint8_t* in, size_t count, float* signs) {
+  for (size_t j = 0; j < count; ++j) signs[j] = ((in[j >> 3] >> (j & 7)) & 1u) ? 1.0f : -1.0f;
+}
+
+}  // namespace tq

@@ -1,0 +1,375 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#include "quant/quantizer.h"
+
+#include <Eigen/Dense>
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <sstream>
+#include <stdexcept>
+
+#include "quant/bitpack.h"
+#include "util/half.h"
+#include "util/parallel.h"
+#include "util/rng.h"
+
+namespace tq {
+
+namespace {
+using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+std::atomic<int> g_threads{0};
+constexpr size_t kChunk = 256;  // vectors per compression block
+}  // namespace
+
+int cpuThreads() {
+  const int t = g_threads.load();
+  if (t > 0) return t;
+  const unsigned hc = std::thread::hardware_concurrency();
+  return hc ? static_cast<int>(hc) : 1;
+}
+void setCpuThreads(int n) { g_threads.store(n); }
+
+const char* keyModeName(KeyMode m) {
+  switch (m) {
+    case KeyMode::Mse: return "mse";
+    case KeyMode::Prod: return "prod";
+    default: return "qjl";
+  }
+}
+
+KeyMode parseKeyMode(const std::string& s) {
+  if (s == "mse") return KeyMode::Mse;
+  if (s == "prod" || s == "mse+qjl") return KeyMode::Prod;
+  if (s == "qjl" || s == "qjl-only") return KeyMode::QjlOnly;
+  throw std::invalid_argument("unknown key mode '" + s + "' (expected mse, prod or qjl)");
+}
+
+int QuantConfig::mseBits() const {
+  switch (mode) {
+    case KeyMode::Mse: return bits;
+    case KeyMode::Prod: return bits > 1 ? bits - 1 : (referenceOneBit ? 1 : 0);
+    default: return 0;
+  }
+}
+
+int QuantConfig::qjlRows() const { return mode == KeyMode::Mse ? 0 : (projDim > 0 ? projDim : dim); }
+
+std::string QuantConfig::label() const {
+  std::ostringstream os;
+  os << bits << "-bit " << keyModeName(mode);
+  if (qjlRows()) os << " m=" << qjlRows();
+  if (mode == KeyMode::Prod && bits == 1 && referenceOneBit) os << " (1+1 reference)";
+  os << " " << rotationName(rotation) << " " << lawName(law) << " seed " << seed;
+  return os.str();
+}
+
+void CompressedVectors::clear() {
+  count = 0;
+  codes.clear();
+  signs.clear();
+  norms.clear();
+  residualNorms.clear();
+}
+
+void CompressedVectors::reserve(size_t n) {
+  codes.reserve(n * codeBytes());
+  signs.reserve(n * signBytes());
+  norms.reserve(n);
+  if (projDim > 0) residualNorms.reserve(n);
+}
+
+Quantizer::Quantizer(const QuantConfig& cfg) : m_cfg(cfg) {
+  if (cfg.dim < 2 || cfg.dim > 4096) throw std::invalid_argument("head dimension must be in [2, 4096], got " + std::to_string(cfg.dim));
+  if (cfg.bits < 1 || cfg.bits > 8) throw std::invalid_argument("bits must be in [1, 8], got " + std::to_string(cfg.bits));
+  if (cfg.projDim < 0 || cfg.projDim > 16384) throw std::invalid_argument("proj_dim must be in [0, 16384], got " + std::to_string(cfg.projDim));
+  m_dim = cfg.dim;
+  m_mseBits = cfg.mseBits();
+  m_projDim = cfg.qjlRows();
+  m_rotation = Rotation::make(cfg.rotation, cfg.dim, cfg.seed);
+  if (m_mseBits > 0) m_codebook = codebook(cfg.dim, m_mseBits, cfg.law);
+  if (m_projDim > 0) {
+    m_S.resize(static_cast<size_t>(m_projDim) * static_cast<size_t>(m_dim));
+    for (size_t i = 0; i < m_S.size(); ++i) m_S[i] = static_cast<float>(standardNormal(cfg.seed, kStreamQjl, i));
+  }
+  buildDerived();
+}
+
+Quantizer::Quantizer(int dim, Rotation rotation, const std::vector<double>& centroids, std::vector<float> qjlMatrix, int projDim)
+    : m_dim(dim), m_projDim(projDim), m_rotation(std::move(rotation)), m_S(std::move(qjlMatrix)) {
+  if (m_rotation.dim() != dim) throw std::invalid_argument("rotation dimension does not match");
+  if (m_S.size() != static_cast<size_t>(projDim) * static_cast<size_t>(dim)) throw std::invalid_argument("QJL matrix is not m x d");
+  if (!centroids.empty()) {
+    const int bits = static_cast<int>(std::lround(std::log2(static_cast<double>(centroids.size()))));
+    if ((size_t{1} << bits) != centroids.size() || bits < 1 || bits > 8)
+      throw std::invalid_argument("codebook size must be 2^b with b in 1..8");
+    m_codebook = std::make_shared<const Codebook>(codebookFromCentroids(dim, centroids, CodebookLaw::Gaussian));
+    m_mseBits = bits;
+  }
+  m_cfg.dim = dim;
+  m_cfg.bits = m_mseBits + (projDim > 0 ? 1 : 0);
+  m_cfg.mode = projDim > 0 ? (m_mseBits ? KeyMode::Prod : KeyMode::QjlOnly) : KeyMode::Mse;
+  m_cfg.projDim = projDim;
+  m_cfg.rotation = RotationKind::Explicit;
+  buildDerived();
+}
+
+void Quantizer::buildDerived() {
+  if (m_projDim > 0) {
+    // S R^T lets the residual be projected from rotated space: S r = S R^T (R r).
+    Eigen::Map<const RowMat> S(m_S.data(), m_projDim, m_dim);
+    Eigen::Map<const RowMat> R(m_rotation.matrix().data(), m_dim, m_dim);
+    m_SRt.resize(m_S.size());
+    Eigen::Map<RowMat> SRt(m_SRt.data(), m_projDim, m_dim);
+    Eigen::MatrixXd prod = S.cast<double>() * R.cast<double>().transpose();
+    SRt = prod.cast<float>();
+  }
+  m_group = m_mseBits == 0 ? 1 : std::max(1, (m_mseBits == 3 ? 6 : 8) / m_mseBits);
+}
+
+CompressedVectors Quantizer::compress(const float* x, size_t n) const {
+  CompressedVectors cv;
+  compress(x, n, cv);
+  return cv;
+}
+
+void Quantizer::compress(const float* x, size_t n, CompressedVectors& out) const {
+  if (out.count == 0) {
+    out.dim = m_dim;
+    out.mseBits = m_mseBits;
+    out.projDim = m_projDim;
+  } else if (out.dim != m_dim || out.mseBits != m_mseBits || out.projDim != m_projDim) {
+    throw std::invalid_argument("compressed buffer was made by a different quantizer");
+  }
+  const size_t offset = out.count;
+  out.count += n;
+  out.codes.resize(out.count * out.codeBytes());
+  out.signs.resize(out.count * out.signBytes());
+  out.norms.resize(out.count);
+  if (m_projDim > 0) out.residualNorms.resize(out.count);
+  const size_t chunks = (n + kChunk - 1) / kChunk;
+  parallelRanges(chunks, 2, [&](size_t cb, size_t ce) {
+    for (size_t c = cb; c < ce; ++c) {
+      const size_t b = c * kChunk, e = std::min(n, b + kChunk);
+      compressChunk(x + b * static_cast<size_t>(m_dim), e - b, out, offset + b);
+    }
+  });
+}
+
+void Quantizer::compressChunk(const float* x, size_t n, CompressedVectors& out, size_t offset) const {
+  const size_t d = static_cast<size_t>(m_dim);
+  thread_local std::vector<float> unit, rot, resid, proj;
+  thread_local std::vector<uint8_t> idx;
+  unit.resize(n * d);
+  rot.resize(n * d);
+  idx.resize(d);
+  std::vector<float> norm(n);
+  for (size_t i = 0; i < n; ++i) {
+    const float* xi = x + i * d;
+    float s = 0.0f;
+    for (size_t j = 0; j < d; ++j) s += xi[j] * xi[j];
+    const float nrm = std::sqrt(s);
+    norm[i] = nrm;
+    const uint16_t h = floatToHalf(nrm);
+    out.norms[offset + i] = h;
+    float* ui = unit.data() + i * d;
+    if (nrm > 0.0f && std::isfinite(nrm)) {
+      for (size_t j = 0; j < d; ++j) ui[j] = xi[j] / nrm;
+    } else {
+      std::fill(ui, ui + d, 0.0f);
+    }
+  }
+  m_rotation.apply(unit.data(), rot.data(), n);
+  const size_t cbytes = out.codeBytes();
+  if (m_projDim > 0) resid.resize(n * d);
+  const float* bnd = m_codebook ? m_codebook->boundariesF.data() : nullptr;
+  const float* cen = m_codebook ? m_codebook->centroidsF.data() : nullptr;
+  const int nb = m_codebook ? static_cast<int>(m_codebook->boundariesF.size()) : 0;
+  for (size_t i = 0; i < n; ++i) {
+    const float* yi = rot.data() + i * d;
+    if (m_mseBits > 0) {
+      if (nb <= 15) {
+        for (size_t j = 0; j < d; ++j) {
+          int k = 0;
+          for (int t = 0; t < nb; ++t) k += (yi[j] > bnd[t]) ? 1 : 0;
+          idx[j] = static_cast<uint8_t>(k);
+        }
+      } else {
+        for (size_t j = 0; j < d; ++j) {
+          // number of boundaries strictly below y: ties go to the lower cell
+          idx[j] = static_cast<uint8_t>(std::lower_bound(bnd, bnd + nb, yi[j]) - bnd);
+        }
+      }
+      packCodes(idx.data(), d, m_mseBits, out.codes.data() + (offset + i) * cbytes);
+    }
+    if (m_projDim > 0) {
+      // Rotated residual R r = n (y - c[idx]) against the exact-norm reconstruction (as the paper and
+      // the reference do; the fp16 norm only enters at decode time); its norm is ||r||.
+      float* ri = resid.data() + i * d;
+      const float nrm = norm[i];
+      float g = 0.0f;
+      for (size_t j = 0; j < d; ++j) {
+        const float r = nrm * (m_mseBits > 0 ? yi[j] - cen[idx[j]] : yi[j]);
+        ri[j] = r;
+        g += r * r;
+      }
+      out.residualNorms[offset + i] = floatToHalf(std::sqrt(g));
+    }
+  }
+  if (m_projDim > 0) {
+    proj.resize(n * static_cast<size_t>(m_projDim));
+    Eigen::Map<const RowMat> Rr(resid.data(), static_cast<Eigen::Index>(n), m_dim);
+    Eigen::Map<const RowMat> SRt(m_SRt.data(), m_projDim, m_dim);
+    Eigen::Map<RowMat> P(proj.data(), static_cast<Eigen::Index>(n), m_projDim);
+    P.noalias() = Rr * SRt.transpose();
+    const size_t sb = out.signBytes();
+    for (size_t i = 0; i < n; ++i)
+      packSigns(proj.data() + i * static_cast<size_t>(m_projDim), static_cast<size_t>(m_projDim), out.signs.data() + (offset + i) * sb);
+  }
+}
+
+void Quantizer::decompress(const CompressedVectors& cv, size_t begin, size_t n, float* out) const {
+  if (begin + n > cv.count) throw std::out_of_range("decompress range past the end");
+  const size_t d = static_cast<size_t>(m_dim);
+  if (m_mseBits == 0) {
+    std::fill(out, out + n * d, 0.0f);
+    return;
+  }
+  std::vector<float> rot(n * d);
+  std::vector<uint8_t> idx(d);
+  const float* cen = m_codebook->centroidsF.data();
+  for (size_t i = 0; i < n; ++i) {
+    unpackCodes(cv.codes.data() + (begin + i) * cv.codeBytes(), d, m_mseBits, idx.data());
+    const float n16 = halfToFloat(cv.norms[begin + i]);
+    for (size_t j = 0; j < d; ++j) rot[i * d + j] = n16 * cen[idx[j]];
+  }
+  m_rotation.applyTranspose(rot.data(), out, n);
+}
+
+void Quantizer::unpack(const CompressedVectors& cv, size_t i, uint8_t* indices, float* signs, float* norm, float* residualNorm) const {
+  if (i >= cv.count) throw std::out_of_range("vector index past the end");
+  if (indices && m_mseBits > 0) unpackCodes(cv.codes.data() + i * cv.codeBytes(), static_cast<size_t>(m_dim), m_mseBits, indices);
+  if (signs && m_projDim > 0) unpackSigns(cv.signs.data() + i * cv.signBytes(), static_cast<size_t>(m_projDim), signs);
+  if (norm) *norm = halfToFloat(cv.norms[i]);
+  if (residualNorm) *residualNorm = m_projDim > 0 ? halfToFloat(cv.residualNorms[i]) : 0.0f;
+}
+
+PreparedQuery Quantizer::prepare(const float* query) const {
+  PreparedQuery pq;
+  const size_t d = static_cast<size_t>(m_dim);
+  pq.rotated.resize(d);
+  m_rotation.apply(query, pq.rotated.data(), 1);
+  if (m_mseBits > 0) {
+    const int g = m_group, b = m_mseBits;
+    const size_t chunks = (d + static_cast<size_t>(g) - 1) / static_cast<size_t>(g);
+    const size_t patterns = size_t{1} << (g * b);
+    pq.codeLut.assign(chunks * patterns, 0.0f);
+    const float* cen = m_codebook->centroidsF.data();
+    const uint32_t mask = (1u << b) - 1u;
+    for (size_t c = 0; c < chunks; ++c) {
+      float* lut = pq.codeLut.data() + c * patterns;
+      for (size_t p = 0; p < patterns; ++p) {
+        float s = 0.0f;
+        for (int t = 0; t < g; ++t) {
+          const size_t j = c * static_cast<size_t>(g) + static_cast<size_t>(t);
+          if (j < d) s += pq.rotated[j] * cen[(p >> (t * b)) & mask];
+        }
+        lut[p] = s;
+      }
+    }
+  }
+  if (m_projDim > 0) {
+    const size_t m = static_cast<size_t>(m_projDim);
+    pq.projected.resize(m);
+    Eigen::Map<const RowMat> S(m_S.data(), m_projDim, m_dim);
+    Eigen::Map<const Eigen::VectorXf> q(query, m_dim);
+    Eigen::Map<Eigen::VectorXf>(pq.projected.data(), m_projDim).noalias() = S * q;
+    const size_t nbytes = (m + 7) / 8;
+    pq.signLut.assign(nbytes * 256, 0.0f);
+    for (size_t k = 0; k < nbytes; ++k) {
+      float* lut = pq.signLut.data() + k * 256;
+      for (int p = 0; p < 256; ++p) {
+        float s = 0.0f;
+        for (int t = 0; t < 8; ++t) {
+          const size_t j = k * 8 + static_cast<size_t>(t);
+          if (j < m) s += ((p >> t) & 1) ? pq.projected[j] : -pq.projected[j];
+        }
+        lut[p] = s;
+      }
+    }
+    pq.qjlScale = static_cast<float>(std::sqrt(M_PI / 2.0) / static_cast<double>(m));
+  }
+  return pq;
+}
+
+void Quantizer::scores(const PreparedQuery& q, const CompressedVectors& cv, size_t begin, size_t n, float* out) const {
+  if (begin + n > cv.count) throw std::out_of_range("score range past the end");
+  const size_t cb = cv.codeBytes(), sb = cv.signBytes();
+  const int g = m_group, b = m_mseBits;
+  const int chunkBits = g * b;
+  const size_t patterns = size_t{1} << chunkBits;
+  const size_t chunks = b ? (static_cast<size_t>(m_dim) + static_cast<size_t>(g) - 1) / static_cast<size_t>(g) : 0;
+  const float* lut = q.codeLut.data();
+  const float* slut = q.signLut.data();
+  for (size_t i = 0; i < n; ++i) {
+    const size_t k = begin + i;
+    float s = 0.0f;
+    if (b > 0) {
+      const uint8_t* p = cv.codes.data() + k * cb;
+      float acc = 0.0f;
+      if (chunkBits == 8) {
+        for (size_t c = 0; c < chunks; ++c) acc += lut[c * 256 + p[c]];
+      } else {
+        const uint32_t mask = static_cast<uint32_t>(patterns - 1);
+        uint64_t buf = 0;
+        int filled = 0;
+        size_t byte = 0;
+        for (size_t c = 0; c < chunks; ++c) {
+          while (filled < chunkBits) {
+            buf |= static_cast<uint64_t>(byte < cb ? p[byte] : 0) << filled;
+            ++byte;
+            filled += 8;
+          }
+          acc += lut[c * patterns + (buf & mask)];
+          buf >>= chunkBits;
+          filled -= chunkBits;
+        }
+      }
+      s = halfToFloat(cv.norms[k]) * acc;
+    }
+    if (m_projDim > 0) {
+      const uint8_t* z = cv.signs.data() + k * sb;
+      float acc = 0.0f;
+      for (size_t c = 0; c < sb; ++c) acc += slut[c * 256 + z[c]];
+      s += halfToFloat(cv.residualNorms[k]) * q.qjlScale * acc;
+    }
+    out[i] = s;
+  }
+}
+
+void Quantizer::scoresMany(const float* queries, size_t nq, const CompressedVectors& cv, float* out) const {
+  const size_t d = static_cast<size_t>(m_dim);
+  for (size_t qi = 0; qi < nq; ++qi) {
+    const PreparedQuery pq = prepare(queries + qi * d);
+    parallelRanges(cv.count, 4096, [&](size_t b, size_t e) { scores(pq, cv, b, e - b, out + qi * cv.count + b); });
+  }
+}
+
+void Quantizer::weightedSum(const CompressedVectors& cv, const float* weights, float* out) const {
+  const size_t d = static_cast<size_t>(m_dim);
+  std::vector<double> acc(d, 0.0);
+  if (m_mseBits > 0) {
+    std::vector<uint8_t> idx(d);
+    const float* cen = m_codebook->centroidsF.data();
+    for (size_t i = 0; i < cv.count; ++i) {
+      const double w = static_cast<double>(weights[i]) * halfToFloat(cv.norms[i]);
+      if (w == 0.0) continue;
+      unpackCodes(cv.codes.data() + i * cv.codeBytes(), d, m_mseBits, idx.data());
+      for (size_t j = 0; j < d; ++j) acc[j] += w * cen[idx[j]];
+    }
+  }
+  std::vector<float> accf(acc.begin(), acc.end());
+  m_rotation.applyTranspose(accf.data(), out, 1);
+}
+
+}  // namespace tq

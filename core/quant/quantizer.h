@@ -1,0 +1,121 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#pragma once
+/// TurboQuant quantizers: Stage 1 (MSE: rotation + Lloyd-Max codebook) and Stage 2 (MSE with b-1 bits
+/// plus a 1-bit QJL sketch of the residual, unbiased inner products). Vectors of any norm; norms and
+/// residual norms stored as fp16; codes and signs densely bit-packed.
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "codebook/codebook.h"
+#include "rotation/rotation.h"
+
+namespace tq {
+
+/// How keys are quantized. Values always use Mse.
+enum class KeyMode {
+  Mse,      ///< Stage 1 with all b bits
+  Prod,     ///< Stage 2: b-1 MSE bits + m QJL sign bits (b = 1: pure QJL, as in the paper)
+  QjlOnly,  ///< no MSE stage at all: m QJL sign bits of the whole vector
+};
+const char* keyModeName(KeyMode m);
+/// "mse", "prod" (or "mse+qjl"), "qjl"; throws std::invalid_argument otherwise.
+KeyMode parseKeyMode(const std::string& s);
+
+/// What the user chooses.
+struct QuantConfig {
+  int dim = 128;
+  int bits = 3;                 ///< total budget per coordinate (Prod: b-1 MSE bits + QJL)
+  KeyMode mode = KeyMode::Mse;
+  int projDim = 0;              ///< QJL rows m (Prod/QjlOnly); 0 means m = dim
+  RotationKind rotation = RotationKind::Haar;
+  CodebookLaw law = CodebookLaw::Exact;
+  uint64_t seed = 42;
+  bool referenceOneBit = false; ///< Prod with b = 1: the reference's 1 MSE bit + QJL instead of pure QJL
+
+  int mseBits() const;          ///< bits of the MSE stage (0 = none)
+  int qjlRows() const;          ///< m, 0 when there is no QJL stage
+  std::string label() const;    ///< e.g. "K3 prod m=128 haar exact seed 42"
+};
+
+/// Packed storage for a set of vectors quantized by one Quantizer. bytes() is exactly what is held.
+struct CompressedVectors {
+  int dim = 0, mseBits = 0, projDim = 0;
+  size_t count = 0;
+  std::vector<uint8_t> codes;           ///< count * codeBytes()
+  std::vector<uint8_t> signs;           ///< count * signBytes()
+  std::vector<uint16_t> norms;          ///< fp16 ||x||
+  std::vector<uint16_t> residualNorms;  ///< fp16 ||r|| (QJL stage only)
+
+  size_t codeBytes() const { return (static_cast<size_t>(dim) * static_cast<size_t>(mseBits) + 7) / 8; }
+  size_t signBytes() const { return (static_cast<size_t>(projDim) + 7) / 8; }
+  /// Bytes per vector from the storage formula (ALGORITHM.md section 4).
+  size_t bytesPerVector() const { return codeBytes() + (projDim > 0 ? signBytes() + 2 : 0) + 2; }
+  /// Bytes actually held by the buffers.
+  size_t bytes() const { return codes.size() + signs.size() + 2 * norms.size() + 2 * residualNorms.size(); }
+  void clear();
+  void reserve(size_t n);
+};
+
+/// A query prepared for scoring against compressed keys: rotated query, S q and look-up tables.
+struct PreparedQuery {
+  std::vector<float> rotated;   ///< R q
+  std::vector<float> projected; ///< S q (QJL)
+  std::vector<float> codeLut;   ///< [chunk][pattern] partial dot products <Rq, c[idx]>
+  std::vector<float> signLut;   ///< [byte][256] partial <Sq, z>
+  float qjlScale = 0;           ///< sqrt(pi/2) / m
+};
+
+class Quantizer {
+ public:
+  explicit Quantizer(const QuantConfig& cfg);
+  /// Built from explicit tensors (cross-checks): rotation d x d row-major (y = R x), ascending
+  /// centroids of the MSE stage (empty: no MSE stage), QJL matrix m x d row-major (empty: none).
+  Quantizer(int dim, Rotation rotation, const std::vector<double>& centroids, std::vector<float> qjlMatrix, int projDim);
+
+  int dim() const { return m_dim; }
+  int mseBits() const { return m_mseBits; }
+  int projDim() const { return m_projDim; }
+  const Rotation& rotation() const { return m_rotation; }
+  const Codebook* codebookPtr() const { return m_codebook.get(); }
+  const std::vector<float>& qjlMatrix() const { return m_S; }
+  const QuantConfig& config() const { return m_cfg; }
+
+  /// Appends n row vectors (row-major n x d, fp32) to out. Multi-threaded for large n.
+  void compress(const float* x, size_t n, CompressedVectors& out) const;
+  CompressedVectors compress(const float* x, size_t n) const;
+
+  /// MSE reconstruction x_mse = n16 R^T c[idx] for vectors [begin, begin+n) (QjlOnly: zeros).
+  void decompress(const CompressedVectors& cv, size_t begin, size_t n, float* out) const;
+  /// Unpacked per-vector data for inspection (indices, +-1 signs, norms as floats).
+  void unpack(const CompressedVectors& cv, size_t i, uint8_t* indices, float* signs, float* norm, float* residualNorm) const;
+
+  PreparedQuery prepare(const float* query) const;
+  /// Estimated <q, x_i> for keys [begin, begin+n) without decompressing.
+  void scores(const PreparedQuery& q, const CompressedVectors& cv, size_t begin, size_t n, float* out) const;
+  /// Convenience: nq queries (row-major) against all keys; out is nq x count.
+  void scoresMany(const float* queries, size_t nq, const CompressedVectors& cv, float* out) const;
+
+  /// sum_i w_i x_hat_i for values [0, count) given weights (accumulated in rotated space, one R^T).
+  void weightedSum(const CompressedVectors& cv, const float* weights, float* out) const;
+
+ private:
+  void buildDerived();
+  void compressChunk(const float* x, size_t n, CompressedVectors& out, size_t offset) const;
+
+  QuantConfig m_cfg;
+  int m_dim = 0, m_mseBits = 0, m_projDim = 0;
+  Rotation m_rotation;
+  std::shared_ptr<const Codebook> m_codebook;
+  std::vector<float> m_S;       // m x d row-major
+  std::vector<float> m_SRt;     // S R^T, m x d: projects a rotated residual
+  int m_group = 1;              // coordinates per LUT chunk
+};
+
+/// Shared thread count for the CPU engine (default: hardware concurrency).
+int cpuThreads();
+void setCpuThreads(int n);
+
+}  // namespace tq

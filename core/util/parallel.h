@@ -1,0 +1,34 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#pragma once
+/// Minimal fork-join over index ranges (std::thread); runs inline for small work.
+#include <algorithm>
+#include <cstddef>
+#include <functional>
+#include <thread>
+#include <vector>
+
+namespace tq {
+
+int cpuThreads();
+
+/// Calls fn(begin, end) on contiguous ranges covering [0, n) from up to cpuThreads() threads.
+/// Ranges hold at least minPerThread items.
+inline void parallelRanges(size_t n, size_t minPerThread, const std::function<void(size_t, size_t)>& fn) {
+  const size_t maxThreads = static_cast<size_t>(std::max(1, cpuThreads()));
+  size_t threads = std::min(maxThreads, minPerThread == 0 ? maxThreads : n / std::max<size_t>(1, minPerThread));
+  if (threads <= 1) {
+    if (n) fn(0, n);
+    return;
+  }
+  std::vector<std::thread> pool;
+  pool.reserve(threads - 1);
+  const size_t per = (n + threads - 1) / threads;
+  for (size_t t = 1; t < threads; ++t) {
+    const size_t b = t * per, e = std::min(n, b + per);
+    if (b < e) pool.emplace_back([&fn, b, e] { fn(b, e); });
+  }
+  fn(0, std::min(n, per));
+  for (auto& th : pool) th.join();
+}
+
+}  // namespace tq
