@@ -1,12 +1,633 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 #include "cli.h"
 
+#include <Eigen/Dense>
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <iomanip>
+#include <map>
+#include <nlohmann/json.hpp>
 #include <ostream>
+#include <sstream>
+#include <stdexcept>
+
+#include "attention/attention.h"
+#include "backend/backend.h"
+#include "backend/bench_record.h"
+#include "codebook/codebook.h"
+#include "data/safetensors.h"
+#include "metrics/metrics.h"
+#include "quant/quantizer.h"
+#include "util/parallel.h"
+#include "util/rng.h"
+#include "validation/crosscheck.h"
+#ifdef TQ_HAVE_CUDA
+#include "cuda/cuda_backend.h"
+#endif
 
 namespace tq {
-int runCli(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
-  (void)out;
-  err << "usage: tqstudio-cli <command> (" << args.size() << " arguments given)\n";
-  return 2;
+
+using json = nlohmann::ordered_json;
+
+namespace {
+
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+const char* kUsage =
+    "usage: tqstudio-cli <command> [options]\n"
+    "commands:\n"
+    "  validate   [--dim D] [--bits LIST] [--vectors N] [--seed S] [--rotation haar|hadamard] [--json]\n"
+    "             synthetic checks: codebooks, MSE vs theory and the paper's bounds, inner-product bias/\n"
+    "             variance/slope on correlated pairs, needle retrieval, cache bytes vs the formula\n"
+    "  crosscheck --reference FILE [--json]   rebuild quantizers from a reference file's tensors and compare\n"
+    "  bench      [--backend cpu|cuda] [--dim D] [--bits B] [--proj-dim M] [--rotation haar|hadamard]\n"
+    "             [--vectors N] [--repeat R] [--json]\n"
+    "  memory     --model PRESET | --layers L --kv-heads H --head-dim D [--tokens T] [--key-bits B]\n"
+    "             [--value-bits B] [--mode mse|prod|qjl] [--proj-dim M] [--json]\n"
+    "  presets    list the model presets\n"
+    "exit codes: 0 ok, 1 a check failed, 2 bad usage or input\n";
+
+// Minimal option parser: --name value pairs and --flags.
+class Args {
+ public:
+  Args(const std::vector<std::string>& a, size_t from, std::vector<std::string> flags) : m_flags(std::move(flags)) {
+    for (size_t i = from; i < a.size(); ++i) {
+      const std::string& s = a[i];
+      if (s.rfind("--", 0) != 0) {
+        m_positional.push_back(s);
+        continue;
+      }
+      const auto eq = s.find('=');
+      std::string key = s.substr(2, eq == std::string::npos ? std::string::npos : eq - 2);
+      if (std::find(m_flags.begin(), m_flags.end(), key) != m_flags.end()) {
+        m_values[key] = "1";
+      } else if (eq != std::string::npos) {
+        m_values[key] = s.substr(eq + 1);
+      } else {
+        if (i + 1 >= a.size()) throw UsageError("option --" + key + " needs a value");
+        m_values[key] = a[++i];
+      }
+    }
+  }
+  void allow(const std::vector<std::string>& names) const {
+    for (const auto& [k, v] : m_values)
+      if (std::find(names.begin(), names.end(), k) == names.end() && std::find(m_flags.begin(), m_flags.end(), k) == m_flags.end())
+        throw UsageError("unknown option --" + k);
+  }
+  bool has(const std::string& k) const { return m_values.count(k) > 0; }
+  bool flag(const std::string& k) const { return has(k); }
+  std::string str(const std::string& k, const std::string& def) const { return has(k) ? m_values.at(k) : def; }
+  long long integer(const std::string& k, long long def, long long lo, long long hi) const {
+    if (!has(k)) return def;
+    const std::string& s = m_values.at(k);
+    size_t pos = 0;
+    long long v = 0;
+    try {
+      v = std::stoll(s, &pos);
+    } catch (const std::exception&) {
+      throw UsageError("--" + k + " expects an integer, got '" + s + "'");
+    }
+    if (pos != s.size()) throw UsageError("--" + k + " expects an integer, got '" + s + "'");
+    if (v < lo || v > hi) throw UsageError("--" + k + " must be in " + std::to_string(lo) + ".." + std::to_string(hi) + ", got " + s);
+    return v;
+  }
+  std::vector<int> intList(const std::string& k, std::vector<int> def, int lo, int hi) const {
+    if (!has(k)) return def;
+    std::vector<int> out;
+    std::stringstream ss(m_values.at(k));
+    std::string item;
+    while (std::getline(ss, item, ',')) {
+      const auto dash = item.find('-', 1);
+      try {
+        size_t p1 = 0, p2 = 0;
+        if (dash != std::string::npos) {
+          const int a = std::stoi(item.substr(0, dash), &p1), b = std::stoi(item.substr(dash + 1), &p2);
+          if (p1 != dash || p2 != item.size() - dash - 1 || b < a) throw std::invalid_argument("range");
+          for (int v = a; v <= b; ++v) out.push_back(v);
+        } else {
+          out.push_back(std::stoi(item, &p1));
+          if (p1 != item.size()) throw std::invalid_argument("junk");
+        }
+      } catch (const std::exception&) {
+        throw UsageError("--" + k + " expects a comma-separated list of integers (ranges like 1-4 allowed), got '" + m_values.at(k) + "'");
+      }
+    }
+    if (out.empty()) throw UsageError("--" + k + " is empty");
+    for (int v : out)
+      if (v < lo || v > hi) throw UsageError("--" + k + " values must be in " + std::to_string(lo) + ".." + std::to_string(hi) + ", got " + std::to_string(v));
+    return out;
+  }
+  const std::vector<std::string>& positional() const { return m_positional; }
+
+ private:
+  std::vector<std::string> m_flags;
+  std::map<std::string, std::string> m_values;
+  std::vector<std::string> m_positional;
+};
+
+template <class F>
+auto parseOr(const std::string& what, F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(what + ": " + e.what());
+  }
 }
+
+// Unit vectors from the portable RNG.
+std::vector<float> unitVectors(size_t n, int d, uint64_t seed, uint64_t stream) {
+  std::vector<float> x(n * static_cast<size_t>(d));
+  parallelRanges(n, 1024, [&](size_t b, size_t e) {
+    for (size_t i = b; i < e; ++i) {
+      double s = 0;
+      float* r = x.data() + i * d;
+      for (int j = 0; j < d; ++j) {
+        r[j] = static_cast<float>(standardNormal(seed, stream, i * static_cast<size_t>(d) + j));
+        s += static_cast<double>(r[j]) * r[j];
+      }
+      const float inv = static_cast<float>(1.0 / std::sqrt(s));
+      for (int j = 0; j < d; ++j) r[j] *= inv;
+    }
+  });
+  return x;
+}
+
+// ------------------------------------------------------------------ validate
+int cmdValidate(const Args& a, std::ostream& out) {
+  a.allow({"dim", "bits", "vectors", "seed", "rotation", "json"});
+  const int d = static_cast<int>(a.integer("dim", 128, 2, 1024));
+  const auto bitsList = a.intList("bits", {1, 2, 3, 4}, 1, 8);
+  const size_t n = static_cast<size_t>(a.integer("vectors", 100000, 100, 10000000));
+  const uint64_t seed = static_cast<uint64_t>(a.integer("seed", 42, 0, (1LL << 62)));
+  const RotationKind rot = parseOr("--rotation", [&] { return parseRotation(a.str("rotation", "haar")); });
+  json j;
+  j["command"] = "validate";
+  j["dim"] = d;
+  j["vectors"] = n;
+  j["seed"] = seed;
+  j["rotation"] = rotationName(rot);
+  bool ok = true;
+  std::vector<std::string> failures;
+  auto check = [&](bool cond, const std::string& what) {
+    if (!cond) {
+      ok = false;
+      failures.push_back(what);
+    }
+    return cond;
+  };
+
+  // Codebook properties.
+  json cbs = json::array();
+  for (int b : bitsList) {
+    const auto cb = codebook(d, b, CodebookLaw::Exact);
+    bool sym = true, asc = true;
+    for (size_t i = 0; i < cb->centroids.size(); ++i) {
+      sym = sym && std::fabs(cb->centroids[i] + cb->centroids[cb->centroids.size() - 1 - i]) < 1e-12;
+      if (i) asc = asc && cb->centroids[i] > cb->centroids[i - 1];
+    }
+    double psum = 0;
+    for (double p : cb->cellProbabilities) psum += p;
+    const bool conv = cb->fixedPointResidual < 1e-10;
+    check(sym && asc && conv && std::fabs(psum - 1) < 1e-9, "codebook b=" + std::to_string(b) + " properties");
+    cbs.push_back({{"bits", b}, {"levels", cb->centroids.size()}, {"symmetric", sym}, {"ascending", asc}, {"fixed_point_residual", cb->fixedPointResidual},
+                   {"probability_sum", psum}, {"distortion_unit_vector", cb->distortionUnitVector}, {"entropy_bits", cb->entropyBits}});
+  }
+  j["codebooks"] = cbs;
+
+  // MSE vs theory and bounds on n unit vectors.
+  const auto X = unitVectors(n, d, seed, kStreamValidate);
+  json mse = json::array();
+  for (int b : bitsList) {
+    QuantConfig qc;
+    qc.dim = d;
+    qc.bits = b;
+    qc.mode = KeyMode::Mse;
+    qc.rotation = rot;
+    qc.seed = seed;
+    Quantizer q(qc);
+    const auto cv = q.compress(X.data(), n);
+    std::vector<float> rec(X.size());
+    parallelRanges(n, 4096, [&](size_t s, size_t e) { q.decompress(cv, s, e - s, rec.data() + s * d); });
+    double sum = 0;
+    for (size_t i = 0; i < X.size(); ++i) sum += static_cast<double>(X[i] - rec[i]) * (X[i] - rec[i]);
+    const double measured = sum / n, theory = theoryDistortion(d, b);
+    const double lo = paperLowerBound(b), hi = paperUpperBound(b);
+    const double rel = std::fabs(measured - theory) / theory;
+    check(measured >= lo && measured <= hi, "MSE b=" + std::to_string(b) + " outside the paper's bounds");
+    check(rel < 0.02, "MSE b=" + std::to_string(b) + " more than 2% from theory");
+    mse.push_back({{"bits", b}, {"measured", measured}, {"theory", theory}, {"relative_error", rel}, {"lower_bound", lo}, {"upper_bound", hi}});
+  }
+  j["mse"] = mse;
+
+  // Inner products on correlated pairs: q = a x + sqrt(1 - a^2) w, a uniform in [-1, 1].
+  const size_t np = std::min<size_t>(n, 50000);
+  const auto W = unitVectors(np, d, seed + 1, kStreamValidate + 1);
+  std::vector<float> Qv(np * d);
+  std::vector<double> exact(np);
+  for (size_t i = 0; i < np; ++i) {
+    const double alpha = 2.0 * uniformOpen(randomBits(seed, kStreamValidate + 2, i)) - 1.0;
+    const double beta = std::sqrt(1 - alpha * alpha);
+    double s = 0;
+    for (int k = 0; k < d; ++k) {
+      Qv[i * d + k] = static_cast<float>(alpha * X[i * d + k] + beta * W[i * d + k]);
+      s += static_cast<double>(Qv[i * d + k]) * X[i * d + k];
+    }
+    exact[i] = s;
+  }
+  json ip = json::array();
+  for (int b : bitsList) {
+    for (KeyMode mode : {KeyMode::Mse, KeyMode::Prod}) {
+      QuantConfig qc;
+      qc.dim = d;
+      qc.bits = b;
+      qc.mode = mode;
+      qc.rotation = rot;
+      qc.seed = seed;
+      Quantizer q(qc);
+      const auto cv = q.compress(X.data(), np);
+      std::vector<double> est(np);
+      parallelRanges(np, 1024, [&](size_t s, size_t e) {
+        for (size_t i = s; i < e; ++i) {
+          const PreparedQuery pq = q.prepare(Qv.data() + i * d);
+          float v;
+          q.scores(pq, cv, i, 1, &v);
+          est[i] = v;
+        }
+      });
+      AttentionMetrics m;
+      innerProductStats(exact.data(), est.data(), np, m);
+      const double expectSlope = mode == KeyMode::Mse ? 1.0 - theoryDistortion(d, b) : 1.0;
+      const double predictedVar = theoryInnerProductVariance(d, b, mode, d);
+      check(std::fabs(m.slope - expectSlope) < 0.01, std::string("inner-product slope ") + keyModeName(mode) + " b=" + std::to_string(b));
+      ip.push_back({{"mode", keyModeName(mode)}, {"bits", b}, {"proj_dim", mode == KeyMode::Mse ? 0 : d}, {"bias", m.bias}, {"variance", m.variance},
+                    {"predicted_variance", predictedVar}, {"slope", m.slope}, {"expected_slope", expectSlope}, {"correlation", m.correlation}, {"pairs", np}});
+    }
+  }
+  j["inner_products"] = ip;
+
+  // Needle retrieval: 4096 random unit keys, one of them correlated (0.6) with the query; top-1 found?
+  json needle = json::array();
+  const int trials = 20, keysN = 4096;
+  for (int b : bitsList) {
+    for (KeyMode mode : {KeyMode::Mse, KeyMode::Prod}) {
+      QuantConfig qc;
+      qc.dim = d;
+      qc.bits = b;
+      qc.mode = mode;
+      qc.rotation = rot;
+      qc.seed = seed;
+      Quantizer q(qc);
+      int hits = 0;
+      for (int t = 0; t < trials; ++t) {
+        auto K = unitVectors(keysN, d, seed + 100 + t, kStreamValidate + 3);
+        auto qv = unitVectors(1, d, seed + 200 + t, kStreamValidate + 4);
+        const int pos = static_cast<int>(randomBits(seed, kStreamValidate + 5, t) % keysN);
+        double s = 0;
+        for (int k = 0; k < d; ++k) {
+          K[pos * d + k] = 0.6f * qv[k] + 0.8f * K[pos * d + k];
+          s += static_cast<double>(K[pos * d + k]) * K[pos * d + k];
+        }
+        for (int k = 0; k < d; ++k) K[pos * d + k] = static_cast<float>(K[pos * d + k] / std::sqrt(s));
+        const auto cv = q.compress(K.data(), keysN);
+        std::vector<float> sc(keysN);
+        q.scoresMany(qv.data(), 1, cv, sc.data());
+        if (std::max_element(sc.begin(), sc.end()) - sc.begin() == pos) ++hits;
+      }
+      needle.push_back({{"mode", keyModeName(mode)}, {"bits", b}, {"keys", keysN}, {"trials", trials}, {"hits", hits}, {"rate", hits / double(trials)}});
+    }
+  }
+  j["needle"] = needle;
+
+  // KV cache compression from bytes actually held (2 kv heads x 1024 tokens), vs the formula.
+  json kv = json::array();
+  {
+    const int heads = 2, tokens = 1024;
+    const auto K = unitVectors(static_cast<size_t>(heads) * tokens, d, seed + 7, kStreamValidate + 6);
+    for (int b : bitsList) {
+      QuantConfig kc;
+      kc.dim = d;
+      kc.bits = b;
+      kc.mode = KeyMode::Prod;
+      kc.rotation = rot;
+      kc.seed = seed;
+      QuantConfig vc = kc;
+      vc.mode = KeyMode::Mse;
+      vc.seed = seed + 500;
+      CompressedKvCache cache(kc, vc, heads);
+      cache.append(K.data(), K.data(), tokens);
+      const double held = static_cast<double>(cache.bytes());
+      const double formula = static_cast<double>(heads) * tokens * (keyBytesPerVector(d, b, KeyMode::Prod, d) + valueBytesPerVector(d, b));
+      const double fp16 = 2.0 * heads * tokens * 2.0 * d;
+      check(held == formula, "cache bytes b=" + std::to_string(b) + " differ from the formula");
+      kv.push_back({{"key_bits", b}, {"value_bits", b}, {"key_mode", "prod"}, {"bytes_held", held}, {"bytes_formula", formula}, {"fp16_bytes", fp16},
+                    {"compression_ratio", fp16 / held}});
+    }
+  }
+  j["kv_cache"] = kv;
+  j["ok"] = ok;
+  j["failures"] = failures;
+  if (a.flag("json")) {
+    out << j.dump(2) << "\n";
+  } else {
+    out << "TurboQuant validate: d=" << d << ", " << n << " unit vectors, " << rotationName(rot) << " rotation, seed " << seed << "\n";
+    out << "MSE per bit-width (measured / theory / paper bounds):\n";
+    for (const auto& r : mse)
+      out << "  b=" << r["bits"] << "  " << std::setprecision(5) << r["measured"].get<double>() << " / " << r["theory"].get<double>() << "  ["
+          << r["lower_bound"].get<double>() << ", " << r["upper_bound"].get<double>() << "]\n";
+    out << "Inner products on correlated pairs (slope expected; bias; variance vs predicted):\n";
+    for (const auto& r : ip)
+      out << "  " << std::setw(4) << r["mode"].get<std::string>() << " b=" << r["bits"] << "  slope " << std::setprecision(4) << r["slope"].get<double>()
+          << " (expect " << r["expected_slope"].get<double>() << ")  bias " << r["bias"].get<double>() << "  var " << r["variance"].get<double>()
+          << " (pred " << r["predicted_variance"].get<double>() << ")\n";
+    out << "Needle retrieval (top-1 hits of " << trials << "):";
+    for (const auto& r : needle) out << " " << r["mode"].get<std::string>() << r["bits"].get<int>() << "=" << r["hits"].get<int>();
+    out << "\nKV cache (prod keys + mse values, bytes held = formula):";
+    for (const auto& r : kv) out << " b" << r["key_bits"].get<int>() << " " << std::setprecision(3) << r["compression_ratio"].get<double>() << "x";
+    out << "\n" << (ok ? "all checks passed" : "CHECKS FAILED:") << "\n";
+    for (const auto& f : failures) out << "  - " << f << "\n";
+  }
+  return ok ? 0 : 1;
+}
+
+// ------------------------------------------------------------------ crosscheck
+int cmdCrosscheck(const Args& a, std::ostream& out) {
+  a.allow({"reference", "json"});
+  if (!a.has("reference")) throw UsageError("crosscheck needs --reference FILE");
+  const CrossCheckReport rep = crossCheckReference(a.str("reference", ""));
+  json j;
+  j["command"] = "crosscheck";
+  j["file"] = rep.file;
+  json groups = json::array();
+  for (const auto& g : rep.groups) {
+    json items = json::array();
+    for (const auto& it : g.items)
+      items.push_back({{"what", it.what}, {"compared", it.compared}, {"mismatches", it.mismatches}, {"ties", it.ties}, {"max_error", it.maxError},
+                       {"tolerance", it.tolerance}, {"informational", it.informational}, {"pass", it.pass()}, {"note", it.note}});
+    groups.push_back({{"group", g.name}, {"dim", g.dim}, {"bits", g.bits}, {"pass", g.pass()}, {"checks", items}});
+  }
+  j["groups"] = groups;
+  j["ok"] = rep.pass();
+  if (a.flag("json")) {
+    out << j.dump(2) << "\n";
+  } else {
+    out << "Cross-check against " << rep.file << "\n";
+    for (const auto& g : rep.groups) {
+      size_t compared = 0, mism = 0, ties = 0;
+      for (const auto& it : g.items)
+        if (!it.informational) {
+          compared += it.compared;
+          mism += it.mismatches;
+          ties += it.ties;
+        }
+      out << "  " << std::left << std::setw(20) << g.name << std::right << (g.pass() ? " agree " : " DISAGREE ") << compared << " values, " << mism
+          << " mismatches, " << ties << " ties\n";
+      for (const auto& it : g.items)
+        if (!it.pass() || it.informational)
+          out << "      " << it.what << ": max error " << it.maxError << (it.informational ? " (informational)" : " FAIL") << "\n";
+    }
+    out << (rep.pass() ? "all groups agree" : "DISAGREEMENT") << "\n";
+  }
+  return rep.pass() ? 0 : 1;
+}
+
+// ------------------------------------------------------------------ bench
+template <class F>
+double medianSeconds(int repeat, F&& f) {
+  f();  // warm-up
+  std::vector<double> t;
+  for (int r = 0; r < repeat; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    f();
+    t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+json recordJson(const BenchRecord& r) {
+  json j = {{"operation", r.operation}, {"backend", r.backend},   {"device", r.device}, {"dim", r.dim},
+            {"bits", r.bits},           {"proj_dim", r.projDim},  {"rotation", r.rotation}, {"vectors", r.vectors},
+            {"seconds", r.seconds},     {"vectors_per_second", r.vectorsPerSecond}, {"bytes_moved", r.bytesMoved},
+            {"gb_per_second", r.gbPerSecond}, {"repetitions", r.repetitions}};
+  if (r.percentOfPeak >= 0) j["percent_of_peak"] = r.percentOfPeak;
+  if (!r.note.empty()) j["note"] = r.note;
+  return j;
+}
+
+std::vector<BenchRecord> cpuBench(int d, int bits, int m, RotationKind rot, size_t n, int repeat) {
+  auto backend = makeCpuBackend();
+  const std::string dev = backend->device();
+  std::vector<BenchRecord> recs;
+  auto add = [&](const std::string& op, const std::string& rotName, double secs, double bytes, const std::string& note) {
+    BenchRecord r;
+    r.operation = op;
+    r.backend = "cpu";
+    r.device = dev;
+    r.dim = d;
+    r.bits = bits;
+    r.projDim = op == "compress_keys_prod" || op == "score_keys" ? m : 0;
+    r.rotation = rotName;
+    r.vectors = n;
+    r.seconds = secs;
+    r.vectorsPerSecond = n / secs;
+    r.bytesMoved = bytes;
+    r.gbPerSecond = bytes / secs / 1e9;
+    r.repetitions = repeat;
+    r.note = note;
+    recs.push_back(r);
+  };
+  // Non-unit vectors like real keys.
+  std::vector<float> X(n * static_cast<size_t>(d));
+  parallelRanges(n, 4096, [&](size_t b, size_t e) {
+    for (size_t i = b * d; i < e * d; ++i) X[i] = static_cast<float>(standardNormal(7, kStreamValidate, i));
+  });
+  QuantConfig kc;
+  kc.dim = d;
+  kc.bits = bits;
+  kc.mode = KeyMode::Prod;
+  kc.projDim = m;
+  kc.rotation = rot;
+  Quantizer kq(kc);
+  QuantConfig vc = kc;
+  vc.mode = KeyMode::Mse;
+  vc.projDim = 0;
+  Quantizer vq(vc);
+  const double in = 4.0 * d * n;
+  const std::string threads = std::to_string(cpuThreads()) + " threads";
+  CompressedVectors keys;
+  double s = medianSeconds(repeat, [&] {
+    keys.clear();
+    kq.compress(X.data(), n, keys);
+  });
+  add("compress_keys_prod", rotationName(rot), s, in + keys.bytes(), threads + "; fp32 in, packed out");
+  CompressedVectors vals;
+  s = medianSeconds(repeat, [&] {
+    vals.clear();
+    vq.compress(X.data(), n, vals);
+  });
+  add("compress_values_mse", rotationName(rot), s, in + vals.bytes(), threads);
+  std::vector<float> q(X.begin(), X.begin() + d), out(n);
+  s = medianSeconds(repeat * 4, [&] { kq.scoresMany(q.data(), 1, keys, out.data()); });
+  add("score_keys", rotationName(rot), s, static_cast<double>(keys.bytes()), threads + "; one query against all keys, includes the query's look-up tables");
+  std::vector<float> rec(X.size());
+  s = medianSeconds(repeat, [&] { backend->decompress(vq, vals, rec.data()); });
+  add("decompress_values", rotationName(rot), s, vals.bytes() + in, threads);
+  Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>> K(X.data(), static_cast<Eigen::Index>(n), d);
+  Eigen::Map<const Eigen::VectorXf> qq(q.data(), d);
+  Eigen::VectorXf o(static_cast<Eigen::Index>(n));
+  s = medianSeconds(repeat * 4, [&] { o.noalias() = K * qq; });
+  add("baseline_fp32_gemv", "-", s, in, "Eigen fp32 K q on the same keys, 1 thread (Eigen threading off)");
+  return recs;
+}
+
+int cmdBench(const Args& a, std::ostream& out) {
+  a.allow({"backend", "dim", "bits", "proj-dim", "rotation", "vectors", "repeat", "json"});
+  const std::string backend = a.str("backend", "cpu");
+  const int d = static_cast<int>(a.integer("dim", 128, 2, 1024));
+  const int bits = static_cast<int>(a.integer("bits", 3, 1, 8));
+  const int m = static_cast<int>(a.integer("proj-dim", d, 1, 16384));
+  const RotationKind rot = parseOr("--rotation", [&] { return parseRotation(a.str("rotation", "hadamard")); });
+  const size_t n = static_cast<size_t>(a.integer("vectors", 262144, 1, 1LL << 28));
+  const int repeat = static_cast<int>(a.integer("repeat", 5, 1, 1000));
+  std::vector<BenchRecord> recs;
+  if (backend == "cpu") {
+    recs = cpuBench(d, bits, m, rot, n, repeat);
+  } else if (backend == "cuda") {
+#ifdef TQ_HAVE_CUDA
+    const CudaDeviceInfo info = cudaProbe();
+    if (!info.available) {
+      throw std::runtime_error("CUDA backend requested but no usable device: " + info.error);
+    }
+    CudaBenchOptions o;
+    o.dim = d;
+    o.bits = bits;
+    o.projDim = m;
+    o.hadamard = rot == RotationKind::Hadamard;
+    o.vectors = n;
+    o.repetitions = std::max(repeat, 20);
+    recs = cudaBenchmark(o);
+#else
+    throw UsageError("this build has no CUDA backend (nvcc was not found at build time)");
+#endif
+  } else {
+    throw UsageError("--backend must be cpu or cuda, got '" + backend + "'");
+  }
+  json arr = json::array();
+  for (const auto& r : recs) arr.push_back(recordJson(r));
+  if (a.flag("json")) {
+    out << json({{"command", "bench"}, {"records", arr}}).dump(2) << "\n";
+  } else {
+    for (const auto& r : recs)
+      out << std::left << std::setw(22) << r.operation << std::right << std::setw(12) << std::setprecision(4) << r.vectorsPerSecond / 1e6 << " M vec/s  "
+          << std::setw(8) << r.gbPerSecond << " GB/s  (" << r.backend << ", " << r.device << ")\n";
+  }
+  return 0;
+}
+
+// ------------------------------------------------------------------ memory
+int cmdMemory(const Args& a, std::ostream& out) {
+  a.allow({"model", "layers", "kv-heads", "head-dim", "tokens", "key-bits", "value-bits", "mode", "proj-dim", "json"});
+  MemoryConfig c;
+  std::string model = "custom";
+  if (a.has("model")) {
+    const ModelPreset& p = parseOr("--model", [&]() -> const ModelPreset& { return findPreset(a.str("model", "")); });
+    c.layers = p.layers;
+    c.kvHeads = p.kvHeads;
+    c.headDim = p.headDim;
+    model = p.name;
+  } else if (!a.has("layers") || !a.has("kv-heads") || !a.has("head-dim")) {
+    throw UsageError("memory needs --model PRESET or all of --layers, --kv-heads and --head-dim");
+  }
+  c.layers = static_cast<int>(a.integer("layers", c.layers, 1, 10000));
+  c.kvHeads = static_cast<int>(a.integer("kv-heads", c.kvHeads, 1, 10000));
+  c.headDim = static_cast<int>(a.integer("head-dim", c.headDim, 2, 4096));
+  c.tokens = a.integer("tokens", 32768, 0, 1LL << 40);
+  c.keyBits = static_cast<int>(a.integer("key-bits", 3, 1, 8));
+  c.valueBits = static_cast<int>(a.integer("value-bits", 3, 1, 8));
+  c.keyMode = parseOr("--mode", [&] { return parseKeyMode(a.str("mode", "prod")); });
+  c.projDim = static_cast<int>(a.integer("proj-dim", 0, 0, 16384));
+  const MemoryReport r = memoryModel(c);
+  json j = {{"command", "memory"},
+            {"model", model},
+            {"layers", c.layers},
+            {"kv_heads", c.kvHeads},
+            {"head_dim", c.headDim},
+            {"tokens", c.tokens},
+            {"key_bits", c.keyBits},
+            {"value_bits", c.valueBits},
+            {"key_mode", keyModeName(c.keyMode)},
+            {"proj_dim", c.keyMode == KeyMode::Mse ? 0 : (c.projDim > 0 ? c.projDim : c.headDim)},
+            {"key_bytes_per_vector", r.keyBytesPerVector},
+            {"value_bytes_per_vector", r.valueBytesPerVector},
+            {"key_bits_per_coordinate", r.keyBitsPerCoordinate},
+            {"value_bits_per_coordinate", r.valueBitsPerCoordinate},
+            {"bytes_per_token", r.bytesPerToken},
+            {"total_bytes", r.totalBytes},
+            {"fp16_bytes", r.fp16Bytes},
+            {"fp8_bytes", r.fp8Bytes},
+            {"ratio_vs_fp16", r.ratioVsFp16},
+            {"ratio_vs_fp8", r.ratioVsFp8}};
+  if (a.flag("json")) {
+    out << j.dump(2) << "\n";
+  } else {
+    out << model << ": " << c.layers << " layers x " << c.kvHeads << " kv heads x d=" << c.headDim << ", " << c.tokens << " tokens\n";
+    out << "  keys   " << c.keyBits << "-bit " << keyModeName(c.keyMode) << ": " << r.keyBytesPerVector << " B/vector (" << std::setprecision(4)
+        << r.keyBitsPerCoordinate << " bits/coord)\n";
+    out << "  values " << c.valueBits << "-bit mse: " << r.valueBytesPerVector << " B/vector (" << r.valueBitsPerCoordinate << " bits/coord)\n";
+    out << "  KV cache " << r.totalBytes / (1 << 20) << " MiB vs fp16 " << r.fp16Bytes / (1 << 20) << " MiB: " << r.ratioVsFp16 << "x (vs fp8 "
+        << r.ratioVsFp8 << "x)\n";
+  }
+  return 0;
+}
+
+int cmdPresets(const Args& a, std::ostream& out) {
+  a.allow({"json"});
+  json arr = json::array();
+  for (const auto& p : modelPresets())
+    arr.push_back({{"id", p.id}, {"name", p.name}, {"layers", p.layers}, {"q_heads", p.qHeads}, {"kv_heads", p.kvHeads}, {"head_dim", p.headDim}, {"note", p.note}});
+  if (a.flag("json")) out << arr.dump(2) << "\n";
+  else
+    for (const auto& p : modelPresets())
+      out << std::left << std::setw(16) << p.id << p.name << ": " << p.layers << " layers, " << p.qHeads << "q/" << p.kvHeads << "kv heads, d=" << p.headDim << "\n";
+  return 0;
+}
+
+}  // namespace
+
+int runCli(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+    (args.empty() ? err : out) << kUsage;
+    return args.empty() ? 2 : 0;
+  }
+  if (args[0] == "--version") {
+    out << "tqstudio-cli " << TQ_VERSION << "\n";
+    return 0;
+  }
+  const std::string cmd = args[0];
+  try {
+    if (cmd == "validate") return cmdValidate(Args(args, 1, {"json"}), out);
+    if (cmd == "crosscheck") return cmdCrosscheck(Args(args, 1, {"json"}), out);
+    if (cmd == "bench") return cmdBench(Args(args, 1, {"json"}), out);
+    if (cmd == "memory") return cmdMemory(Args(args, 1, {"json"}), out);
+    if (cmd == "presets") return cmdPresets(Args(args, 1, {"json"}), out);
+    err << "tqstudio-cli: unknown command '" << cmd << "'\n" << kUsage;
+    return 2;
+  } catch (const UsageError& e) {
+    err << "tqstudio-cli " << cmd << ": " << e.what() << "\n";
+    return 2;
+  } catch (const DataError& e) {
+    err << "tqstudio-cli " << cmd << ": " << e.what() << "\n";
+    return 2;
+  } catch (const std::invalid_argument& e) {
+    err << "tqstudio-cli " << cmd << ": " << e.what() << "\n";
+    return 2;
+  } catch (const std::exception& e) {
+    err << "tqstudio-cli " << cmd << ": error: " << e.what() << "\n";
+    return 2;
+  }
+}
+
 }  // namespace tq

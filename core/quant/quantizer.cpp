@@ -86,7 +86,7 @@ Quantizer::Quantizer(const QuantConfig& cfg) : m_cfg(cfg) {
   m_dim = cfg.dim;
   m_mseBits = cfg.mseBits();
   m_projDim = cfg.qjlRows();
-  m_rotation = Rotation::make(cfg.rotation, cfg.dim, cfg.seed);
+  m_rotation = *Rotation::cached(cfg.rotation, cfg.dim, cfg.seed);
   if (m_mseBits > 0) m_codebook = codebook(cfg.dim, m_mseBits, cfg.law);
   if (m_projDim > 0) {
     m_S.resize(static_cast<size_t>(m_projDim) * static_cast<size_t>(m_dim));

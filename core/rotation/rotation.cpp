@@ -4,6 +4,9 @@
 #include <Eigen/Dense>
 #include <cmath>
 #include <cstring>
+#include <map>
+#include <mutex>
+#include <tuple>
 #include <stdexcept>
 
 #include "util/rng.h"
@@ -104,6 +107,21 @@ Rotation Rotation::make(RotationKind kind, int dim, uint64_t seed) {
   if (kind == RotationKind::Hadamard) return hadamard(dim, seed);
   if (kind == RotationKind::Haar) return haar(dim, seed);
   throw std::invalid_argument("an explicit rotation needs its matrix");
+}
+
+std::shared_ptr<const Rotation> Rotation::cached(RotationKind kind, int dim, uint64_t seed) {
+  static std::mutex mutex;
+  static std::map<std::tuple<int, int, uint64_t>, std::shared_ptr<const Rotation>> cache;
+  const auto key = std::make_tuple(static_cast<int>(kind), dim, seed);
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    auto it = cache.find(key);
+    if (it != cache.end()) return it->second;
+  }
+  auto r = std::make_shared<const Rotation>(make(kind, dim, seed));
+  std::lock_guard<std::mutex> lock(mutex);
+  if (cache.size() > 256) cache.clear();  // bound memory in long sessions
+  return cache.emplace(key, r).first->second;
 }
 
 Rotation Rotation::fromMatrix(int dim, std::vector<float> rowMajor) {

@@ -4,6 +4,7 @@
 /// (y = H D x / sqrt(n) per power-of-two block, D random signs).
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,8 @@ class Rotation {
   /// (80 = 64 + 16). Signs from (seed, kStreamHadamardSigns).
   static Rotation hadamard(int dim, uint64_t seed);
   static Rotation make(RotationKind kind, int dim, uint64_t seed);
+  /// Like make(), memoised per (kind, dim, seed) for the process (Haar costs O(d^3) to build).
+  static std::shared_ptr<const Rotation> cached(RotationKind kind, int dim, uint64_t seed);
   /// From an explicit row-major d x d orthogonal matrix (e.g. another implementation's).
   static Rotation fromMatrix(int dim, std::vector<float> rowMajor);
 

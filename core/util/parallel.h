@@ -11,12 +11,18 @@ namespace tq {
 
 int cpuThreads();
 
+/// True inside a parallelRanges worker: nested calls then run inline instead of oversubscribing.
+inline bool& inParallelRegion() {
+  thread_local bool flag = false;
+  return flag;
+}
+
 /// Calls fn(begin, end) on contiguous ranges covering [0, n) from up to cpuThreads() threads.
 /// Ranges hold at least minPerThread items.
 inline void parallelRanges(size_t n, size_t minPerThread, const std::function<void(size_t, size_t)>& fn) {
   const size_t maxThreads = static_cast<size_t>(std::max(1, cpuThreads()));
   size_t threads = std::min(maxThreads, minPerThread == 0 ? maxThreads : n / std::max<size_t>(1, minPerThread));
-  if (threads <= 1) {
+  if (threads <= 1 || inParallelRegion()) {
     if (n) fn(0, n);
     return;
   }
@@ -25,9 +31,15 @@ inline void parallelRanges(size_t n, size_t minPerThread, const std::function<vo
   const size_t per = (n + threads - 1) / threads;
   for (size_t t = 1; t < threads; ++t) {
     const size_t b = t * per, e = std::min(n, b + per);
-    if (b < e) pool.emplace_back([&fn, b, e] { fn(b, e); });
+    if (b < e)
+      pool.emplace_back([&fn, b, e] {
+        inParallelRegion() = true;
+        fn(b, e);
+      });
   }
+  inParallelRegion() = true;
   fn(0, std::min(n, per));
+  inParallelRegion() = false;
   for (auto& th : pool) th.join();
 }
 

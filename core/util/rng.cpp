@@ -18,9 +18,10 @@ double portableLog(double x) {
   const double z = (m - 1.0) / (m + 1.0);                          // |z| <= 0.1716
   const double z2 = z * z;
   // 2 atanh(z) = 2 (z + z^3/3 + z^5/5 + ...); 14 terms reach z^27 ~ 1e-21 relative.
+  static const double inv[14] = {1.0, 1.0 / 3, 1.0 / 5, 1.0 / 7, 1.0 / 9, 1.0 / 11, 1.0 / 13, 1.0 / 15, 1.0 / 17, 1.0 / 19, 1.0 / 21, 1.0 / 23, 1.0 / 25, 1.0 / 27};
   double term = z, sum = 0.0;
   for (int k = 0; k < 14; ++k) {
-    sum += term / static_cast<double>(2 * k + 1);
+    sum += term * inv[k];
     term *= z2;
   }
   return 2.0 * sum + static_cast<double>(e) * 0.69314718055994530942;
