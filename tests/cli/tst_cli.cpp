@@ -1,0 +1,120 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+// The CLI's contract: exit codes, JSON documents, messages for bad input.
+#include <QtTest/QtTest>
+
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "cli.h"
+
+namespace {
+struct Run {
+  int code;
+  std::string out, err;
+};
+Run run(std::vector<std::string> args) {
+  std::ostringstream o, e;
+  const int c = tq::runCli(args, o, e);
+  return {c, o.str(), e.str()};
+}
+}  // namespace
+
+class TstCli : public QObject {
+  Q_OBJECT
+ private slots:
+  void badUsageExits2_data() {
+    QTest::addColumn<QStringList>("args");
+    QTest::addColumn<QString>("message");
+    QTest::newRow("none") << QStringList{} << "usage";
+    QTest::newRow("unknown command") << QStringList{"frobnicate"} << "unknown command";
+    QTest::newRow("bits out of range") << QStringList{"validate", "--bits", "9"} << "--bits";
+    QTest::newRow("bits not a number") << QStringList{"validate", "--bits", "three"} << "--bits";
+    QTest::newRow("dim too small") << QStringList{"validate", "--dim", "1"} << "--dim";
+    QTest::newRow("unknown option") << QStringList{"memory", "--model", "qwen2.5-3b", "--colour", "red"} << "unknown option --colour";
+    QTest::newRow("missing value") << QStringList{"memory", "--model"} << "needs a value";
+    QTest::newRow("unknown preset") << QStringList{"memory", "--model", "gpt-9"} << "unknown model preset";
+    QTest::newRow("memory without model") << QStringList{"memory", "--layers", "2"} << "--model";
+    QTest::newRow("bad mode") << QStringList{"memory", "--model", "qwen2.5-3b", "--mode", "both"} << "unknown key mode";
+    QTest::newRow("bad rotation") << QStringList{"bench", "--rotation", "dct"} << "unknown rotation";
+    QTest::newRow("bad backend") << QStringList{"bench", "--backend", "tpu", "--vectors", "10"} << "--backend";
+    QTest::newRow("crosscheck without file") << QStringList{"crosscheck"} << "--reference";
+    QTest::newRow("crosscheck missing file") << QStringList{"crosscheck", "--reference", "/nonexistent/x.safetensors"} << "/nonexistent/x.safetensors";
+    QTest::newRow("crosscheck wrong file") << QStringList{"crosscheck", "--reference", TQ_TEST_DATA_DIR "/codebooks.json"} << "codebooks.json";
+  }
+  void badUsageExits2() {
+    QFETCH(QStringList, args);
+    QFETCH(QString, message);
+    std::vector<std::string> a;
+    for (const auto& s : args) a.push_back(s.toStdString());
+    const Run r = run(a);
+    QCOMPARE(r.code, 2);
+    QVERIFY2(QString::fromStdString(r.err).contains(message), r.err.c_str());
+    QVERIFY(r.out.empty());
+  }
+  void memoryJson() {
+    const Run r = run({"memory", "--model", "qwen2.5-3b", "--tokens", "8192", "--key-bits", "3", "--value-bits", "3", "--json"});
+    QCOMPARE(r.code, 0);
+    const auto j = nlohmann::json::parse(r.out);
+    QCOMPARE(j["key_bytes_per_vector"].get<int>(), 52);
+    QCOMPARE(j["value_bytes_per_vector"].get<int>(), 50);
+    QVERIFY(std::fabs(j["ratio_vs_fp16"].get<double>() - 512.0 / 102.0) < 1e-9);
+    QCOMPARE(j["total_bytes"].get<double>(), 102.0 * 36 * 2 * 8192);
+  }
+  void validateJson() {
+    const Run r = run({"validate", "--dim", "64", "--bits", "2,3", "--vectors", "20000", "--json"});
+    QCOMPARE(r.code, 0);
+    const auto j = nlohmann::json::parse(r.out);
+    QCOMPARE(j["mse"].size(), size_t(2));
+    for (const auto& m : j["mse"]) {
+      QVERIFY(m["measured"].get<double>() > m["lower_bound"].get<double>());
+      QVERIFY(m["measured"].get<double>() < m["upper_bound"].get<double>());
+      QVERIFY(m.contains("theory"));
+    }
+    QCOMPARE(j["inner_products"].size(), size_t(4));
+    QCOMPARE(j["kv_cache"][0]["bytes_held"].get<double>(), j["kv_cache"][0]["bytes_formula"].get<double>());
+    QVERIFY(j["ok"].get<bool>());
+  }
+  void crosscheckGolden() {
+    const Run r = run({"crosscheck", "--reference", TQ_TEST_DATA_DIR "/seed_golden_d64.safetensors", "--json"});
+    QCOMPARE(r.code, 0);
+    const auto j = nlohmann::json::parse(r.out);
+    QCOMPARE(j["groups"].size(), size_t(20));
+    QVERIFY(j["ok"].get<bool>());
+  }
+  void crosscheckDetectsDisagreement() {
+    // A copy of the golden file with one reference index changed must fail with exit 1.
+    QFile in(TQ_TEST_DATA_DIR "/seed_golden_d64.safetensors");
+    QVERIFY(in.open(QIODevice::ReadOnly));
+    QByteArray bytes = in.readAll();
+    const quint64 n = qFromLittleEndian<quint64>(bytes.constData());
+    const auto hdr = nlohmann::json::parse(bytes.mid(8, static_cast<int>(n)).toStdString());
+    const auto off = hdr["d64.b3.mse.indices"]["data_offsets"][0].get<qint64>();
+    char& c = bytes[static_cast<int>(8 + n + off + 5)];
+    c = static_cast<char>((c + 3) % 8);
+    QTemporaryDir dir;
+    const QString path = dir.filePath("bad.safetensors");
+    QFile out(path);
+    QVERIFY(out.open(QIODevice::WriteOnly));
+    out.write(bytes);
+    out.close();
+    const Run r = run({"crosscheck", "--reference", path.toStdString(), "--json"});
+    QCOMPARE(r.code, 1);
+    QVERIFY(!nlohmann::json::parse(r.out)["ok"].get<bool>());
+  }
+  void benchJsonFields() {
+    const Run r = run({"bench", "--vectors", "2048", "--repeat", "1", "--dim", "64", "--json"});
+    QCOMPARE(r.code, 0);
+    const auto j = nlohmann::json::parse(r.out);
+    QStringList ops;
+    for (const auto& rec : j["records"]) {
+      ops << QString::fromStdString(rec["operation"].get<std::string>());
+      for (const char* k : {"backend", "device", "dim", "bits", "proj_dim", "rotation", "vectors", "seconds", "vectors_per_second", "gb_per_second"})
+        QVERIFY2(rec.contains(k), k);
+      QVERIFY(rec["seconds"].get<double>() > 0);
+    }
+    QCOMPARE(ops, (QStringList{"compress_keys_prod", "compress_values_mse", "score_keys", "decompress_values", "baseline_fp32_gemv"}));
+  }
+};
+
+QTEST_APPLESS_MAIN(TstCli)
+#include "tst_cli.moc"
