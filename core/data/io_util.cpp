@@ -88,7 +88,7 @@ nlohmann::json parseJson(const char* begin, const char* end, const std::string& 
       throw DataError(path, what + " nests deeper than " + std::to_string(maxDepth) + " levels");
     if (rejectDuplicateKeys && ev == Event::key && depth == 1 && parsed.is_string()) {
       if (!keys.insert(parsed.get_ref<const std::string&>()).second)
-        throw DataError(path, what + " repeats the key " + quoted(parsed.get_ref<const std::string&>()));
+        throw DataError(path, what + " repeats the key " + quote(parsed.get_ref<const std::string&>()));
     }
     return true;
   };

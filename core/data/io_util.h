@@ -18,7 +18,7 @@ inline bool isValidUtf8(const std::string& s, size_t* badOffset = nullptr) { ret
 /// bytes (then "..."). Valid non-ASCII UTF-8 is kept.
 std::string printable(const std::string& s, size_t maxLen = 120);
 /// printable() in single quotes.
-inline std::string quoted(const std::string& s, size_t maxLen = 120) { return "'" + printable(s, maxLen) + "'"; }
+inline std::string quote(const std::string& s, size_t maxLen = 120) { return "'" + printable(s, maxLen) + "'"; }
 
 /// Parses JSON text with limits: nesting depth <= maxDepth; with rejectDuplicateKeys, a repeated key of the
 /// top-level object is an error. Throws DataError(path, what + ": " + reason).

@@ -23,7 +23,7 @@
 
 namespace tq {
 
-using io::quoted;
+using io::quote;
 
 const char* dtypeName(DType t) {
   switch (t) {
@@ -159,7 +159,7 @@ SafetensorsFile::SafetensorsFile(std::shared_ptr<const MappedFile> file) : m_fil
 
 namespace {
 std::string jsonKind(const nlohmann::json& v) {
-  if (v.is_string()) return quoted(v.get_ref<const std::string&>(), 40);
+  if (v.is_string()) return quote(v.get_ref<const std::string&>(), 40);
   if (v.is_number()) return "the number " + v.dump();
   return std::string("a JSON ") + v.type_name();
 }
@@ -192,12 +192,12 @@ void SafetensorsFile::parse() {
     if (name == "__metadata__") {
       if (!v.is_object()) throw DataError(path, "__metadata__ is not a JSON object");
       for (auto m = v.begin(); m != v.end(); ++m) {
-        if (!m.value().is_string()) throw DataError(path, "metadata value of " + quoted(m.key()) + " is " + jsonKind(m.value()) + ", not a string");
+        if (!m.value().is_string()) throw DataError(path, "metadata value of " + quote(m.key()) + " is " + jsonKind(m.value()) + ", not a string");
         m_metadata[m.key()] = m.value().get<std::string>();
       }
       continue;
     }
-    const std::string tn = "tensor " + quoted(name);
+    const std::string tn = "tensor " + quote(name);
     if (name.empty()) throw DataError(path, "a tensor has an empty name");
     if (!v.is_object() || !v.contains("dtype") || !v.contains("shape") || !v.contains("data_offsets"))
       throw DataError(path, tn + " lacks dtype, shape or data_offsets");
@@ -246,7 +246,7 @@ const TensorInfo* SafetensorsFile::find(const std::string& name) const {
 
 const TensorInfo& SafetensorsFile::require(const std::string& name) const {
   const TensorInfo* t = find(name);
-  if (!t) throw DataError(path(), "tensor " + quoted(name) + " not found");
+  if (!t) throw DataError(path(), "tensor " + quote(name) + " not found");
   return *t;
 }
 
@@ -343,7 +343,7 @@ std::vector<float> SafetensorsFile::readFloat(const std::string& name) const { r
 
 std::vector<int64_t> SafetensorsFile::readInt(const TensorInfo& t) const {
   if (!isIntegerDType(t.dtype))
-    throw DataError(path(), "tensor " + quoted(t.name) + " is " + dtypeName(t.dtype) + ", expected an integer type");
+    throw DataError(path(), "tensor " + quote(t.name) + " is " + dtypeName(t.dtype) + ", expected an integer type");
   std::vector<int64_t> out(t.elements());
   convertToInt64(bytes(t), t.dtype, out.size(), out.data());
   return out;

@@ -64,6 +64,13 @@ class MappedFile {
   std::vector<uint8_t> m_buffer;
 };
 
+/// Bytes kept alive by owner: a view into a mapping (owner = the file) or an inflated copy.
+struct SharedBytes {
+  std::shared_ptr<const void> owner;
+  const uint8_t* data = nullptr;
+  uint64_t size = 0;
+};
+
 class SafetensorsFile {
  public:
   /// Largest JSON header accepted (64 MiB; the Rust reference accepts 100 MB, real KV dumps need < 1 MB).

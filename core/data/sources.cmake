@@ -1,2 +1,6 @@
 list(APPEND TQ_CORE_SOURCES
-  ${CMAKE_CURRENT_SOURCE_DIR}/data/safetensors.cpp)
+  ${CMAKE_CURRENT_SOURCE_DIR}/data/io_util.cpp
+  ${CMAKE_CURRENT_SOURCE_DIR}/data/safetensors.cpp
+  ${CMAKE_CURRENT_SOURCE_DIR}/data/npy.cpp
+  ${CMAKE_CURRENT_SOURCE_DIR}/data/npz.cpp
+  ${CMAKE_CURRENT_SOURCE_DIR}/data/kv_dump.cpp)
