@@ -22,6 +22,15 @@ std::atomic<int> g_threads{0};
 constexpr size_t kChunk = 256;  // vectors per compression block
 }  // namespace
 
+float laneSumSquares(const float* x, size_t n) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  size_t j = 0;
+  for (; j + 8 <= n; j += 8)
+    for (size_t k = 0; k < 8; ++k) acc[k] += x[j + k] * x[j + k];
+  for (size_t k = 0; j < n; ++j, ++k) acc[k] += x[j] * x[j];
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
 int cpuThreads() {
   const int t = g_threads.load();
   if (t > 0) return t;
@@ -166,9 +175,7 @@ void Quantizer::compressChunk(const float* x, size_t n, CompressedVectors& out, 
   std::vector<float> norm(n);
   for (size_t i = 0; i < n; ++i) {
     const float* xi = x + i * d;
-    float s = 0.0f;
-    for (size_t j = 0; j < d; ++j) s += xi[j] * xi[j];
-    const float nrm = std::sqrt(s);
+    const float nrm = std::sqrt(laneSumSquares(xi, d));
     norm[i] = nrm;
     const uint16_t h = floatToHalf(nrm);
     out.norms[offset + i] = h;
@@ -189,10 +196,10 @@ void Quantizer::compressChunk(const float* x, size_t n, CompressedVectors& out, 
     const float* yi = rot.data() + i * d;
     if (m_mseBits > 0) {
       if (nb <= 15) {
-        for (size_t j = 0; j < d; ++j) {
-          int k = 0;
-          for (int t = 0; t < nb; ++t) k += (yi[j] > bnd[t]) ? 1 : 0;
-          idx[j] = static_cast<uint8_t>(k);
+        std::fill(idx.begin(), idx.end(), uint8_t{0});
+        for (int t = 0; t < nb; ++t) {  // boundary-major: vectorises over coordinates
+          const float bt = bnd[t];
+          for (size_t j = 0; j < d; ++j) idx[j] = static_cast<uint8_t>(idx[j] + (yi[j] > bt ? 1 : 0));
         }
       } else {
         for (size_t j = 0; j < d; ++j) {
@@ -207,13 +214,12 @@ void Quantizer::compressChunk(const float* x, size_t n, CompressedVectors& out, 
       // the reference do; the fp16 norm only enters at decode time); its norm is ||r||.
       float* ri = resid.data() + i * d;
       const float nrm = norm[i];
-      float g = 0.0f;
-      for (size_t j = 0; j < d; ++j) {
-        const float r = nrm * (m_mseBits > 0 ? yi[j] - cen[idx[j]] : yi[j]);
-        ri[j] = r;
-        g += r * r;
+      if (m_mseBits > 0) {
+        for (size_t j = 0; j < d; ++j) ri[j] = nrm * (yi[j] - cen[idx[j]]);
+      } else {
+        for (size_t j = 0; j < d; ++j) ri[j] = nrm * yi[j];
       }
-      out.residualNorms[offset + i] = floatToHalf(std::sqrt(g));
+      out.residualNorms[offset + i] = floatToHalf(std::sqrt(laneSumSquares(ri, d)));
     }
   }
   if (m_projDim > 0) {

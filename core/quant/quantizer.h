@@ -81,6 +81,8 @@ class Quantizer {
   const Rotation& rotation() const { return m_rotation; }
   const Codebook* codebookPtr() const { return m_codebook.get(); }
   const std::vector<float>& qjlMatrix() const { return m_S; }
+  /// S R^T (m x d row-major): projects a residual given in rotated space (used by the CUDA backend).
+  const std::vector<float>& projectedRotation() const { return m_SRt; }
   const QuantConfig& config() const { return m_cfg; }
 
   /// Appends n row vectors (row-major n x d, fp32) to out. Multi-threaded for large n.
@@ -113,6 +115,11 @@ class Quantizer {
   std::vector<float> m_SRt;     // S R^T, m x d: projects a rotated residual
   int m_group = 1;              // coordinates per LUT chunk
 };
+
+/// Sum of squares in a fixed, platform-independent order: 8 interleaved lanes (element j goes to lane
+/// j mod 8, in ascending j), combined as ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)). Vectorises on the CPU
+/// and is reproduced exactly by the CUDA kernels (no FMA contraction).
+float laneSumSquares(const float* x, size_t n);
 
 /// Shared thread count for the CPU engine (default: hardware concurrency).
 int cpuThreads();

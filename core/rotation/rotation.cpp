@@ -68,7 +68,28 @@ Rotation Rotation::haar(int dim, uint64_t seed) {
 }
 
 void fwht(float* v, int n) {
-  for (int h = 1; h < n; h <<= 1) {
+  int h = 1;
+  if (n >= 8) {
+    // The first three stages (h = 1, 2, 4) inside each block of 8, fused; every butterfly is the same
+    // add/sub of the same operands as in the generic loop, so results are bit-identical.
+    for (int i = 0; i < n; i += 8) {
+      float* b = v + i;
+      const float a0 = b[0] + b[1], a1 = b[0] - b[1], a2 = b[2] + b[3], a3 = b[2] - b[3];
+      const float a4 = b[4] + b[5], a5 = b[4] - b[5], a6 = b[6] + b[7], a7 = b[6] - b[7];
+      const float c0 = a0 + a2, c2 = a0 - a2, c1 = a1 + a3, c3 = a1 - a3;
+      const float c4 = a4 + a6, c6 = a4 - a6, c5 = a5 + a7, c7 = a5 - a7;
+      b[0] = c0 + c4;
+      b[4] = c0 - c4;
+      b[1] = c1 + c5;
+      b[5] = c1 - c5;
+      b[2] = c2 + c6;
+      b[6] = c2 - c6;
+      b[3] = c3 + c7;
+      b[7] = c3 - c7;
+    }
+    h = 8;
+  }
+  for (; h < n; h <<= 1) {
     for (int i = 0; i < n; i += 2 * h) {
       for (int j = i; j < i + h; ++j) {
         const float x = v[j], y = v[j + h];
