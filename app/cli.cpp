@@ -16,7 +16,11 @@
 #include "backend/backend.h"
 #include "backend/bench_record.h"
 #include "codebook/codebook.h"
+#include "backend_select.h"
+#include "data/export.h"
+#include "data/kv_dump.h"
 #include "data/safetensors.h"
+#include "sweep/sweep.h"
 #include "metrics/metrics.h"
 #include "quant/quantizer.h"
 #include "util/parallel.h"
@@ -48,6 +52,11 @@ const char* kUsage =
     "  memory     --model PRESET | --layers L --kv-heads H --head-dim D [--tokens T] [--key-bits B]\n"
     "             [--value-bits B] [--mode mse|prod|qjl] [--proj-dim M] [--json]\n"
     "  presets    list the model presets\n"
+    "  info       FILE [--nonfinite refuse|zero] [--json]   summary of a KV dump (safetensors, npz, npy)\n"
+    "  evaluate   FILE [--key-bits LIST] [--value-bits LIST] [--proj-dim LIST] [--mode mse,prod,qjl]\n"
+    "             [--layers LIST] [--heads LIST] [--queries dump|last-key|random] [--max-queries N]\n"
+    "             [--rotation haar|hadamard] [--law exact|gaussian] [--seed S] [--backend auto|cpu|cuda]\n"
+    "             [--nonfinite refuse|zero] [--json|--csv]   fidelity metrics per (layer, head) and summarised\n"
     "exit codes: 0 ok, 1 a check failed, 2 bad usage or input\n";
 
 // Minimal option parser: --name value pairs and --flags.
@@ -610,6 +619,144 @@ int cmdPresets(const Args& a, std::ostream& out) {
   return 0;
 }
 
+
+// ------------------------------------------------------------------ info / evaluate
+LoadOptions loadOptions(const Args& a) {
+  LoadOptions o;
+  const std::string nf = a.str("nonfinite", "refuse");
+  if (nf == "zero") o.nonFinite = NonFinitePolicy::Zero;
+  else if (nf != "refuse") throw UsageError("--nonfinite must be refuse or zero, got '" + nf + "'");
+  return o;
+}
+
+std::string onlyFile(const Args& a, const std::string& cmd) {
+  if (a.positional().size() != 1) throw UsageError(cmd + " needs exactly one FILE argument");
+  return a.positional()[0];
+}
+
+int cmdInfo(const Args& a, std::ostream& out) {
+  a.allow({"nonfinite", "json"});
+  const auto dump = KvDump::open(onlyFile(a, "info"), loadOptions(a));
+  const KvDumpSummary& s = dump->summary();
+  json md = json::object();
+  for (const auto& [k, v] : s.metadata) md[k] = k == "token_strings" && v.size() > 200 ? v.substr(0, 200) + "..." : v;
+  json nft = json::array();
+  for (const auto& [t, c] : s.nonfiniteTensors) nft.push_back({{"tensor", t}, {"count", c}});
+  json j = {{"command", "info"},
+            {"file", dump->path()},
+            {"container", containerName(s.container)},
+            {"layout", s.layout},
+            {"layers", s.layers},
+            {"q_heads", s.qHeads},
+            {"kv_heads", s.kvHeads},
+            {"seq_len", s.seq},
+            {"head_dim", s.headDim},
+            {"head_dim_v", s.headDimV},
+            {"dtype", dtypeName(s.dtype)},
+            {"has_queries", s.hasQueries},
+            {"has_values", s.hasValues},
+            {"has_tokens", s.hasTokens},
+            {"nonfinite_count", s.nonfiniteCount},
+            {"nonfinite_tensors", nft},
+            {"softmax_scale", dump->softmaxScale()},
+            {"model", dump->modelName()},
+            {"file_bytes", s.fileBytes},
+            {"tensor_bytes", s.tensorBytes},
+            {"warnings", s.warnings},
+            {"metadata", md}};
+  if (a.flag("json")) {
+    out << j.dump(2) << "\n";
+  } else {
+    out << dump->path() << "\n  " << s.describe() << "\n  model: " << (dump->modelName().empty() ? "-" : dump->modelName())
+        << "\n  queries: " << (s.hasQueries ? "yes (real)" : "no (use a proxy query source)") << "\n  NaN/Inf: " << s.nonfiniteCount << "\n";
+    for (const auto& w : s.warnings) out << "  warning: " << w << "\n";
+  }
+  return 0;
+}
+
+std::vector<KeyMode> modeList(const std::string& s) {
+  std::vector<KeyMode> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) out.push_back(parseOr("--mode", [&] { return parseKeyMode(item); }));
+  if (out.empty()) throw UsageError("--mode is empty");
+  return out;
+}
+
+json metricsJson(const AttentionMetrics& m) {
+  return {{"attention_cosine", m.attentionCosine}, {"top1", m.top1}, {"top5", m.top5}, {"kl", m.kl}, {"logit_cosine", m.logitCosine},
+          {"output_error", m.outputError}, {"bias", m.bias}, {"variance", m.variance}, {"slope", m.slope}};
+}
+
+int cmdEvaluate(const Args& a, std::ostream& out, std::ostream& err) {
+  a.allow({"key-bits", "value-bits", "proj-dim", "mode", "layers", "heads", "queries", "max-queries", "rotation", "law", "seed", "backend",
+           "nonfinite", "json", "csv", "reference-one-bit"});
+  if (a.flag("json") && a.flag("csv")) throw UsageError("choose one of --json and --csv");
+  const auto dump = KvDump::open(onlyFile(a, "evaluate"), loadOptions(a));
+  SweepConfig c;
+  c.keyBits = a.intList("key-bits", {1, 2, 3, 4}, 1, 8);
+  c.valueBits = a.intList("value-bits", {4}, 1, 8);
+  c.projDims = a.intList("proj-dim", {0}, 0, 16384);
+  c.modes = modeList(a.str("mode", "mse,prod"));
+  if (a.has("layers")) c.layers = a.intList("layers", {}, 0, 1 << 20);
+  if (a.has("heads")) c.qHeads = a.intList("heads", {}, 0, 1 << 20);
+  c.queries = parseOr("--queries", [&] { return parseQuerySource(a.str("queries", dump->summary().hasQueries ? "dump" : "last-key")); });
+  c.maxQueries = static_cast<int>(a.integer("max-queries", 32, 1, 100000));
+  c.rotation = parseOr("--rotation", [&] { return parseRotation(a.str("rotation", "haar")); });
+  c.law = parseOr("--law", [&] { return parseLaw(a.str("law", "exact")); });
+  c.seed = static_cast<uint64_t>(a.integer("seed", 42, 0, (1LL << 62)));
+  c.referenceOneBit = a.flag("reference-one-bit");
+  const BackendChoice choice = parseOr("--backend", [&] { return parseBackendChoice(a.str("backend", "auto")); });
+  std::string note;
+  auto backend = chooseBackend(choice, &note);
+  if (!note.empty() && choice == BackendChoice::Cuda) err << "tqstudio-cli evaluate: " << note << "; running on the CPU\n";
+  const SweepResult r = parseOr("evaluate", [&] { return runSweep(*dump, c, *backend); });
+  if (a.flag("csv")) {
+    writeCsv(r, out);
+    return 0;
+  }
+  json summary = json::array(), perHead = json::array();
+  for (const auto& s : r.summary()) {
+    json e = {{"key_bits", s.key.bits}, {"value_bits", s.valueBits}, {"proj_dim", s.key.projDim}, {"mode", keyModeName(s.key.mode)}};
+    e.update(metricsJson(s.mean));
+    e["worst"] = metricsJson(s.worst);
+    e["key_bytes_per_vector"] = s.keyBytesPerVector;
+    e["value_bytes_per_vector"] = s.valueBytesPerVector;
+    e["heads"] = s.rows;
+    summary.push_back(e);
+  }
+  for (const auto& row : r.rows) {
+    json e = {{"key_bits", row.key.bits}, {"value_bits", row.valueBits}, {"proj_dim", row.key.projDim}, {"mode", keyModeName(row.key.mode)},
+              {"layer", row.layer}, {"head", row.qHead}, {"kv_head", row.kvHead}};
+    e.update(metricsJson(row.m));
+    e["key_vector_mse"] = row.keyVectorMse;
+    e["value_vector_mse"] = row.valueVectorMse;
+    perHead.push_back(e);
+  }
+  json j = {{"command", "evaluate"}, {"file", dump->path()}, {"model", dump->modelName()}, {"queries", r.queryLabel},
+            {"backend", r.backend}, {"device", r.device}, {"backend_note", note}, {"head_dim", r.headDim}, {"tokens", r.tokens},
+            {"rotation", rotationName(c.rotation)}, {"law", lawName(c.law)}, {"seed", c.seed}, {"seconds", r.seconds},
+            {"summary", summary}, {"per_head", perHead}};
+  if (a.flag("json")) {
+    out << j.dump(2) << "\n";
+    return 0;
+  }
+  out << dump->path() << ": " << dump->summary().describe() << "\n" << r.queryLabel << " · " << r.backend << " (" << r.device << ")"
+      << (note.empty() ? "" : " · " + note) << " · " << std::setprecision(3) << r.seconds << " s\n";
+  out << " mode  K  V    m   attn-cos   top1   top5        KL  logit-cos  out-err   (mean over " << (summary.empty() ? 0 : summary[0]["heads"].get<int>())
+      << " heads; worst attn-cos)\n";
+  for (const auto& e : summary) {
+    out << std::setw(5) << e["mode"].get<std::string>() << std::setw(3) << e["key_bits"].get<int>() << std::setw(3) << e["value_bits"].get<int>()
+        << std::setw(5) << e["proj_dim"].get<int>() << std::fixed << std::setprecision(4) << std::setw(11) << e["attention_cosine"].get<double>()
+        << std::setw(7) << std::setprecision(3) << e["top1"].get<double>() << std::setw(7) << e["top5"].get<double>() << std::scientific
+        << std::setprecision(2) << std::setw(10) << e["kl"].get<double>() << std::fixed << std::setprecision(4) << std::setw(11)
+        << e["logit_cosine"].get<double>() << std::setw(9) << e["output_error"].get<double>() << "   (" << e["worst"]["attention_cosine"].get<double>()
+        << ")\n";
+    out.unsetf(std::ios::floatfield);
+  }
+  return 0;
+}
+
 }  // namespace
 
 int runCli(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
@@ -628,9 +775,14 @@ int runCli(const std::vector<std::string>& args, std::ostream& out, std::ostream
     if (cmd == "bench") return cmdBench(Args(args, 1, {"json"}), out);
     if (cmd == "memory") return cmdMemory(Args(args, 1, {"json"}), out);
     if (cmd == "presets") return cmdPresets(Args(args, 1, {"json"}), out);
+    if (cmd == "info") return cmdInfo(Args(args, 1, {"json"}), out);
+    if (cmd == "evaluate") return cmdEvaluate(Args(args, 1, {"json", "csv", "reference-one-bit"}), out, err);
     err << "tqstudio-cli: unknown command '" << cmd << "'\n" << kUsage;
     return 2;
   } catch (const UsageError& e) {
+    err << "tqstudio-cli " << cmd << ": " << e.what() << "\n";
+    return 2;
+  } catch (const LoadCancelled& e) {
     err << "tqstudio-cli " << cmd << ": " << e.what() << "\n";
     return 2;
   } catch (const DataError& e) {

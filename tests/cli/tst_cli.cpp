@@ -101,6 +101,51 @@ class TstCli : public QObject {
     QCOMPARE(r.code, 1);
     QVERIFY(!nlohmann::json::parse(r.out)["ok"].get<bool>());
   }
+  void infoOnTheSample() {
+    const Run r = run({"info", TQ_TEST_DATA_DIR "/stories260K_lily_512.safetensors", "--json"});
+    QCOMPARE(r.code, 0);
+    const auto j = nlohmann::json::parse(r.out);
+    QCOMPARE(j["layers"].get<int>(), 5);
+    QCOMPARE(j["q_heads"].get<int>(), 8);
+    QCOMPARE(j["kv_heads"].get<int>(), 4);
+    QCOMPARE(j["seq_len"].get<int>(), 512);
+    QCOMPARE(j["head_dim"].get<int>(), 8);
+    QCOMPARE(j["dtype"].get<std::string>(), std::string("F16"));
+    QVERIFY(j["has_queries"].get<bool>());
+    QCOMPARE(j["nonfinite_count"].get<int>(), 0);
+  }
+  void evaluateJson() {
+    const Run r = run({"evaluate", TQ_TEST_DATA_DIR "/stories260K_sun_384.npz", "--key-bits", "2,4,8", "--value-bits", "4", "--proj-dim", "4,8",
+                       "--mode", "mse,prod", "--layers", "0,4", "--heads", "0-3", "--backend", "cpu", "--json"});
+    QCOMPARE(r.code, 0);
+    const auto j = nlohmann::json::parse(r.out);
+    QCOMPARE(j["summary"].size(), size_t(3 + 3 * 2));
+    QCOMPARE(j["per_head"].size(), size_t(9 * 2 * 4));
+    QCOMPARE(j["backend"].get<std::string>(), std::string("CPU"));
+    QCOMPARE(j["queries"].get<std::string>(), std::string("dump queries"));
+    double prev = -1;
+    for (const auto& e : j["summary"]) {
+      for (const char* k : {"key_bits", "value_bits", "proj_dim", "mode", "attention_cosine", "top1", "top5", "kl", "logit_cosine", "output_error"})
+        QVERIFY2(e.contains(k), k);
+      if (e["mode"] == "mse") {  // more bits, better attention
+        QVERIFY(e["attention_cosine"].get<double>() > prev);
+        prev = e["attention_cosine"].get<double>();
+      }
+    }
+    for (const auto& e : j["per_head"]) QVERIFY(e.contains("layer") && e.contains("head"));
+    const Run csv = run({"evaluate", TQ_TEST_DATA_DIR "/stories260K_tom_256_f32.safetensors", "--key-bits", "3", "--mode", "prod", "--queries", "last-key", "--csv"});
+    QCOMPARE(csv.code, 0);
+    QVERIFY(QString::fromStdString(csv.out).count('\n') == 1 + 5 * 4);  // header + one row per (layer, kv head)
+  }
+  void evaluateBadInput() {
+    QCOMPARE(run({"evaluate", "/nonexistent.safetensors"}).code, 2);
+    QCOMPARE(run({"evaluate", TQ_TEST_DATA_DIR "/stories260K_lily_512.safetensors", "--layers", "9"}).code, 2);
+    QCOMPARE(run({"evaluate", TQ_TEST_DATA_DIR "/stories260K_lily_512.safetensors", "--queries", "oracle"}).code, 2);
+    QCOMPARE(run({"evaluate", TQ_TEST_DATA_DIR "/stories260K_lily_512.safetensors", "--json", "--csv"}).code, 2);
+    const Run r = run({"info", TQ_TEST_DATA_DIR "/codebooks.json"});
+    QCOMPARE(r.code, 2);
+    QVERIFY(QString::fromStdString(r.err).contains("codebooks.json"));
+  }
   void benchJsonFields() {
     const Run r = run({"bench", "--vectors", "2048", "--repeat", "1", "--dim", "64", "--json"});
     QCOMPARE(r.code, 0);
