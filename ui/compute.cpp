@@ -1,0 +1,448 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#include "compute.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <limits>
+#include <map>
+#include <stdexcept>
+
+#include "attention/attention.h"
+#include "metrics/metrics.h"
+#include "quant/quantizer.h"
+#include "util/rng.h"
+#ifdef TQ_HAVE_CUDA
+#include "cuda/cuda_backend.h"
+#endif
+
+namespace tq::ui {
+
+std::string DataContext::tokenText(int t) const {
+  if (t >= 0 && static_cast<size_t>(t) < tokens.size()) return tokens[static_cast<size_t>(t)];
+  return "#" + std::to_string(t);
+}
+
+std::shared_ptr<const DataContext> makeContext(std::shared_ptr<const tq::KvSource> src) {
+  auto c = std::make_shared<DataContext>();
+  c->shape = src->shape();
+  c->name = src->name();
+  c->model = src->modelName();
+  if (c->model.empty()) c->model = c->name;
+  c->tokens = src->tokenStrings();
+  c->scale = src->softmaxScale();
+  c->source = std::move(src);
+  return c;
+}
+
+std::unique_ptr<tq::Backend> makeBackend(tq::BackendChoice choice, std::string* note) {
+  if (note) note->clear();
+#ifdef TQ_HAVE_CUDA
+  if (choice != tq::BackendChoice::Cpu) {
+    std::string why;
+    auto b = tq::makeCudaBackend(&why);
+    if (b) return b;
+    if (note && choice == tq::BackendChoice::Cuda) *note = "CUDA unavailable: " + why;
+  }
+#else
+  if (note && choice == tq::BackendChoice::Cuda) *note = "CUDA unavailable: this build has no CUDA backend";
+#endif
+  return tq::makeCpuBackend();
+}
+
+namespace {
+
+/// One backend per (worker thread, choice): a CUDA context is costly to create.
+tq::Backend& threadBackend(tq::BackendChoice choice, std::string* note) {
+  thread_local std::map<int, std::pair<std::unique_ptr<tq::Backend>, std::string>> cache;
+  auto& slot = cache[static_cast<int>(choice)];
+  if (!slot.first) slot.first = makeBackend(choice, &slot.second);
+  if (note) *note = slot.second;
+  return *slot.first;
+}
+
+tq::QuantConfig keyConfig(const Experiment& e, tq::KeyMode mode, int bits, int d) {
+  tq::QuantConfig c;
+  c.dim = d;
+  c.bits = bits;
+  c.mode = mode;
+  c.projDim = mode == tq::KeyMode::Mse ? 0 : e.projDimFor(d);
+  c.rotation = e.rotation;
+  c.law = e.law;
+  c.seed = tq::layerSeed(e.seed, e.layer, false);
+  return c;
+}
+
+/// seq x d queries of the selected head: the dump's, each position's own key (proxy), or random.
+std::vector<float> headQueries(const DataContext& dc, const Experiment& e, const std::vector<float>& K) {
+  const int seq = dc.shape.seq, d = dc.shape.headDim;
+  const size_t D = static_cast<size_t>(d);
+  switch (e.querySource) {
+    case tq::QuerySource::Dump: {
+      auto q = dc.source->queries(e.layer, e.qHead);
+      if (q.size() != static_cast<size_t>(seq) * D)
+        throw std::invalid_argument("this data has no queries: choose a proxy query source (last key or random)");
+      return q;
+    }
+    case tq::QuerySource::LastKey: return K;
+    default: {
+      double meanNorm = 0;
+      for (int t = 0; t < seq; ++t) {
+        double s = 0;
+        for (size_t j = 0; j < D; ++j) s += static_cast<double>(K[t * D + j]) * K[t * D + j];
+        meanNorm += std::sqrt(s);
+      }
+      meanNorm /= std::max(1, seq);
+      std::vector<float> q(static_cast<size_t>(seq) * D);
+      const uint64_t sd = tq::layerSeed(e.seed, e.layer, false) ^ 0x7a11c0ffeeull;
+      for (int t = 0; t < seq; ++t) {
+        double s = 0;
+        for (size_t j = 0; j < D; ++j) {
+          const float v = static_cast<float>(tq::standardNormal(sd, tq::kStreamValidate + 31 + static_cast<uint64_t>(e.qHead), t * D + j));
+          q[t * D + j] = v;
+          s += static_cast<double>(v) * v;
+        }
+        const float sc = static_cast<float>(meanNorm / std::max(1e-12, std::sqrt(s)));
+        for (size_t j = 0; j < D; ++j) q[t * D + j] *= sc;
+      }
+      return q;
+    }
+  }
+}
+
+Heatmap computeHeat(const DataContext& dc, const Experiment& e, const HeatRegion& reg, tq::Backend& be, const tq::Quantizer& kq,
+                    const tq::CompressedVectors& kcv, const std::vector<float>& K, const std::vector<float>& Q) {
+  const int seq = dc.shape.seq, d = dc.shape.headDim;
+  Heatmap h;
+  h.softmax = e.softmaxWeights;
+  h.row0 = std::clamp(reg.row0, 0, seq - 1);
+  h.row1 = reg.row1 < 0 ? seq : std::clamp(reg.row1, h.row0 + 1, seq);
+  h.col0 = std::clamp(reg.col0, 0, seq - 1);
+  h.col1 = reg.col1 < 0 ? seq : std::clamp(reg.col1, h.col0 + 1, seq);
+  const int B = std::max(16, reg.maxBins);
+  h.rowStride = (h.row1 - h.row0 + B - 1) / B;
+  h.colStride = (h.col1 - h.col0 + B - 1) / B;
+  h.rows = (h.row1 - h.row0 + h.rowStride - 1) / h.rowStride;
+  h.cols = (h.col1 - h.col0 + h.colStride - 1) / h.colStride;
+  const size_t D = static_cast<size_t>(d), S = static_cast<size_t>(seq), R = static_cast<size_t>(h.rows), C = static_cast<size_t>(h.cols);
+  std::vector<float> Qr(R * D);
+  for (int i = 0; i < h.rows; ++i) {
+    const int t = std::min(h.row1 - 1, h.row0 + i * h.rowStride + h.rowStride / 2);
+    h.rowToken.push_back(t);
+    std::copy_n(Q.begin() + static_cast<long>(static_cast<size_t>(t) * D), D, Qr.begin() + static_cast<long>(static_cast<size_t>(i) * D));
+  }
+  std::vector<float> ex(R * S), ap(R * S);
+  tq::exactScores(Qr.data(), R, K.data(), S, D, ex.data());
+  be.scores(kq, kcv, Qr.data(), R, ap.data());
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  h.exact.assign(R * C, nan);
+  h.approx.assign(R * C, nan);
+  h.diff.assign(R * C, nan);
+  std::vector<double> p(S), ph(S);
+  for (size_t i = 0; i < R; ++i) {
+    const int t = h.rowToken[i];
+    const size_t n = static_cast<size_t>(t) + 1;
+    if (h.softmax) {
+      tq::softmax(ex.data() + i * S, n, dc.scale, p.data());
+      tq::softmax(ap.data() + i * S, n, dc.scale, ph.data());
+    } else {
+      for (size_t k = 0; k < n; ++k) {
+        p[k] = static_cast<double>(dc.scale) * ex[i * S + k];
+        ph[k] = static_cast<double>(dc.scale) * ap[i * S + k];
+      }
+    }
+    for (size_t j = 0; j < C; ++j) {
+      const int b = h.col0 + static_cast<int>(j) * h.colStride;
+      const int eEnd = std::min({h.col1, b + h.colStride, t + 1});
+      if (b >= eEnd) continue;
+      double a = h.softmax ? -1e300 : 0, bb = h.softmax ? -1e300 : 0, df = 0;
+      for (int k = b; k < eEnd; ++k) {
+        const double dk = ph[static_cast<size_t>(k)] - p[static_cast<size_t>(k)];
+        if (h.softmax) {
+          a = std::max(a, p[static_cast<size_t>(k)]);
+          bb = std::max(bb, ph[static_cast<size_t>(k)]);
+          if (std::fabs(dk) > std::fabs(df)) df = dk;
+        } else {
+          a += p[static_cast<size_t>(k)];
+          bb += ph[static_cast<size_t>(k)];
+          df += dk;
+        }
+      }
+      if (!h.softmax) {
+        const double cnt = eEnd - b;
+        a /= cnt;
+        bb /= cnt;
+        df /= cnt;
+      }
+      h.exact[i * C + j] = static_cast<float>(a);
+      h.approx[i * C + j] = static_cast<float>(bb);
+      h.diff[i * C + j] = static_cast<float>(df);
+    }
+  }
+  return h;
+}
+
+std::vector<int> estimatorPositions(const Experiment& e, int seq) {
+  std::vector<int> pos;
+  const int lo = std::max(0, seq / 4);
+  const int n = std::max(1, std::min(e.sweepQueries, seq - lo));
+  for (int i = 0; i < n; ++i)
+    pos.push_back(n == 1 ? seq - 1 : lo + static_cast<int>(std::llround(static_cast<double>(i) * (seq - 1 - lo) / (n - 1))));
+  return pos;
+}
+
+double sphereDensity(int d, double t) {
+  if (std::fabs(t) >= 1) return 0;
+  const double c = std::lgamma(d / 2.0) - 0.5 * std::log(M_PI) - std::lgamma((d - 1) / 2.0);
+  return std::exp(c + (d - 3) / 2.0 * std::log(1 - t * t));
+}
+
+float dot(const float* a, const float* b, size_t n) {
+  double s = 0;
+  for (size_t i = 0; i < n; ++i) s += static_cast<double>(a[i]) * b[i];
+  return static_cast<float>(s);
+}
+
+}  // namespace
+
+std::string queryLabel(tq::QuerySource q) {
+  switch (q) {
+    case tq::QuerySource::Dump: return "dump queries";
+    case tq::QuerySource::LastKey: return "proxy: last key";
+    default: return "proxy: random queries";
+  }
+}
+
+int resolveQueryPos(const Experiment& e, int seq) { return e.queryPos < 0 || e.queryPos >= seq ? seq - 1 : e.queryPos; }
+
+std::shared_ptr<DetailResult> computeDetail(const DataContext& dc, const DetailRequest& req, const tq::ProgressFn& progress) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const Experiment& e = req.exp;
+  const auto& sh = dc.shape;
+  if (sh.layers <= 0 || sh.seq <= 0 || sh.headDim <= 0 || sh.kvHeads <= 0) throw std::invalid_argument("the data is empty");
+  if (e.layer < 0 || e.layer >= sh.layers) throw std::invalid_argument("layer " + std::to_string(e.layer) + " out of range");
+  if (e.qHead < 0 || e.qHead >= std::max(sh.qHeads, sh.kvHeads)) throw std::invalid_argument("head " + std::to_string(e.qHead) + " out of range");
+  auto out = std::make_shared<DetailResult>();
+  out->exp = e;
+  out->parts = req.parts;
+  out->headDim = sh.headDim;
+  out->kvHead = std::min(sh.kvHeadOf(e.qHead), sh.kvHeads - 1);
+  out->queryLabel = queryLabel(e.querySource);
+  tq::Backend& be = threadBackend(e.backend, &out->backendNote);
+  out->backend = be.name();
+  out->device = be.device();
+  const int seq = sh.seq, d = sh.headDim;
+  const size_t D = static_cast<size_t>(d), S = static_cast<size_t>(seq);
+  const auto K = dc.source->keys(e.layer, out->kvHead);
+  if (K.size() != S * D) throw std::runtime_error("the keys of layer " + std::to_string(e.layer) + " have the wrong size");
+  const auto Q = headQueries(dc, e, K);
+  const int qpos = resolveQueryPos(e, seq);
+  out->queryToken = qpos;
+  auto step = [&](size_t done) {
+    if (progress && !progress(done, 5)) throw std::runtime_error("cancelled");
+  };
+
+  // Current-mode keys: heatmap, measured bytes, "how it works".
+  tq::Quantizer kq(keyConfig(e, e.keyMode, e.keyBits, d));
+  tq::CompressedVectors kcv;
+  be.compress(kq, K.data(), S, kcv);
+  out->keyBytesPerVector = kcv.count ? kcv.bytes() / kcv.count : 0;
+  if (sh.hasValues) {
+    const int dv = sh.headDimV > 0 ? sh.headDimV : d;
+    tq::QuantConfig vc;
+    vc.dim = dv;
+    vc.bits = e.valueBits;
+    vc.mode = tq::KeyMode::Mse;
+    vc.rotation = e.rotation;
+    vc.law = e.law;
+    vc.seed = tq::layerSeed(e.seed, e.layer, true);
+    tq::Quantizer vq(vc);
+    const auto V = dc.source->values(e.layer, out->kvHead);
+    if (V.size() == S * static_cast<size_t>(dv)) {
+      tq::CompressedVectors vcv;
+      be.compress(vq, V.data(), S, vcv);
+      out->valueBytesPerVector = vcv.count ? vcv.bytes() / vcv.count : 0;
+    }
+  }
+  step(1);
+  if (req.parts & PartHeatmap) out->heat = computeHeat(dc, e, req.region, be, kq, kcv, K, Q);
+  step(2);
+
+  // Every key mode at the current bits (estimator, how it works).
+  struct ModeData {
+    tq::KeyMode mode;
+    std::unique_ptr<tq::Quantizer> q;
+    tq::CompressedVectors cv;
+  };
+  std::vector<ModeData> modes;
+  if (req.parts & (PartEstimator | PartHow)) {
+    for (tq::KeyMode m : {tq::KeyMode::Mse, tq::KeyMode::Prod, tq::KeyMode::QjlOnly}) {
+      ModeData md{m, std::make_unique<tq::Quantizer>(keyConfig(e, m, e.keyBits, d)), {}};
+      be.compress(*md.q, K.data(), S, md.cv);
+      modes.push_back(std::move(md));
+    }
+  }
+  if (req.parts & PartEstimator) {
+    const auto pos = estimatorPositions(e, seq);
+    std::vector<float> qs(pos.size() * D), exact(pos.size() * S), est(pos.size() * S);
+    for (size_t i = 0; i < pos.size(); ++i) std::copy_n(Q.begin() + static_cast<long>(static_cast<size_t>(pos[i]) * D), D, qs.begin() + static_cast<long>(i * D));
+    tq::exactScores(qs.data(), pos.size(), K.data(), S, D, exact.data());
+    for (const auto& md : modes) {
+      EstimatorSeries s;
+      s.mode = md.mode;
+      s.label = keyModeLabel(md.mode).toStdString() + (md.mode == tq::KeyMode::Mse ? "" : " m=" + std::to_string(e.projDimFor(d)));
+      be.scores(*md.q, md.cv, qs.data(), pos.size(), est.data());
+      for (size_t i = 0; i < pos.size(); ++i)
+        for (int k = 0; k <= pos[i]; ++k) {
+          s.exact.push_back(exact[i * S + static_cast<size_t>(k)]);
+          s.estimate.push_back(est[i * S + static_cast<size_t>(k)]);
+        }
+      std::vector<double> a(s.exact.begin(), s.exact.end()), b(s.estimate.begin(), s.estimate.end());
+      tq::innerProductStats(a.data(), b.data(), a.size(), s.stats);
+      out->estimator.push_back(std::move(s));
+    }
+  }
+  step(3);
+  if (req.parts & PartHow) {
+    HowItWorks& h = out->how;
+    h.token = qpos;
+    h.kvHead = out->kvHead;
+    h.tokenText = dc.tokenText(qpos);
+    h.dim = d;
+    h.mode = e.keyMode;
+    h.mseBits = kq.mseBits();
+    h.projDim = kq.projDim();
+    const float* x = K.data() + static_cast<size_t>(qpos) * D;
+    const float* q = Q.data() + static_cast<size_t>(qpos) * D;
+    h.x.assign(x, x + D);
+    h.xMse.assign(D, 0.0f);
+    kq.decompress(kcv, static_cast<size_t>(qpos), 1, h.xMse.data());
+    std::vector<uint8_t> idx(D);
+    h.signs.assign(static_cast<size_t>(std::max(0, h.projDim)), 0.0f);
+    kq.unpack(kcv, static_cast<size_t>(qpos), idx.data(), h.signs.empty() ? nullptr : h.signs.data(), &h.norm, &h.residualNorm);
+    if (h.projDim == 0) h.signs.clear();
+    h.norm = std::sqrt(dot(x, x, D));
+    std::vector<float> u(D);
+    for (size_t j = 0; j < D; ++j) u[j] = h.norm > 0 ? x[j] / h.norm : 0.0f;
+    h.rotated.assign(D, 0.0f);
+    kq.rotation().apply(u.data(), h.rotated.data(), 1);
+    if (const auto* cb = kq.codebookPtr()) {
+      h.centroids = cb->centroids;
+      h.boundaries = cb->boundaries;
+      for (size_t j = 0; j < D; ++j) {
+        h.codeIndex.push_back(idx[j]);
+        h.codeValue.push_back(static_cast<float>(cb->centroids[idx[j]]));
+      }
+    }
+    h.residual.resize(D);
+    for (size_t j = 0; j < D; ++j) h.residual[j] = x[j] - h.xMse[j];
+    h.residualNorm = std::sqrt(dot(h.residual.data(), h.residual.data(), D));
+    // rotated coordinates of every key of this head, and the sphere marginal
+    const double range = std::min(1.0, 5.0 / std::sqrt(static_cast<double>(d)));
+    const int nb = 40;
+    std::vector<float> U(K.size()), Y(K.size());
+    for (size_t t = 0; t < S; ++t) {
+      const float nn = std::sqrt(dot(K.data() + t * D, K.data() + t * D, D));
+      for (size_t j = 0; j < D; ++j) U[t * D + j] = nn > 0 ? K[t * D + j] / nn : 0.0f;
+    }
+    kq.rotation().apply(U.data(), Y.data(), S);
+    std::vector<double> cnt(nb, 0.0);
+    for (float y : Y) {
+      const int b = static_cast<int>(std::floor((y + range) / (2 * range) * nb));
+      if (b >= 0 && b < nb) cnt[static_cast<size_t>(b)] += 1;
+    }
+    const double w = 2 * range / nb;
+    for (int b = 0; b < nb; ++b) {
+      h.histX.push_back(-range + (b + 0.5) * w);
+      h.histDensity.push_back(cnt[static_cast<size_t>(b)] / (static_cast<double>(Y.size()) * w));
+    }
+    for (int i = 0; i <= 200; ++i) {
+      const double t = -range + 2 * range * i / 200.0;
+      h.densityX.push_back(t);
+      h.densityY.push_back(sphereDensity(d, t));
+    }
+    // estimates of <q, x> for this one vector: current seed and independent seeds
+    h.truth = dot(q, x, D);
+    for (const auto& md : modes) {
+      if (md.mode == tq::KeyMode::QjlOnly) continue;
+      const auto pq = md.q->prepare(q);
+      float s = 0;
+      md.q->scores(pq, md.cv, static_cast<size_t>(qpos), 1, &s);
+      (md.mode == tq::KeyMode::Mse ? h.estimateMse : h.estimateProd) = s;
+    }
+    const int trials = d <= 16 ? 256 : d <= 64 ? 64 : 24;
+    for (int s = 1; s <= trials; ++s) {
+      for (tq::KeyMode m : {tq::KeyMode::Mse, tq::KeyMode::Prod}) {
+        auto c = keyConfig(e, m, e.keyBits, d);
+        c.seed = c.seed + 7919ull * static_cast<uint64_t>(s);
+        tq::Quantizer tqz(c);
+        const auto cv = tqz.compress(x, 1);
+        const auto pq = tqz.prepare(q);
+        float est = 0;
+        tqz.scores(pq, cv, 0, 1, &est);
+        (m == tq::KeyMode::Mse ? h.trialsMse : h.trialsProd).push_back(est);
+      }
+    }
+  }
+  step(4);
+  if (req.parts & PartDistortion) {
+    Distortion& dd = out->distortion;
+    dd.dim = d;
+    const size_t nSphere = 2048;
+    std::vector<float> sphere(nSphere * D);
+    for (size_t i = 0; i < nSphere; ++i) {
+      double s = 0;
+      for (size_t j = 0; j < D; ++j) {
+        sphere[i * D + j] = static_cast<float>(tq::standardNormal(e.seed ^ 0x5bd1e995ull, tq::kStreamValidate + 77, i * D + j));
+        s += static_cast<double>(sphere[i * D + j]) * sphere[i * D + j];
+      }
+      for (size_t j = 0; j < D; ++j) sphere[i * D + j] /= static_cast<float>(std::sqrt(s));
+    }
+    std::vector<float> rec(K.size()), recS(sphere.size());
+    for (int b = 1; b <= 8; ++b) {
+      tq::Quantizer mq(keyConfig(e, tq::KeyMode::Mse, b, d));
+      tq::CompressedVectors cv, cvs;
+      be.compress(mq, K.data(), S, cv);
+      be.decompress(mq, cv, rec.data());
+      be.compress(mq, sphere.data(), nSphere, cvs);
+      be.decompress(mq, cvs, recS.data());
+      dd.bits.push_back(b);
+      dd.theory.push_back(tq::theoryDistortion(d, b, e.law));
+      dd.upper.push_back(tq::paperUpperBound(b));
+      dd.lower.push_back(tq::paperLowerBound(b));
+      dd.measuredData.push_back(tq::vectorMse(K.data(), rec.data(), S, D));
+      dd.measuredSphere.push_back(tq::vectorMse(sphere.data(), recS.data(), nSphere, D));
+    }
+  }
+  step(5);
+  out->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return out;
+}
+
+tq::SweepConfig sweepConfigFor(const Experiment& e, const tq::KvShape& shape) {
+  tq::SweepConfig c;
+  c.keyBits = {1, 2, 3, 4, 5, 6, 7, 8};
+  c.valueBits = {e.valueBits};
+  c.modes = {tq::KeyMode::Mse, tq::KeyMode::Prod, tq::KeyMode::QjlOnly};
+  const int d = shape.headDim;
+  c.projDims.clear();
+  for (int m : {std::max(1, d / 2), d, 2 * d, e.projDimFor(d)})
+    if (std::find(c.projDims.begin(), c.projDims.end(), m) == c.projDims.end()) c.projDims.push_back(m);
+  c.rotation = e.rotation;
+  c.law = e.law;
+  c.seed = e.seed;
+  c.queries = e.querySource;
+  c.maxQueries = e.sweepQueries;
+  c.evaluateValues = shape.hasValues;
+  return c;
+}
+
+std::shared_ptr<SweepOutput> computeSweep(const DataContext& dc, const Experiment& e, const tq::ProgressFn& progress) {
+  auto out = std::make_shared<SweepOutput>();
+  out->exp = e;
+  tq::Backend& be = threadBackend(e.backend, &out->backendNote);
+  out->result = tq::runSweep(*dc.source, sweepConfigFor(e, dc.shape), be, progress);
+  return out;
+}
+
+}  // namespace tq::ui

@@ -1,0 +1,72 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#pragma once
+/// One experiment as the user sets it up in the GUI: the quantizer, the selection (layer, head, query),
+/// the data (file, embedded sample or synthetic generator) and the view options. Serialises to JSON
+/// (File > Save Experiment) and to QSettings, converts to the engine's SweepConfig, and formats the caption
+/// that every figure carries.
+#include <QJsonObject>
+#include <QString>
+#include <QStringList>
+#include <cstdint>
+
+#include "backend/backend.h"
+#include "synth/synthetic.h"
+#include "sweep/sweep.h"
+
+namespace tq::ui {
+
+/// proj_dim m relative to head_dim d.
+enum class ProjChoice { Quarter, Half, Full, Double, Custom };
+const char* projChoiceName(ProjChoice p);  ///< "d/4", "d/2", "d", "2d", "custom"
+ProjChoice parseProjChoice(const QString& s, bool* ok = nullptr);
+
+enum class DataKind { Sample, File, Synthetic };
+
+struct Experiment {
+  // data
+  DataKind dataKind = DataKind::Sample;
+  QString dataPath;                 ///< DataKind::File
+  tq::SyntheticSpec synth;          ///< DataKind::Synthetic
+  // quantizer
+  int keyBits = 3, valueBits = 4;
+  tq::KeyMode keyMode = tq::KeyMode::Prod;
+  ProjChoice proj = ProjChoice::Full;
+  int customProj = 16;
+  tq::RotationKind rotation = tq::RotationKind::Haar;
+  tq::CodebookLaw law = tq::CodebookLaw::Exact;
+  quint64 seed = 42;
+  tq::BackendChoice backend = tq::BackendChoice::Auto;
+  // selection
+  int layer = 0, qHead = 0;
+  int queryPos = -1;                ///< token position of the query studied (estimator / how it works); -1 = last
+  tq::QuerySource querySource = tq::QuerySource::Dump;
+  bool softmaxWeights = true;       ///< heatmap shows softmax weights (else raw logits)
+  int sweepQueries = 32;            ///< queries per head in the fidelity sweep
+  // memory view
+  QString modelPreset = "llama-3.1-8b";
+  qint64 context = 32768;
+
+  /// m for a head dimension (0 for MSE keys, which have no QJL stage).
+  int projDim(int headDim) const;
+  /// m for a head dimension regardless of the key mode.
+  int projDimFor(int headDim) const;
+
+  QJsonObject toJson() const;
+  /// Fills from JSON; unknown keys are ignored, bad values give false and a message.
+  bool fromJson(const QJsonObject& o, QString* error);
+
+  /// "K3/V4 · MSE+QJL m=8 · Haar · exact law · seed 42"
+  QString quantLabel(int headDim) const;
+  /// The caption line on every figure.
+  QString caption(const QString& model, int tokens, int headDim, const QString& queryLabel, const QString& backendLabel) const;
+
+  /// Applies one command-line flag (without the leading dashes), e.g. ("key-bits", "3"). Returns false with a
+  /// message for an unknown flag or a bad value.
+  bool applyFlag(const QString& key, const QString& value, QString* error);
+  /// Help text of the configuration flags.
+  static QString flagHelp();
+};
+
+QString keyModeLabel(tq::KeyMode m);  ///< "MSE-only", "MSE+QJL", "QJL-only"
+
+}  // namespace tq::ui

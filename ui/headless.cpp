@@ -1,0 +1,463 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#include "headless.h"
+
+#include <QApplication>
+#include <QDir>
+#include <QElapsedTimer>
+#include <QEventLoop>
+#include <QFileInfo>
+#include <QJsonArray>
+#include <QJsonDocument>
+#include <QJsonObject>
+#include <QMessageBox>
+#include <QPixmap>
+#include <QTabWidget>
+#include <QTimer>
+#include <algorithm>
+#include <iostream>
+#include <memory>
+#include <ostream>
+
+#include "main_window.h"
+
+namespace tq::ui {
+
+namespace {
+
+bool haveDisplay() {
+  return !qEnvironmentVariableIsEmpty("DISPLAY") || !qEnvironmentVariableIsEmpty("WAYLAND_DISPLAY") || !qEnvironmentVariableIsEmpty("QT_QPA_PLATFORM");
+}
+
+struct Options {
+  QString file;                 ///< data file ("" / "sample": the embedded sample; "synthetic")
+  QString experiment;           ///< experiment JSON
+  QString out;                  ///< export folder
+  QString screenshot;
+  QString tab;                  ///< view shown in the screenshot
+  bool bench = false, presentation = false, csv = true, help = false, version = false;
+  QList<FigureFormat> formats{FigureFormat::Png, FigureFormat::Svg, FigureFormat::Pdf};
+  QSize size{1500, 850};
+  QSize window{1500, 900};
+  int dpi = 120;
+  Experiment exp;
+};
+
+QSize parseSize(const QString& s, bool* ok) {
+  const auto parts = s.split('x');
+  *ok = parts.size() == 2;
+  if (!*ok) return {};
+  bool a = false, b = false;
+  QSize r(parts[0].toInt(&a), parts[1].toInt(&b));
+  *ok = a && b && r.width() >= 16 && r.height() >= 16;
+  return r;
+}
+
+/// Parses options shared by tqstudio and export-figures. Unknown --flags go to Experiment::applyFlag.
+bool parseOptions(const QStringList& args, Options& o, QString* error) {
+  for (int i = 0; i < args.size(); ++i) {
+    const QString a = args[i];
+    auto value = [&](QString* v) {
+      const int eq = a.indexOf('=');
+      if (eq > 0) {
+        *v = a.mid(eq + 1);
+        return true;
+      }
+      if (i + 1 >= args.size()) {
+        *error = a + " needs a value";
+        return false;
+      }
+      *v = args[++i];
+      return true;
+    };
+    const QString key = a.startsWith("--") ? a.mid(2).section('=', 0, 0) : QString();
+    QString v;
+    if (a == "-h" || a == "--help") o.help = true;
+    else if (a == "--version") o.version = true;
+    else if (key == "bench-interaction") o.bench = true;
+    else if (key == "presentation") o.presentation = true;
+    else if (key == "no-csv") o.csv = false;
+    else if (key == "screenshot") {
+      if (!value(&o.screenshot)) return false;
+    } else if (key == "tab") {
+      if (!value(&o.tab)) return false;
+    } else if (key == "out") {
+      if (!value(&o.out)) return false;
+    } else if (key == "experiment") {
+      if (!value(&o.experiment)) return false;
+    } else if (key == "format") {
+      if (!value(&v)) return false;
+      o.formats.clear();
+      for (const QString& f : v.split(',', Qt::SkipEmptyParts)) {
+        FigureFormat ff;
+        if (!parseFigureFormat(f, &ff)) {
+          *error = "unknown format '" + f + "' (png, svg, pdf)";
+          return false;
+        }
+        o.formats << ff;
+      }
+      if (o.formats.isEmpty()) {
+        *error = "--format needs at least one of png, svg, pdf";
+        return false;
+      }
+    } else if (key == "size" || key == "window-size") {
+      if (!value(&v)) return false;
+      bool ok = false;
+      const QSize s = parseSize(v, &ok);
+      if (!ok) {
+        *error = "--" + key + " expects WxH, e.g. 1500x850";
+        return false;
+      }
+      (key == "size" ? o.size : o.window) = s;
+    } else if (key == "width" || key == "height" || key == "dpi") {
+      if (!value(&v)) return false;
+      bool ok = false;
+      const int n = v.toInt(&ok);
+      if (!ok || n < 16 || n > 20000) {
+        *error = "--" + key + " expects a number";
+        return false;
+      }
+      if (key == "width") o.size.setWidth(n);
+      else if (key == "height") o.size.setHeight(n);
+      else o.dpi = n;
+    } else if (!key.isEmpty()) {
+      if (!value(&v)) return false;
+      if (!o.exp.applyFlag(key, v, error)) return false;
+    } else if (a.startsWith('-')) {
+      *error = "unknown option " + a;
+      return false;
+    } else if (o.file.isEmpty()) {
+      o.file = a;
+    } else {
+      *error = "unexpected argument " + a;
+      return false;
+    }
+  }
+  return true;
+}
+
+/// Applies FILE / --experiment to o.exp (flags given on the command line win over the experiment file).
+bool resolveData(Options& o, const QStringList& args, QString* error) {
+  if (!o.experiment.isEmpty()) {
+    QFile f(o.experiment);
+    if (!f.open(QIODevice::ReadOnly)) {
+      *error = o.experiment + ": " + f.errorString();
+      return false;
+    }
+    const auto doc = QJsonDocument::fromJson(f.readAll());
+    Experiment e;
+    if (!doc.isObject() || !e.fromJson(doc.object(), error)) {
+      *error = o.experiment + ": " + (error->isEmpty() ? QString("not an experiment") : *error);
+      return false;
+    }
+    if (e.dataKind == DataKind::File && QFileInfo(e.dataPath).isRelative()) e.dataPath = QFileInfo(o.experiment).dir().filePath(e.dataPath);
+    // re-apply the command-line flags on top of the file
+    Options again;
+    again.exp = e;
+    if (!parseOptions(args, again, error)) return false;
+    o.exp = again.exp;
+  }
+  if (o.file.isEmpty() || o.file == "sample") {
+    if (o.experiment.isEmpty()) o.exp.dataKind = DataKind::Sample;
+  } else if (o.file == "synthetic") {
+    o.exp.dataKind = DataKind::Synthetic;
+    o.exp.querySource = o.exp.querySource == tq::QuerySource::Dump ? tq::QuerySource::Dump : o.exp.querySource;
+  } else if (o.file.endsWith(".json", Qt::CaseInsensitive)) {
+    o.experiment = o.file;
+    o.file.clear();
+    return resolveData(o, args, error);
+  } else {
+    o.exp.dataKind = DataKind::File;
+    o.exp.dataPath = QFileInfo(o.file).absoluteFilePath();
+  }
+  return true;
+}
+
+std::unique_ptr<QApplication> ensureApp(bool forceOffscreen) {
+  if (QApplication::instance()) return nullptr;
+  if (forceOffscreen && qEnvironmentVariableIsEmpty("QT_QPA_PLATFORM")) qputenv("QT_QPA_PLATFORM", "offscreen");
+  static int argc = 1;
+  static char name[] = "tqstudio";
+  static char* argv[] = {name, nullptr};
+  auto app = std::make_unique<QApplication>(argc, argv);
+  QApplication::setOrganizationName("TurboQuantStudio");
+  QApplication::setApplicationName("tqstudio");
+  return app;
+}
+
+int exportFigures(const Options& o, std::ostream& out, std::ostream& err) {
+  MainWindowOptions mo;
+  mo.useSettings = false;
+  mo.dialogs = false;
+  MainWindow w(mo);
+  w.resize(o.window);
+  if (o.presentation) w.setPresentation(true);
+  QString e;
+  if (!w.openNow(o.exp, &e)) {
+    err << "tqstudio: " << e.toStdString() << "\n";
+    return 2;
+  }
+  const QString dir = o.out.isEmpty() ? QString("tqstudio-figures") : o.out;
+  const auto written = exportAll(w.views(), dir, o.formats, o.size, o.dpi, o.csv, &e);
+  for (const auto& p : written) out << "wrote " << p.toStdString() << "\n";
+  if (!e.isEmpty()) {
+    err << "tqstudio: " << e.toStdString() << "\n";
+    return 1;
+  }
+  out << "caption: " << w.captionText().toStdString() << "\n";
+  return 0;
+}
+
+bool waitFor(QObject* obj, const char* signal, int ms) {
+  QEventLoop loop;
+  QTimer t;
+  t.setSingleShot(true);
+  QObject::connect(&t, &QTimer::timeout, &loop, &QEventLoop::quit);
+  QObject::connect(obj, signal, &loop, SLOT(quit()));
+  t.start(ms);
+  loop.exec();
+  return t.isActive();
+}
+
+double percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t i = std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size() - 1) + 0.5));
+  return v[i];
+}
+
+QJsonObject stats(const std::vector<double>& v) {
+  QJsonObject o;
+  o["n"] = static_cast<int>(v.size());
+  o["median"] = percentile(v, 0.5);
+  o["p95"] = percentile(v, 0.95);
+  o["max"] = v.empty() ? 0 : *std::max_element(v.begin(), v.end());
+  return o;
+}
+
+/// Bits change -> plots updated, measured through the real path (debounce, worker, apply, replot).
+int benchInteraction(Options& o, std::ostream& out, std::ostream& err) {
+  MainWindowOptions mo;
+  mo.useSettings = false;
+  mo.dialogs = false;
+  MainWindow w(mo);
+  w.resize(o.window);
+  w.show();
+  QString e;
+  if (!w.openNow(o.exp, &e)) {
+    err << "tqstudio: " << e.toStdString() << "\n";
+    return 2;
+  }
+  QApplication::processEvents();
+  auto measure = [&](int n, std::vector<double>& visible, std::vector<double>& all) {
+    for (int i = 0; i < n; ++i) {
+      const int b = 1 + (w.experiment().keyBits % 8);  // 1..8, always a change
+      QElapsedTimer t;
+      t.start();
+      w.setKeyBits(b);
+      if (!waitFor(&w, SIGNAL(detailApplied()), 10000)) {
+        err << "tqstudio: no update within 10 s\n";
+        return false;
+      }
+      visible.push_back(t.nsecsElapsed() / 1e6);
+      for (auto* v : w.views()) v->replotNow();
+      all.push_back(t.nsecsElapsed() / 1e6);
+    }
+    return true;
+  };
+  std::vector<double> vis, all;
+  if (!measure(24, vis, all)) return 1;
+
+  // Responsiveness while a long sweep runs: a larger synthetic dataset, a 5 ms heartbeat on the GUI thread.
+  Experiment big = w.experiment();
+  big.dataKind = DataKind::Synthetic;
+  big.synth.kind = tq::SyntheticKind::OutlierChannels;
+  big.synth.layers = 4;
+  big.synth.qHeads = 8;
+  big.synth.kvHeads = 4;
+  big.synth.tokens = 4096;
+  big.synth.headDim = 64;
+  big.querySource = tq::QuerySource::Dump;
+  w.applyExperiment(big);
+  waitFor(&w, SIGNAL(dataLoaded()), 20000);
+  waitFor(&w, SIGNAL(detailApplied()), 20000);
+  std::vector<double> visBusy, allBusy;
+  double maxLag = 0;
+  QElapsedTimer beat;
+  beat.start();
+  QTimer hb;
+  hb.setInterval(5);
+  QObject::connect(&hb, &QTimer::timeout, [&] {
+    maxLag = std::max(maxLag, beat.nsecsElapsed() / 1e6 - 5.0);
+    beat.restart();
+  });
+  bool sweepWasRunning = false;
+  if (w.sweepRunner()->busy()) {
+    sweepWasRunning = true;
+    hb.start();
+    beat.restart();
+    measure(6, visBusy, allBusy);
+  }
+  double cancelMs = -1;
+  if (w.sweepRunner()->busy()) {
+    QElapsedTimer t;
+    t.start();
+    w.cancelWork();
+    if (waitFor(w.sweepRunner(), SIGNAL(cancelled(quint64)), 10000)) cancelMs = t.nsecsElapsed() / 1e6;
+  }
+  hb.stop();
+
+  QJsonObject j;
+  j["benchmark"] = "bits change -> plots updated";
+  j["data"] = "stories260K_lily_512 (embedded sample)";
+  j["backend"] = w.backendText();
+  j["debounce_ms"] = 25;
+  j["visible_view_updated_ms"] = stats(vis);
+  j["all_six_views_replotted_ms"] = stats(all);
+  QJsonObject busy;
+  busy["data"] = QString("synthetic %1 layers x %2 heads x %3 tokens x d=%4").arg(big.synth.layers).arg(big.synth.qHeads).arg(big.synth.tokens).arg(big.synth.headDim);
+  busy["sweep_was_running"] = sweepWasRunning;
+  busy["visible_view_updated_ms"] = stats(visBusy);
+  busy["gui_thread_max_stall_ms"] = maxLag;
+  busy["cancel_to_stopped_ms"] = cancelMs;
+  j["while_sweep_runs"] = busy;
+  j["target_ms"] = 150;
+  j["pass"] = percentile(vis, 0.95) < 150;
+  out << QJsonDocument(j).toJson(QJsonDocument::Indented).toStdString();
+  return 0;
+}
+
+const char* kGuiUsage =
+    "Usage: tqstudio [FILE|EXPERIMENT.json] [options] [configuration flags]\n"
+    "  Opens FILE (safetensors / npz / npy KV dump) or the embedded real sample, with a first experiment\n"
+    "  already computed. Without a display it exports the figures of the sample to ./tqstudio-figures.\n"
+    "Options:\n"
+    "  --screenshot OUT.png [--tab attention|fidelity|memory|distortion|estimator|how] [--window-size WxH]\n"
+    "                       render the main window after the first experiment and exit\n"
+    "  --bench-interaction  measure bits change -> plots updated, print JSON\n"
+    "  --out DIR --format png,svg,pdf --size WxH --dpi N --no-csv   (headless export)\n"
+    "  --experiment EXP.json   --presentation\n"
+    "Configuration flags:\n";
+
+}  // namespace
+
+std::string exportFiguresUsage() {
+  return std::string(
+             "Usage: tqstudio-cli export-figures FILE --out DIR [--format png,svg,pdf] [--size WxH] [--dpi N] [--no-csv]\n"
+             "       [--experiment EXP.json] [configuration flags]\n"
+             "  FILE: a KV dump, 'sample' (embedded stories260K sample) or 'synthetic'. Writes one file per view and format,\n"
+             "  plus the plotted data as CSV (attention, fidelity, memory, distortion, estimator, how).\n") +
+         Experiment::flagHelp().toStdString();
+}
+
+int runExportFigures(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+  QStringList qa;
+  for (const auto& a : args) qa << QString::fromStdString(a);
+  Options o;
+  QString e;
+  if (!parseOptions(qa, o, &e)) {
+    err << "export-figures: " << e.toStdString() << "\n" << exportFiguresUsage();
+    return 2;
+  }
+  if (o.help) {
+    out << exportFiguresUsage();
+    return 0;
+  }
+  if (o.file.isEmpty() && o.experiment.isEmpty()) {
+    err << "export-figures: FILE is required ('sample' for the embedded sample)\n" << exportFiguresUsage();
+    return 2;
+  }
+  if (o.out.isEmpty()) {
+    err << "export-figures: --out DIR is required\n" << exportFiguresUsage();
+    return 2;
+  }
+  if (!resolveData(o, qa, &e)) {
+    err << "export-figures: " << e.toStdString() << "\n";
+    return 2;
+  }
+  auto app = ensureApp(true);
+  return exportFigures(o, out, err);
+}
+
+int runGui(int argc, char** argv) {
+  QStringList qa;
+  for (int i = 1; i < argc; ++i) qa << QString::fromLocal8Bit(argv[i]);
+  Options o;
+  QString e;
+  if (!parseOptions(qa, o, &e)) {
+    std::cerr << "tqstudio: " << e.toStdString() << "\n" << kGuiUsage << Experiment::flagHelp().toStdString();
+    return 2;
+  }
+  if (o.help) {
+    std::cout << kGuiUsage << Experiment::flagHelp().toStdString();
+    return 0;
+  }
+  if (o.version) {
+    std::cout << "tqstudio " TQ_VERSION "\n";
+    return 0;
+  }
+  if (!resolveData(o, qa, &e)) {
+    std::cerr << "tqstudio: " << e.toStdString() << "\n";
+    return 2;
+  }
+  const bool headless = !haveDisplay();
+  if (headless || !o.screenshot.isEmpty() || o.bench) qputenv("QT_QPA_PLATFORM", qgetenv("QT_QPA_PLATFORM").isEmpty() ? "offscreen" : qgetenv("QT_QPA_PLATFORM"));
+  QApplication app(argc, argv);
+  QApplication::setOrganizationName("TurboQuantStudio");
+  QApplication::setApplicationName("tqstudio");
+  if (headless && o.screenshot.isEmpty() && !o.bench) {
+    std::cout << "tqstudio: no display (DISPLAY/WAYLAND_DISPLAY/QT_QPA_PLATFORM unset): exporting the figures headless instead\n";
+    const int rc = exportFigures(o, std::cout, std::cerr);
+    if (rc == 0) std::cout << "open the PNG/SVG/PDF files above, or run tqstudio on a desktop for the interactive explorer\n";
+    return rc;
+  }
+  if (o.bench) return benchInteraction(o, std::cout, std::cerr);
+  if (!o.screenshot.isEmpty()) {
+    MainWindowOptions mo;
+    mo.useSettings = false;
+    mo.dialogs = false;
+    MainWindow w(mo);
+    w.resize(o.window);
+    if (o.presentation) w.setPresentation(true);
+    if (!w.openNow(o.exp, &e)) {
+      std::cerr << "tqstudio: " << e.toStdString() << "\n";
+      return 2;
+    }
+    if (!o.tab.isEmpty()) {
+      auto* v = w.view(o.tab);
+      if (!v) {
+        std::cerr << "tqstudio: unknown view '" << o.tab.toStdString() << "'\n";
+        return 2;
+      }
+      w.findChild<QTabWidget*>()->setCurrentWidget(v);
+    }
+    w.show();
+    for (int i = 0; i < 5; ++i) QApplication::processEvents();
+    for (auto* v : w.views()) v->replotNow();
+    QApplication::processEvents();
+    const QPixmap pm = w.grab();
+    if (!pm.save(o.screenshot)) {
+      std::cerr << "tqstudio: cannot write " << o.screenshot.toStdString() << "\n";
+      return 1;
+    }
+    std::cout << "wrote " << o.screenshot.toStdString() << " (" << pm.width() << "x" << pm.height() << ")\n";
+    return 0;
+  }
+  MainWindow w;
+  w.resize(std::max(w.width(), 1200), std::max(w.height(), 760));
+  if (o.presentation) w.setPresentation(true);
+  if (!w.openNow(o.exp, &e, false)) {
+    // The file could not be opened: say so, and start on the sample rather than an empty window.
+    const QString msg = e;
+    Experiment s = o.exp;
+    s.dataKind = DataKind::Sample;
+    QString e2;
+    w.openNow(s, &e2, false);
+    w.show();
+    QMessageBox::critical(&w, "Cannot open the data", msg + "\n\nShowing the embedded sample instead.");
+  } else {
+    w.show();
+  }
+  return app.exec();
+}
+
+}  // namespace tq::ui

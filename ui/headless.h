@@ -1,0 +1,23 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#pragma once
+/// Entry points that need QtGui but no user: the tqstudio main (GUI, --screenshot, --bench-interaction,
+/// headless export when there is no display) and the `tqstudio-cli export-figures` subcommand.
+#include <iosfwd>
+#include <string>
+#include <vector>
+
+namespace tq::ui {
+
+/// The whole tqstudio program (app/gui_main.cpp only calls this).
+int runGui(int argc, char** argv);
+
+/// `tqstudio-cli export-figures FILE --out DIR [--format png,svg,pdf] [--width W --height H --dpi D]
+/// [--no-csv] [configuration flags]`; args start after "export-figures". FILE may be "sample" (the embedded
+/// sample) or "synthetic". Creates an offscreen QApplication when none exists. Returns 0 on success,
+/// 1 when a figure could not be written, 2 on bad usage or unreadable input.
+int runExportFigures(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
+
+/// Usage text of export-figures.
+std::string exportFiguresUsage();
+
+}  // namespace tq::ui

@@ -1,0 +1,1089 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#include "main_window.h"
+
+#include <QAction>
+#include <QApplication>
+#include <QCheckBox>
+#include <QCloseEvent>
+#include <QComboBox>
+#include <QDialog>
+#include <QDialogButtonBox>
+#include <QDir>
+#include <QDoubleSpinBox>
+#include <QDragEnterEvent>
+#include <QDropEvent>
+#include <QFile>
+#include <QFileDialog>
+#include <QFileInfo>
+#include <QFormLayout>
+#include <QGroupBox>
+#include <QHBoxLayout>
+#include <QJsonDocument>
+#include <QLabel>
+#include <QLineEdit>
+#include <QMenuBar>
+#include <QMessageBox>
+#include <QMimeData>
+#include <QProgressBar>
+#include <QPushButton>
+#include <QScrollArea>
+#include <QSettings>
+#include <QSpinBox>
+#include <QSplitter>
+#include <QStatusBar>
+#include <QTabWidget>
+#include <QTimer>
+#include <QVBoxLayout>
+#include <algorithm>
+
+namespace tq::ui {
+
+namespace {
+
+struct LoadOutput : JobOutput {
+  std::shared_ptr<const DataContext> ctx;
+  Experiment exp;
+  QString path;
+};
+
+struct ExportSettings {
+  QList<FigureFormat> formats{FigureFormat::Png};
+  QSize size{1500, 850};
+  int dpi = 120;
+  bool csv = true;
+};
+
+QString humanSeconds(double s) { return s < 1 ? QString("%1 ms").arg(s * 1000, 0, 'f', 0) : QString("%1 s").arg(s, 0, 'f', 2); }
+
+template <typename T>
+void setComboData(QComboBox* c, T v) {
+  const int i = c->findData(static_cast<int>(v));
+  if (i >= 0) c->setCurrentIndex(i);
+}
+
+/// The export dialog: formats, size, DPI, CSV, and a file (one view) or a folder (all views).
+bool askExport(QWidget* parent, bool all, const QString& defaultName, ExportSettings& s, QString& target) {
+  QDialog dlg(parent);
+  dlg.setWindowTitle(all ? "Export all views" : "Export view");
+  auto* form = new QFormLayout(&dlg);
+  auto* png = new QCheckBox("PNG");
+  auto* svg = new QCheckBox("SVG");
+  auto* pdf = new QCheckBox("PDF");
+  png->setChecked(s.formats.contains(FigureFormat::Png));
+  svg->setChecked(s.formats.contains(FigureFormat::Svg));
+  pdf->setChecked(s.formats.contains(FigureFormat::Pdf));
+  auto* fmtRow = new QHBoxLayout;
+  fmtRow->addWidget(png);
+  fmtRow->addWidget(svg);
+  fmtRow->addWidget(pdf);
+  form->addRow("Formats", fmtRow);
+  auto* w = new QSpinBox;
+  auto* h = new QSpinBox;
+  auto* dpi = new QSpinBox;
+  w->setRange(200, 12000);
+  h->setRange(150, 12000);
+  dpi->setRange(48, 1200);
+  w->setValue(s.size.width());
+  h->setValue(s.size.height());
+  dpi->setValue(s.dpi);
+  w->setSuffix(" px");
+  h->setSuffix(" px");
+  auto* sizeRow = new QHBoxLayout;
+  sizeRow->addWidget(w);
+  sizeRow->addWidget(new QLabel("×"));
+  sizeRow->addWidget(h);
+  form->addRow("Size", sizeRow);
+  form->addRow("DPI", dpi);
+  auto* csv = new QCheckBox("also write the plotted data as CSV");
+  csv->setChecked(s.csv);
+  form->addRow("", csv);
+  auto* path = new QLineEdit(target.isEmpty() ? QDir::home().filePath(all ? "tqstudio-figures" : defaultName) : target);
+  auto* browse = new QPushButton("Browse…");
+  auto* pathRow = new QHBoxLayout;
+  pathRow->addWidget(path);
+  pathRow->addWidget(browse);
+  form->addRow(all ? "Folder" : "File (no suffix)", pathRow);
+  QObject::connect(browse, &QPushButton::clicked, &dlg, [&] {
+    const QString p = all ? QFileDialog::getExistingDirectory(&dlg, "Export folder", path->text())
+                          : QFileDialog::getSaveFileName(&dlg, "Export file", path->text());
+    if (!p.isEmpty()) path->setText(QFileInfo(p).path() + "/" + (all ? QFileInfo(p).fileName() : QFileInfo(p).completeBaseName()));
+  });
+  auto* bb = new QDialogButtonBox(QDialogButtonBox::Ok | QDialogButtonBox::Cancel);
+  form->addRow(bb);
+  QObject::connect(bb, &QDialogButtonBox::accepted, &dlg, &QDialog::accept);
+  QObject::connect(bb, &QDialogButtonBox::rejected, &dlg, &QDialog::reject);
+  if (dlg.exec() != QDialog::Accepted) return false;
+  s.formats.clear();
+  if (png->isChecked()) s.formats << FigureFormat::Png;
+  if (svg->isChecked()) s.formats << FigureFormat::Svg;
+  if (pdf->isChecked()) s.formats << FigureFormat::Pdf;
+  s.size = QSize(w->value(), h->value());
+  s.dpi = dpi->value();
+  s.csv = csv->isChecked();
+  target = path->text();
+  return true;
+}
+
+/// The synthetic generator dialog.
+bool askSynthetic(QWidget* parent, tq::SyntheticSpec& spec) {
+  QDialog dlg(parent);
+  dlg.setWindowTitle("Synthetic data");
+  auto* form = new QFormLayout(&dlg);
+  auto* kind = new QComboBox;
+  const std::pair<const char*, tq::SyntheticKind> kinds[] = {{"Gaussian", tq::SyntheticKind::Gaussian},
+                                                             {"uniform on the sphere", tq::SyntheticKind::Sphere},
+                                                             {"outlier channels", tq::SyntheticKind::OutlierChannels},
+                                                             {"low-rank + noise", tq::SyntheticKind::LowRank},
+                                                             {"RoPE-like", tq::SyntheticKind::RopeLike}};
+  for (const auto& k : kinds) kind->addItem(k.first, static_cast<int>(k.second));
+  setComboData(kind, spec.kind);
+  auto spin = [](int lo, int hi, int v) {
+    auto* s = new QSpinBox;
+    s->setRange(lo, hi);
+    s->setValue(v);
+    return s;
+  };
+  auto dspin = [](double lo, double hi, double v) {
+    auto* s = new QDoubleSpinBox;
+    s->setRange(lo, hi);
+    s->setDecimals(2);
+    s->setValue(v);
+    return s;
+  };
+  auto* layers = spin(1, 256, spec.layers);
+  auto* qh = spin(1, 256, spec.qHeads);
+  auto* kvh = spin(1, 256, spec.kvHeads);
+  auto* tokens = spin(2, 1 << 20, spec.tokens);
+  auto* dim = spin(2, 1024, spec.headDim);
+  auto* seed = spin(0, 2147483647, static_cast<int>(spec.seed));
+  auto* oc = spin(0, 1024, spec.outlierChannels);
+  auto* os = dspin(0, 1000, spec.outlierStrength);
+  auto* rank = spin(1, 1024, spec.rank);
+  auto* noise = dspin(0, 100, spec.noise);
+  auto* needle = new QCheckBox("plant a needle key every query attends to");
+  needle->setChecked(spec.needle);
+  auto* npos = spin(-1, 1 << 20, spec.needlePosition);
+  npos->setSpecialValueText("middle");
+  auto* nstr = dspin(0, 100, spec.needleStrength);
+  form->addRow("Distribution", kind);
+  form->addRow("Layers", layers);
+  form->addRow("Query heads", qh);
+  form->addRow("KV heads", kvh);
+  form->addRow("Tokens", tokens);
+  form->addRow("head_dim", dim);
+  form->addRow("Seed", seed);
+  form->addRow("Outlier channels", oc);
+  form->addRow("Outlier strength", os);
+  form->addRow("Rank (low-rank)", rank);
+  form->addRow("Noise", noise);
+  form->addRow("", needle);
+  form->addRow("Needle position", npos);
+  form->addRow("Needle strength", nstr);
+  auto* err = new QLabel;
+  err->setStyleSheet("color: #b00");
+  form->addRow(err);
+  auto* bb = new QDialogButtonBox(QDialogButtonBox::Ok | QDialogButtonBox::Cancel);
+  form->addRow(bb);
+  tq::SyntheticSpec out = spec;
+  QObject::connect(bb, &QDialogButtonBox::accepted, &dlg, [&] {
+    out.kind = static_cast<tq::SyntheticKind>(kind->currentData().toInt());
+    out.layers = layers->value();
+    out.qHeads = qh->value();
+    out.kvHeads = kvh->value();
+    out.tokens = tokens->value();
+    out.headDim = dim->value();
+    out.seed = static_cast<uint64_t>(seed->value());
+    out.outlierChannels = oc->value();
+    out.outlierStrength = static_cast<float>(os->value());
+    out.rank = rank->value();
+    out.noise = static_cast<float>(noise->value());
+    out.needle = needle->isChecked();
+    out.needlePosition = npos->value();
+    out.needleStrength = static_cast<float>(nstr->value());
+    try {
+      out.validate();
+      dlg.accept();
+    } catch (const std::exception& ex) {
+      err->setText(QString::fromStdString(ex.what()));
+    }
+  });
+  QObject::connect(bb, &QDialogButtonBox::rejected, &dlg, &QDialog::reject);
+  if (dlg.exec() != QDialog::Accepted) return false;
+  spec = out;
+  return true;
+}
+
+}  // namespace
+
+QStringList exportAll(const QList<PlotView*>& views, const QString& dir, const QList<FigureFormat>& formats, QSize size, int dpi, bool csv, QString* error) {
+  QStringList written;
+  if (!QDir().mkpath(dir)) {
+    if (error) *error = "cannot create the folder " + dir;
+    return written;
+  }
+  for (auto* v : views) {
+    for (auto f : formats) {
+      const QString path = QDir(dir).filePath(v->id() + "." + figureSuffix(f));
+      if (!saveFigure(v, path, f, size, dpi, error)) return written;
+      written << path;
+    }
+    if (csv) {
+      const QString path = QDir(dir).filePath(v->id() + ".csv");
+      if (!saveCsv(v, path, error)) return written;
+      written << path;
+    }
+  }
+  return written;
+}
+
+// ======================================================================== MainWindow
+MainWindow::MainWindow(MainWindowOptions options, QWidget* parent) : QMainWindow(parent), m_opt(std::move(options)) {
+  setWindowTitle("TurboQuant Studio");
+  setAcceptDrops(true);
+  m_detailRunner = new JobRunner("tq-detail", this);
+  m_sweepRunner = new JobRunner("tq-sweep", this);
+  m_loadRunner = new JobRunner("tq-load", this);
+  m_flushTimer = new QTimer(this);
+  m_flushTimer->setSingleShot(true);
+  m_flushTimer->setInterval(25);  // coalesces bursts (key repeat, spin arrows) yet keeps bits -> plots < 150 ms
+  connect(m_flushTimer, &QTimer::timeout, this, &MainWindow::flush);
+
+  if (m_opt.useSettings) {
+    QSettings st;
+    const auto doc = QJsonDocument::fromJson(st.value("experiment").toByteArray());
+    Experiment e;
+    QString err;
+    if (doc.isObject() && e.fromJson(doc.object(), &err)) {
+      e.dataKind = DataKind::Sample;  // the data always comes from the command line or the sample
+      e.dataPath.clear();
+      m_exp = e;
+    }
+  }
+  buildUi();
+  buildMenus();
+  syncControls();
+
+  connect(m_detailRunner, &JobRunner::finished, this, [this](quint64, JobPtr out, double secs) {
+    m_lastDetailSeconds = secs;
+    if (auto r = std::dynamic_pointer_cast<const DetailResult>(out)) applyDetail(*r);
+    updateStatus();
+  });
+  connect(m_detailRunner, &JobRunner::failed, this, [this](quint64, const QString& m) {
+    reportError("Computation failed", m, false);
+    updateStatus();
+  });
+  connect(m_detailRunner, &JobRunner::cancelled, this, [this] { updateStatus(); });
+  connect(m_sweepRunner, &JobRunner::started, this, [this] {
+    m_sweepClock.start();
+    m_fidelity->setRunning("sweep running…");
+    updateStatus();
+  });
+  connect(m_sweepRunner, &JobRunner::progress, this, [this](quint64, qulonglong done, qulonglong total) {
+    m_progress->setMaximum(static_cast<int>(std::min<qulonglong>(total, 1u << 30)));
+    m_progress->setValue(static_cast<int>(std::min<qulonglong>(done, 1u << 30)));
+    m_progress->setFormat(QString("sweep %p % · %1/%2").arg(done).arg(total));
+    m_fidelity->setRunning(QString("sweep running: %1 / %2 grid cells").arg(done).arg(total));
+  });
+  connect(m_sweepRunner, &JobRunner::finished, this, [this](quint64, JobPtr out, double secs) {
+    m_lastSweepSeconds = secs;
+    if (auto r = std::dynamic_pointer_cast<const SweepOutput>(out)) applySweep(*r);
+    updateStatus();
+  });
+  connect(m_sweepRunner, &JobRunner::failed, this, [this](quint64, const QString& m) {
+    m_fidelity->setRunning("sweep failed: " + m);
+    reportError("Sweep failed", m, false);
+    updateStatus();
+  });
+  connect(m_sweepRunner, &JobRunner::cancelled, this, [this] {
+    m_fidelity->setRunning("sweep cancelled — press F5 to run it again");
+    updateStatus();
+    emit workCancelled();
+  });
+  connect(m_loadRunner, &JobRunner::finished, this, [this](quint64, JobPtr out, double) {
+    if (auto r = std::dynamic_pointer_cast<const LoadOutput>(out)) {
+      setData(r->ctx, r->exp);
+      if (!r->path.isEmpty()) addRecent(r->path);
+    }
+    updateStatus();
+  });
+  connect(m_loadRunner, &JobRunner::failed, this, [this](quint64, const QString& m) {
+    reportError("Cannot open the data", m + "\n\nThe current data stays loaded.", true);
+    updateStatus();
+  });
+  connect(m_loadRunner, &JobRunner::cancelled, this, [this] { updateStatus(); });
+  connect(m_attention, &PlotView::regionRequested, this, [this](int r0, int r1, int c0, int c1) {
+    m_region.row0 = r0;
+    m_region.row1 = r1;
+    m_region.col0 = c0;
+    m_region.col1 = c1;
+    markDirty(PartHeatmap, false, false);
+  });
+  connect(m_attention, &PlotView::hoverText, this, [this](const QString& s) { statusBar()->showMessage(s, 4000); });
+  for (auto* v : m_views) connect(v, &PlotView::exportRequested, this, [this, v] {
+      m_tabs->setCurrentWidget(v);
+      exportCurrentView();
+    });
+  connect(m_tabs, &QTabWidget::currentChanged, this, [this] {
+    if (auto* v = qobject_cast<PlotView*>(m_tabs->currentWidget())) v->replotNow();
+  });
+  if (m_opt.useSettings) {
+    QSettings st;
+    restoreGeometry(st.value("geometry").toByteArray());
+    setPresentation(st.value("presentation", false).toBool());
+  }
+  rebuildRecentMenu();
+  updateStatus();
+  if (size().width() < 600) resize(1500, 900);
+}
+
+MainWindow::~MainWindow() { saveSettings(); }
+
+void MainWindow::buildUi() {
+  auto* split = new QSplitter(this);
+  auto* scroll = new QScrollArea;
+  scroll->setWidgetResizable(true);
+  scroll->setMinimumWidth(270);
+  scroll->setMaximumWidth(360);
+  auto* panel = new QWidget;
+  auto* col = new QVBoxLayout(panel);
+  col->setContentsMargins(6, 6, 6, 6);
+  scroll->setWidget(panel);
+
+  auto spin = [this](int lo, int hi, const QString& tip) {
+    auto* s = new QSpinBox;
+    s->setRange(lo, hi);
+    s->setToolTip(tip);
+    s->setKeyboardTracking(false);
+    connect(s, qOverload<int>(&QSpinBox::valueChanged), this, &MainWindow::onControl);
+    return s;
+  };
+  auto combo = [this](std::initializer_list<std::pair<QString, int>> items, const QString& tip) {
+    auto* c = new QComboBox;
+    for (const auto& it : items) c->addItem(it.first, it.second);
+    c->setToolTip(tip);
+    connect(c, qOverload<int>(&QComboBox::currentIndexChanged), this, &MainWindow::onControl);
+    return c;
+  };
+
+  // DATA
+  auto* gData = new QGroupBox("DATA");
+  auto* dl = new QVBoxLayout(gData);
+  m_dataName = new QLabel("—");
+  m_dataName->setWordWrap(true);
+  m_dataName->setStyleSheet("font-weight: bold");
+  m_dataShape = new QLabel;
+  m_dataShape->setWordWrap(true);
+  auto* bOpen = new QPushButton("Open…");
+  auto* bSample = new QPushButton("Sample");
+  auto* bSynth = new QPushButton("Synthetic…");
+  bOpen->setToolTip("Open a KV dump: safetensors, npz or npy (Ctrl+O, or drop a file on the window)");
+  bSample->setToolTip("The embedded real sample: stories260K, 512 tokens");
+  connect(bOpen, &QPushButton::clicked, this, [this] {
+    const QString p = QFileDialog::getOpenFileName(this, "Open KV dump", QString(), "KV dumps (*.safetensors *.npz *.npy);;All files (*)");
+    if (!p.isEmpty()) openFile(p);
+  });
+  connect(bSample, &QPushButton::clicked, this, [this] {
+    Experiment e = m_exp;
+    e.dataKind = DataKind::Sample;
+    applyExperiment(e);
+  });
+  connect(bSynth, &QPushButton::clicked, this, [this] {
+    tq::SyntheticSpec s = m_exp.synth;
+    if (askSynthetic(this, s)) openSynthetic(s);
+  });
+  auto* brow = new QHBoxLayout;
+  brow->addWidget(bOpen);
+  brow->addWidget(bSample);
+  brow->addWidget(bSynth);
+  dl->addWidget(m_dataName);
+  dl->addWidget(m_dataShape);
+  dl->addLayout(brow);
+  col->addWidget(gData);
+
+  // QUANTIZER
+  auto* gQ = new QGroupBox("QUANTIZER");
+  auto* fq = new QFormLayout(gQ);
+  m_keyBits = spin(1, 8, "Bits per key coordinate (+ / − keys)");
+  m_valueBits = spin(1, 8, "Bits per value coordinate");
+  m_keyMode = combo({{"MSE-only", int(tq::KeyMode::Mse)}, {"MSE+QJL", int(tq::KeyMode::Prod)}, {"QJL-only", int(tq::KeyMode::QjlOnly)}},
+                    "MSE+QJL: b−1 MSE bits + a 1-bit QJL sketch of the residual (unbiased inner products)");
+  m_proj = combo({{"d/4", int(ProjChoice::Quarter)}, {"d/2", int(ProjChoice::Half)}, {"d", int(ProjChoice::Full)}, {"2d", int(ProjChoice::Double)}, {"custom", int(ProjChoice::Custom)}},
+                 "QJL projection rows m");
+  m_customProj = spin(1, 16384, "custom m");
+  auto* projRow = new QHBoxLayout;
+  projRow->addWidget(m_proj);
+  projRow->addWidget(m_customProj);
+  m_rotation = combo({{"Haar", int(tq::RotationKind::Haar)}, {"Hadamard", int(tq::RotationKind::Hadamard)}}, "Random rotation");
+  m_law = combo({{"exact (sphere)", int(tq::CodebookLaw::Exact)}, {"Gaussian", int(tq::CodebookLaw::Gaussian)}}, "Law the Lloyd-Max codebook is solved for");
+  m_seed = spin(0, 2147483647, "Seed of rotations and QJL matrices");
+  fq->addRow("Key bits", m_keyBits);
+  fq->addRow("Value bits", m_valueBits);
+  fq->addRow("Key mode", m_keyMode);
+  fq->addRow("proj_dim m", projRow);
+  fq->addRow("Rotation", m_rotation);
+  fq->addRow("Codebook", m_law);
+  fq->addRow("Seed", m_seed);
+  col->addWidget(gQ);
+
+  // SELECTION
+  auto* gS = new QGroupBox("SELECTION");
+  auto* fs = new QFormLayout(gS);
+  m_layer = spin(0, 0, "Layer (PgUp / PgDn, ↑ / ↓)");
+  m_head = spin(0, 0, "Query head (← / →)");
+  m_gqa = new QLabel;
+  m_querySource = combo({{"dump queries", int(tq::QuerySource::Dump)}, {"proxy: last key", int(tq::QuerySource::LastKey)}, {"proxy: random", int(tq::QuerySource::Random)}},
+                        "Where queries come from; proxies overstate or distort fidelity and are labelled as such");
+  m_queryPos = spin(-1, 0, "Token whose key and query are studied in 'How it works' (−1: last)");
+  m_queryPos->setSpecialValueText("last");
+  m_heatMode = combo({{"softmax weights", 1}, {"logits", 0}}, "What the attention heatmaps show");
+  fs->addRow("Layer", m_layer);
+  fs->addRow("Head", m_head);
+  fs->addRow("", m_gqa);
+  fs->addRow("Queries", m_querySource);
+  fs->addRow("Query token", m_queryPos);
+  fs->addRow("Heatmap", m_heatMode);
+  col->addWidget(gS);
+
+  // MEMORY
+  auto* gM = new QGroupBox("MEMORY VIEW");
+  auto* fm = new QFormLayout(gM);
+  m_model = new QComboBox;
+  for (const auto& p : tq::modelPresets()) m_model->addItem(QString::fromStdString(p.name), QString::fromStdString(p.id));
+  connect(m_model, qOverload<int>(&QComboBox::currentIndexChanged), this, &MainWindow::onControl);
+  m_context = spin(1, 100000000, "Context length for the KV-cache totals");
+  m_context->setSingleStep(4096);
+  m_context->setGroupSeparatorShown(true);
+  fm->addRow("Model", m_model);
+  fm->addRow("Context", m_context);
+  col->addWidget(gM);
+
+  // RUN ON
+  auto* gB = new QGroupBox("RUN ON");
+  auto* fb = new QFormLayout(gB);
+  m_backend = combo({{"Auto", int(tq::BackendChoice::Auto)}, {"CPU", int(tq::BackendChoice::Cpu)}, {"CUDA", int(tq::BackendChoice::Cuda)}}, "Where the engine runs");
+  m_backendUsed = new QLabel;
+  m_backendUsed->setWordWrap(true);
+  fb->addRow("Backend", m_backend);
+  fb->addRow("", m_backendUsed);
+  col->addWidget(gB);
+  col->addStretch(1);
+
+  m_tabs = new QTabWidget;
+  m_attention = new AttentionView;
+  m_fidelity = new FidelityView;
+  m_memory = new MemoryView;
+  m_distortion = new DistortionView;
+  m_estimator = new EstimatorView;
+  m_how = new HowItWorksView;
+  m_views = {m_attention, m_fidelity, m_memory, m_distortion, m_estimator, m_how};
+  const char* tabNames[] = {"Attention", "Fidelity", "Memory", "Distortion", "Estimator", "How it works"};
+  for (int i = 0; i < m_views.size(); ++i) m_tabs->addTab(m_views[i], tabNames[i]);
+  split->addWidget(scroll);
+  split->addWidget(m_tabs);
+  split->setStretchFactor(1, 1);
+  setCentralWidget(split);
+
+  m_progress = new QProgressBar;
+  m_progress->setMaximumWidth(260);
+  m_progress->setTextVisible(true);
+  m_progress->hide();
+  m_cancel = new QPushButton("Cancel");
+  m_cancel->setToolTip("Stop the running computation (Esc)");
+  m_cancel->hide();
+  connect(m_cancel, &QPushButton::clicked, this, &MainWindow::cancelWork);
+  m_statusLabel = new QLabel;
+  m_backendLabel = new QLabel;
+  m_elapsedLabel = new QLabel;
+  statusBar()->addWidget(m_progress);
+  statusBar()->addWidget(m_cancel);
+  statusBar()->addWidget(m_statusLabel, 1);
+  statusBar()->addPermanentWidget(m_backendLabel);
+  statusBar()->addPermanentWidget(m_elapsedLabel);
+}
+
+void MainWindow::buildMenus() {
+  auto* file = menuBar()->addMenu("&File");
+  file->addAction("&Open…", QKeySequence::Open, this, [this] {
+    const QString p = QFileDialog::getOpenFileName(this, "Open KV dump", QString(), "KV dumps (*.safetensors *.npz *.npy);;All files (*)");
+    if (!p.isEmpty()) openFile(p);
+  });
+  file->addAction("Open the embedded &sample", this, [this] {
+    Experiment e = m_exp;
+    e.dataKind = DataKind::Sample;
+    applyExperiment(e);
+  });
+  file->addAction("S&ynthetic data…", this, [this] {
+    tq::SyntheticSpec s = m_exp.synth;
+    if (askSynthetic(this, s)) openSynthetic(s);
+  });
+  m_recentMenu = file->addMenu("Recent files");
+  file->addSeparator();
+  file->addAction("Open E&xperiment…", QKeySequence("Ctrl+Shift+O"), this, [this] {
+    const QString p = QFileDialog::getOpenFileName(this, "Open experiment", QString(), "Experiments (*.json)");
+    QString err;
+    if (!p.isEmpty() && !loadExperimentFile(p, &err)) reportError("Cannot open the experiment", err, true);
+  });
+  file->addAction("&Save Experiment…", QKeySequence::Save, this, [this] {
+    const QString p = QFileDialog::getSaveFileName(this, "Save experiment", "experiment.json", "Experiments (*.json)");
+    QString err;
+    if (!p.isEmpty() && !saveExperimentFile(p, &err)) reportError("Cannot save the experiment", err, true);
+  });
+  file->addSeparator();
+  file->addAction("&Export View…", QKeySequence("Ctrl+E"), this, &MainWindow::exportCurrentView);
+  file->addAction("Export &All…", QKeySequence("Ctrl+Shift+E"), this, &MainWindow::exportAllViews);
+  file->addSeparator();
+  file->addAction("&Quit", QKeySequence::Quit, this, &QWidget::close);
+
+  auto* view = menuBar()->addMenu("&View");
+  m_presentationAction = view->addAction("&Presentation mode", QKeySequence("F11"), this, [this](bool on) { setPresentation(on); });
+  m_presentationAction->setCheckable(true);
+  view->addAction("&Reset zoom", QKeySequence("Ctrl+0"), this, [this] {
+    if (auto* v = qobject_cast<PlotView*>(m_tabs->currentWidget())) v->resetZoom();
+  });
+  for (int i = 0; i < m_views.size(); ++i)
+    view->addAction(m_tabs->tabText(i), QKeySequence(QString("Ctrl+%1").arg(i + 1)), this, [this, i] { m_tabs->setCurrentIndex(i); });
+
+  auto* ex = menuBar()->addMenu("&Experiment");
+  ex->addAction("Key bits +", QKeySequence("+"), this, [this] { setKeyBits(m_exp.keyBits + 1); })->setShortcuts({QKeySequence("+"), QKeySequence("=")});
+  ex->addAction("Key bits −", QKeySequence("-"), this, [this] { setKeyBits(m_exp.keyBits - 1); });
+  ex->addAction("Value bits +", QKeySequence("Shift+Up"), this, [this] { setValueBits(m_exp.valueBits + 1); });
+  ex->addAction("Value bits −", QKeySequence("Shift+Down"), this, [this] { setValueBits(m_exp.valueBits - 1); });
+  ex->addSeparator();
+  ex->addAction("Next layer", QKeySequence(Qt::Key_PageDown), this, [this] { setLayer(m_exp.layer + 1); })->setShortcuts({QKeySequence(Qt::Key_PageDown), QKeySequence(Qt::Key_Down)});
+  ex->addAction("Previous layer", QKeySequence(Qt::Key_PageUp), this, [this] { setLayer(m_exp.layer - 1); })->setShortcuts({QKeySequence(Qt::Key_PageUp), QKeySequence(Qt::Key_Up)});
+  ex->addAction("Next head", QKeySequence(Qt::Key_Right), this, [this] { setHead(m_exp.qHead + 1); });
+  ex->addAction("Previous head", QKeySequence(Qt::Key_Left), this, [this] { setHead(m_exp.qHead - 1); });
+  ex->addSeparator();
+  ex->addAction("&Recompute", QKeySequence("F5"), this, &MainWindow::recomputeAll);
+  ex->addAction("&Cancel", QKeySequence(Qt::Key_Escape), this, &MainWindow::cancelWork);
+
+  auto* help = menuBar()->addMenu("&Help");
+  help->addAction("&About", this, [this] {
+    QMessageBox::about(this, "TurboQuant Studio",
+                       "TurboQuant Studio " TQ_VERSION "\nExplore TurboQuant KV-cache compression: random rotation + Lloyd-Max codebook, "
+                       "optional 1-bit QJL residual sketch.\nGPL-3.0-or-later. Plots: QCustomPlot.");
+  });
+}
+
+PlotView* MainWindow::view(const QString& id) const {
+  for (auto* v : m_views)
+    if (v->id() == id) return v;
+  return nullptr;
+}
+
+void MainWindow::syncControls() {
+  m_syncing = true;
+  m_keyBits->setValue(m_exp.keyBits);
+  m_valueBits->setValue(m_exp.valueBits);
+  setComboData(m_keyMode, m_exp.keyMode);
+  setComboData(m_proj, m_exp.proj);
+  m_customProj->setValue(m_exp.customProj);
+  m_customProj->setEnabled(m_exp.proj == ProjChoice::Custom && m_exp.keyMode != tq::KeyMode::Mse);
+  m_proj->setEnabled(m_exp.keyMode != tq::KeyMode::Mse);
+  setComboData(m_rotation, m_exp.rotation);
+  setComboData(m_law, m_exp.law);
+  m_seed->setValue(static_cast<int>(std::min<quint64>(m_exp.seed, 2147483647)));
+  setComboData(m_backend, m_exp.backend);
+  m_layer->setValue(m_exp.layer);
+  m_head->setValue(m_exp.qHead);
+  setComboData(m_querySource, m_exp.querySource);
+  m_queryPos->setValue(m_exp.queryPos);
+  m_heatMode->setCurrentIndex(m_exp.softmaxWeights ? 0 : 1);
+  const int mi = m_model->findData(m_exp.modelPreset);
+  if (mi >= 0) m_model->setCurrentIndex(mi);
+  m_context->setValue(static_cast<int>(std::min<qint64>(m_exp.context, 100000000)));
+  if (m_data) {
+    const auto& sh = m_data->shape;
+    m_gqa->setText(QString("→ kv head %1 (%2 q heads per kv head)").arg(sh.kvHeadOf(m_exp.qHead)).arg(sh.kvHeads > 0 ? sh.qHeads / sh.kvHeads : 1));
+    m_proj->setItemText(0, QString("d/4 = %1").arg(std::max(1, sh.headDim / 4)));
+    m_proj->setItemText(1, QString("d/2 = %1").arg(std::max(1, sh.headDim / 2)));
+    m_proj->setItemText(2, QString("d = %1").arg(sh.headDim));
+    m_proj->setItemText(3, QString("2d = %1").arg(2 * sh.headDim));
+  }
+  m_syncing = false;
+}
+
+void MainWindow::onControl() {
+  if (m_syncing) return;
+  Experiment n = m_exp;
+  n.keyBits = m_keyBits->value();
+  n.valueBits = m_valueBits->value();
+  n.keyMode = static_cast<tq::KeyMode>(m_keyMode->currentData().toInt());
+  n.proj = static_cast<ProjChoice>(m_proj->currentData().toInt());
+  n.customProj = m_customProj->value();
+  n.rotation = static_cast<tq::RotationKind>(m_rotation->currentData().toInt());
+  n.law = static_cast<tq::CodebookLaw>(m_law->currentData().toInt());
+  n.seed = static_cast<quint64>(m_seed->value());
+  n.backend = static_cast<tq::BackendChoice>(m_backend->currentData().toInt());
+  n.layer = m_layer->value();
+  n.qHead = m_head->value();
+  n.querySource = static_cast<tq::QuerySource>(m_querySource->currentData().toInt());
+  n.queryPos = m_queryPos->value();
+  n.softmaxWeights = m_heatMode->currentData().toInt() == 1;
+  n.modelPreset = m_model->currentData().toString();
+  n.context = m_context->value();
+  applyExperiment(n);
+}
+
+void MainWindow::applyExperiment(const Experiment& n) {
+  const Experiment o = m_exp;
+  const bool dataChanged = n.dataKind != o.dataKind || (n.dataKind == DataKind::File && n.dataPath != o.dataPath) ||
+                           (n.dataKind == DataKind::Synthetic && n.synth.describe() != o.synth.describe()) || !m_data;
+  if (dataChanged) {
+    // Open in the background; the current data and experiment stay until it succeeds.
+    auto opener = m_opt.opener;
+    m_loadRunner->submit([opener, n](const tq::ProgressFn&) -> JobPtr {
+      auto out = std::make_shared<LoadOutput>();
+      out->ctx = makeContext(openData(n, opener));
+      out->exp = n;
+      if (n.dataKind == DataKind::File) out->path = n.dataPath;
+      return out;
+    });
+    m_statusLabel->setText("opening…");
+    return;
+  }
+  const int d = m_data ? m_data->shape.headDim : 0;
+  int parts = 0;
+  bool sweep = false, memory = false;
+  const int kHEH = PartHeatmap | PartEstimator | PartHow;
+  if (n.keyBits != o.keyBits) parts |= kHEH, memory = true;
+  if (n.valueBits != o.valueBits) parts |= 16, sweep = true, memory = true;
+  if (n.keyMode != o.keyMode || n.projDimFor(d) != o.projDimFor(d)) {
+    parts |= kHEH;
+    memory = true;
+    if (m_sweep) {
+      const auto& pd = m_sweep->result.config.projDims;
+      if (std::find(pd.begin(), pd.end(), n.projDimFor(d)) == pd.end()) sweep = true;
+    }
+  }
+  if (n.proj != o.proj || n.customProj != o.customProj) memory = true;
+  if (n.rotation != o.rotation || n.law != o.law || n.seed != o.seed || n.backend != o.backend) parts |= PartAll, sweep = true;
+  if (n.layer != o.layer || n.qHead != o.qHead) parts |= PartAll;
+  if (n.queryPos != o.queryPos) parts |= PartHow;
+  if (n.querySource != o.querySource) parts |= kHEH, sweep = true;
+  if (n.sweepQueries != o.sweepQueries) parts |= PartEstimator, sweep = true;
+  if (n.softmaxWeights != o.softmaxWeights) parts |= PartHeatmap;
+  if (n.modelPreset != o.modelPreset || n.context != o.context) memory = true;
+  m_exp = n;
+  syncControls();
+  markDirty(parts, sweep, memory);
+}
+
+void MainWindow::markDirty(int parts, bool sweep, bool memory) {
+  m_dirtyParts |= parts;
+  m_dirtySweep = m_dirtySweep || sweep;
+  m_dirtyMemory = m_dirtyMemory || memory;
+  if (m_dirtyParts || m_dirtySweep || m_dirtyMemory) m_flushTimer->start();
+}
+
+void MainWindow::flush() {
+  if (!m_data) return;
+  if (m_dirtyParts) submitDetail(m_dirtyParts);
+  if (m_dirtySweep) submitSweep();
+  m_dirtyParts = 0;
+  m_dirtySweep = false;
+  // Highlights and the memory model need no computation: update them at once.
+  if (m_sweep) m_fidelity->setData(*m_sweep, m_exp);
+  if (m_haveDetail && !m_detail.distortion.bits.empty()) m_distortion->setData(m_detail.distortion, m_exp.keyBits);
+  if (m_dirtyMemory) refreshMemory();
+  m_dirtyMemory = false;
+  refreshCaptions();
+  updateStatus();
+}
+
+void MainWindow::submitDetail(int parts) {
+  // A job still running is superseded: take over its parts so nothing it would have drawn is lost.
+  DetailRequest req;
+  req.exp = m_exp;
+  req.parts = parts & PartAll;
+  req.region = m_region;
+  auto data = m_data;
+  m_detailClock.start();
+  const int running = m_detailRunner->busy() ? property("inflightParts").toInt() : 0;
+  req.parts |= running & PartAll;
+  setProperty("inflightParts", req.parts);
+  m_detailRunner->submit([data, req](const tq::ProgressFn& p) -> JobPtr { return computeDetail(*data, req, p); });
+}
+
+void MainWindow::submitSweep() {
+  auto data = m_data;
+  const Experiment e = m_exp;
+  m_progress->setValue(0);
+  m_sweepRunner->submit([data, e](const tq::ProgressFn& p) -> JobPtr { return computeSweep(*data, e, p); });
+}
+
+void MainWindow::applyDetail(const DetailResult& r) {
+  m_haveDetail = true;
+  m_backendName = QString::fromStdString(r.backend);
+  m_device = QString::fromStdString(r.device);
+  m_backendNote = QString::fromStdString(r.backendNote);
+  m_detail.exp = r.exp;
+  m_detail.kvHead = r.kvHead;
+  m_detail.headDim = r.headDim;
+  m_detail.keyBytesPerVector = r.keyBytesPerVector;
+  m_detail.valueBytesPerVector = r.valueBytesPerVector;
+  const QString ql = QString::fromStdString(r.queryLabel);
+  if (r.parts & PartHeatmap) {
+    m_detail.heat = r.heat;
+    m_attention->setData(r.heat, m_data, r.exp.layer, r.exp.qHead, r.kvHead, ql);
+  }
+  if (r.parts & PartEstimator) {
+    m_detail.estimator = r.estimator;
+    m_estimator->setData(r.estimator, r.exp.keyMode, r.exp.keyBits);
+  }
+  if (r.parts & PartHow) {
+    m_detail.how = r.how;
+    m_how->setData(r.how, r.exp.keyBits);
+  }
+  if (r.parts & PartDistortion) m_detail.distortion = r.distortion;
+  if (!m_detail.distortion.bits.empty()) m_distortion->setData(m_detail.distortion, m_exp.keyBits);
+  refreshMemory();
+  refreshCaptions();
+  if (auto* v = qobject_cast<PlotView*>(m_tabs->currentWidget())) v->replotNow();
+  updateStatus();
+  emit detailApplied();
+}
+
+void MainWindow::applySweep(const SweepOutput& s) {
+  m_sweep = std::make_shared<SweepOutput>(s);
+  m_fidelity->setData(s, m_exp);
+  if (m_tabs->currentWidget() == m_fidelity) m_fidelity->replotNow();
+  updateStatus();
+  emit sweepApplied();
+}
+
+void MainWindow::refreshMemory() {
+  if (!m_data) return;
+  const bool match = m_detail.exp.keyBits == m_exp.keyBits && m_detail.exp.keyMode == m_exp.keyMode && m_detail.exp.valueBits == m_exp.valueBits &&
+                     m_detail.exp.projDimFor(m_data->shape.headDim) == m_exp.projDimFor(m_data->shape.headDim);
+  m_memory->setData(m_exp, m_data->shape.headDim, match ? m_detail.keyBytesPerVector : 0, match ? m_detail.valueBytesPerVector : 0);
+}
+
+QString MainWindow::backendText() const {
+  if (m_backendName.isEmpty()) return "backend: —";
+  if (!m_backendNote.isEmpty()) return QString("%1 (%2)").arg(m_backendName, m_backendNote);
+  return QString("backend: %1 · %2").arg(m_backendName, m_device);
+}
+
+QString MainWindow::captionText() const {
+  if (!m_data) return {};
+  return m_exp.caption(QString::fromStdString(m_data->model), m_data->shape.seq, m_data->shape.headDim, QString::fromStdString(queryLabel(m_exp.querySource)),
+                       m_backendName.isEmpty() ? QString() : m_backendName);
+}
+
+void MainWindow::refreshCaptions() {
+  const QString c = captionText();
+  for (auto* v : m_views) v->setCaption(c);
+}
+
+void MainWindow::setData(std::shared_ptr<const DataContext> d, const Experiment& e) {
+  m_data = std::move(d);
+  m_exp = e;
+  m_region = HeatRegion{};
+  m_sweep.reset();
+  adaptToData();
+  syncControls();
+  setWindowTitle(QString("TurboQuant Studio — %1").arg(QString::fromStdString(m_data->name)));
+  m_dataName->setText(QString::fromStdString(m_data->name));
+  m_dataShape->setText(describeShape(*m_data->source));
+  m_dataName->setToolTip(e.dataKind == DataKind::File ? e.dataPath : QString());
+  m_fidelity->setRunning("sweep queued…");
+  markDirty(PartAll, true, true);
+  emit dataLoaded();
+}
+
+void MainWindow::adaptToData() {
+  if (!m_data) return;
+  const auto& sh = m_data->shape;
+  m_syncing = true;
+  m_layer->setRange(0, std::max(0, sh.layers - 1));
+  m_head->setRange(0, std::max(0, sh.qHeads - 1));
+  m_queryPos->setRange(-1, std::max(0, sh.seq - 1));
+  m_syncing = false;
+  m_exp.layer = std::clamp(m_exp.layer, 0, std::max(0, sh.layers - 1));
+  m_exp.qHead = std::clamp(m_exp.qHead, 0, std::max(0, sh.qHeads - 1));
+  if (m_exp.queryPos >= sh.seq) m_exp.queryPos = -1;
+  // A source without queries: the dump option is disabled and a labelled proxy is used instead.
+  const int di = m_querySource->findData(int(tq::QuerySource::Dump));
+  m_querySource->setItemData(di, sh.hasQueries ? QVariant() : QVariant(0), Qt::UserRole - 1);
+  if (!sh.hasQueries && m_exp.querySource == tq::QuerySource::Dump) {
+    m_exp.querySource = tq::QuerySource::LastKey;
+    statusBar()->showMessage("This data has no queries: using a proxy (the last key), labelled as such.", 8000);
+  }
+  if (m_exp.projDimFor(sh.headDim) > 16384) m_exp.proj = ProjChoice::Full;
+}
+
+void MainWindow::reportError(const QString& where, const QString& message, bool dialog) {
+  m_lastError = where + ": " + message;
+  m_statusLabel->setText("<span style='color:#b00000'>" + m_lastError.toHtmlEscaped().section('\n', 0, 0) + "</span>");
+  emit errorOccurred(m_lastError);
+  if (dialog && m_opt.dialogs) {
+    auto* box = new QMessageBox(QMessageBox::Critical, where, message, QMessageBox::Ok, this);
+    box->setAttribute(Qt::WA_DeleteOnClose);
+    box->open();
+  }
+}
+
+bool MainWindow::busy() const { return m_detailRunner->busy() || m_sweepRunner->busy() || m_loadRunner->busy() || m_flushTimer->isActive(); }
+
+QString MainWindow::statusText() const { return m_statusLabel->text(); }
+
+void MainWindow::updateStatus() {
+  const bool sweeping = m_sweepRunner->busy();
+  const bool any = sweeping || m_detailRunner->busy() || m_loadRunner->busy();
+  m_progress->setVisible(sweeping);
+  m_cancel->setVisible(any);
+  if (!sweeping) m_progress->setValue(0);
+  QString s;
+  if (m_loadRunner->busy()) s = "opening…";
+  else if (m_detailRunner->busy()) s = "computing…";
+  else if (sweeping) s = "sweep running — the views stay live";
+  else s = "ready";
+  if (!m_lastError.isEmpty() && !any) s = "<span style='color:#b00000'>" + m_lastError.toHtmlEscaped().section('\n', 0, 0) + "</span>";
+  m_statusLabel->setText(s);
+  const QString be = backendText();
+  m_backendLabel->setText(m_backendNote.isEmpty() ? be : "<b style='color:#b05000'>" + be.toHtmlEscaped() + "</b>");
+  m_backendUsed->setText(m_backendName.isEmpty() ? QString() : (m_backendNote.isEmpty() ? QString("running on %1 · %2").arg(m_backendName, m_device)
+                                                                                        : QString("running on CPU — %1").arg(m_backendNote)));
+  m_elapsedLabel->setText(QString("detail %1 · sweep %2").arg(humanSeconds(m_lastDetailSeconds), humanSeconds(m_lastSweepSeconds)));
+}
+
+void MainWindow::cancelWork() {
+  m_sweepRunner->cancel();
+  m_detailRunner->cancel();
+  m_loadRunner->cancel();
+  m_flushTimer->stop();
+  m_dirtyParts = 0;
+  m_dirtySweep = false;
+  updateStatus();
+}
+
+void MainWindow::recomputeAll() {
+  m_lastError.clear();
+  markDirty(PartAll, true, true);
+}
+
+void MainWindow::setKeyBits(int b) {
+  Experiment e = m_exp;
+  e.keyBits = std::clamp(b, 1, 8);
+  applyExperiment(e);
+}
+void MainWindow::setValueBits(int b) {
+  Experiment e = m_exp;
+  e.valueBits = std::clamp(b, 1, 8);
+  applyExperiment(e);
+}
+void MainWindow::setKeyMode(tq::KeyMode m) {
+  Experiment e = m_exp;
+  e.keyMode = m;
+  applyExperiment(e);
+}
+void MainWindow::setLayer(int l) {
+  if (!m_data) return;
+  Experiment e = m_exp;
+  e.layer = std::clamp(l, 0, m_data->shape.layers - 1);
+  applyExperiment(e);
+}
+void MainWindow::setHead(int h) {
+  if (!m_data) return;
+  Experiment e = m_exp;
+  e.qHead = std::clamp(h, 0, m_data->shape.qHeads - 1);
+  applyExperiment(e);
+}
+void MainWindow::setSeed(quint64 s) {
+  Experiment e = m_exp;
+  e.seed = s;
+  applyExperiment(e);
+}
+void MainWindow::setQuerySource(tq::QuerySource q) {
+  Experiment e = m_exp;
+  e.querySource = q;
+  applyExperiment(e);
+}
+void MainWindow::setBackendChoice(tq::BackendChoice c) {
+  Experiment e = m_exp;
+  e.backend = c;
+  applyExperiment(e);
+}
+
+void MainWindow::setPresentation(bool on) {
+  for (auto* v : m_views) v->setPresentation(on);
+  QFont f = QApplication::font();
+  if (on) f.setPointSizeF(f.pointSizeF() * 1.3);
+  centralWidget()->setFont(f);
+  if (m_presentationAction) m_presentationAction->setChecked(on);
+  setProperty("presentation", on);
+}
+
+bool MainWindow::openNow(const Experiment& e, QString* error, bool syncSweep) {
+  try {
+    auto ctx = makeContext(openData(e, m_opt.opener));
+    setData(ctx, e);
+    computeNow(syncSweep);
+  } catch (const std::exception& ex) {
+    if (error) *error = QString::fromStdString(ex.what());
+    return false;
+  }
+  if (!m_lastError.isEmpty()) {
+    if (error) *error = m_lastError;
+    return false;
+  }
+  return true;
+}
+
+void MainWindow::computeNow(bool syncSweep) {
+  m_flushTimer->stop();
+  m_dirtyParts = 0;
+  m_dirtySweep = false;
+  m_dirtyMemory = false;
+  if (!m_data) return;
+  try {
+    DetailRequest req;
+    req.exp = m_exp;
+    req.parts = PartAll;
+    req.region = m_region;
+    auto d = computeDetail(*m_data, req);
+    m_lastDetailSeconds = d->seconds;
+    applyDetail(*d);
+    if (syncSweep) {
+      auto s = computeSweep(*m_data, m_exp, {});
+      m_lastSweepSeconds = s->result.seconds;
+      applySweep(*s);
+    } else {
+      submitSweep();
+    }
+  } catch (const std::exception& ex) {
+    reportError("Computation failed", QString::fromStdString(ex.what()), false);
+  }
+  refreshMemory();
+  refreshCaptions();
+  for (auto* v : m_views) v->replotNow();
+  updateStatus();
+}
+
+void MainWindow::openFile(const QString& path) {
+  Experiment e = m_exp;
+  e.dataKind = DataKind::File;
+  e.dataPath = QFileInfo(path).absoluteFilePath();
+  if (path.endsWith(".json", Qt::CaseInsensitive)) {
+    QString err;
+    if (!loadExperimentFile(path, &err)) reportError("Cannot open the experiment", err, true);
+    return;
+  }
+  m_lastError.clear();
+  if (m_data && m_exp.dataKind == DataKind::File && m_exp.dataPath == e.dataPath) m_exp.dataPath.clear();  // force a reload
+  applyExperiment(e);
+}
+
+void MainWindow::openSynthetic(const tq::SyntheticSpec& spec) {
+  Experiment e = m_exp;
+  e.dataKind = DataKind::Synthetic;
+  e.synth = spec;
+  if (!spec.withQueries && e.querySource == tq::QuerySource::Dump) e.querySource = tq::QuerySource::LastKey;
+  applyExperiment(e);
+}
+
+bool MainWindow::loadExperimentFile(const QString& path, QString* error) {
+  QFile f(path);
+  if (!f.open(QIODevice::ReadOnly)) {
+    if (error) *error = path + ": " + f.errorString();
+    return false;
+  }
+  QJsonParseError pe;
+  const auto doc = QJsonDocument::fromJson(f.readAll(), &pe);
+  if (!doc.isObject()) {
+    if (error) *error = path + ": not a JSON object (" + pe.errorString() + ")";
+    return false;
+  }
+  Experiment e = m_exp;
+  if (!e.fromJson(doc.object(), error)) {
+    if (error) *error = path + ": " + *error;
+    return false;
+  }
+  if (e.dataKind == DataKind::File && QFileInfo(e.dataPath).isRelative()) e.dataPath = QFileInfo(path).dir().filePath(e.dataPath);
+  applyExperiment(e);
+  return true;
+}
+
+bool MainWindow::saveExperimentFile(const QString& path, QString* error) const {
+  QFile f(path);
+  if (!f.open(QIODevice::WriteOnly | QIODevice::Truncate)) {
+    if (error) *error = path + ": " + f.errorString();
+    return false;
+  }
+  f.write(QJsonDocument(m_exp.toJson()).toJson(QJsonDocument::Indented));
+  return true;
+}
+
+void MainWindow::exportCurrentView() {
+  auto* v = qobject_cast<PlotView*>(m_tabs->currentWidget());
+  if (!v) return;
+  ExportSettings s;
+  QString target;
+  if (!askExport(this, false, v->id(), s, target)) return;
+  QString err;
+  QStringList written;
+  for (auto f : s.formats) {
+    const QString p = target + "." + figureSuffix(f);
+    if (!saveFigure(v, p, f, s.size, s.dpi, &err)) return reportError("Export failed", err, true);
+    written << p;
+  }
+  if (s.csv) {
+    if (!saveCsv(v, target + ".csv", &err)) return reportError("Export failed", err, true);
+    written << target + ".csv";
+  }
+  statusBar()->showMessage("wrote " + written.join(", "), 8000);
+}
+
+void MainWindow::exportAllViews() {
+  ExportSettings s;
+  QString target;
+  if (!askExport(this, true, {}, s, target)) return;
+  QString err;
+  const auto written = exportAll(m_views, target, s.formats, s.size, s.dpi, s.csv, &err);
+  if (!err.isEmpty()) return reportError("Export failed", err, true);
+  statusBar()->showMessage(QString("wrote %1 files to %2").arg(written.size()).arg(target), 8000);
+}
+
+void MainWindow::addRecent(const QString& path) {
+  if (!m_opt.useSettings) return;
+  QSettings st;
+  QStringList r = st.value("recentFiles").toStringList();
+  r.removeAll(path);
+  r.prepend(path);
+  while (r.size() > 8) r.removeLast();
+  st.setValue("recentFiles", r);
+  rebuildRecentMenu();
+}
+
+void MainWindow::rebuildRecentMenu() {
+  m_recentMenu->clear();
+  const QStringList r = m_opt.useSettings ? QSettings().value("recentFiles").toStringList() : QStringList();
+  for (const QString& p : r) m_recentMenu->addAction(QFileInfo(p).fileName(), this, [this, p] { openFile(p); })->setToolTip(p);
+  m_recentMenu->setEnabled(!r.isEmpty());
+}
+
+void MainWindow::saveSettings() const {
+  if (!m_opt.useSettings) return;
+  QSettings st;
+  st.setValue("experiment", QJsonDocument(m_exp.toJson()).toJson(QJsonDocument::Compact));
+  st.setValue("geometry", saveGeometry());
+  st.setValue("presentation", property("presentation").toBool());
+}
+
+void MainWindow::closeEvent(QCloseEvent* ev) {
+  cancelWork();
+  saveSettings();
+  QMainWindow::closeEvent(ev);
+}
+
+void MainWindow::dragEnterEvent(QDragEnterEvent* ev) {
+  if (ev->mimeData()->hasUrls() && !ev->mimeData()->urls().isEmpty() && ev->mimeData()->urls().first().isLocalFile()) ev->acceptProposedAction();
+}
+
+void MainWindow::dropEvent(QDropEvent* ev) {
+  const auto urls = ev->mimeData()->urls();
+  if (!urls.isEmpty() && urls.first().isLocalFile()) openFile(urls.first().toLocalFile());
+}
+
+}  // namespace tq::ui

@@ -1,0 +1,57 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#include "sources.h"
+
+#include <QDir>
+#include <QFile>
+#include <QFileInfo>
+#include <QJsonArray>
+#include <QJsonDocument>
+#include <QStandardPaths>
+#include <cmath>
+#include <stdexcept>
+
+#include "data/kv_dump.h"
+#include "synth/synthetic.h"
+
+// The resource lives in a static library: register it explicitly (outside any namespace).
+static void initTqResources() { Q_INIT_RESOURCE(tqstudio); }
+
+namespace tq::ui {
+
+SourceOpener defaultOpener() {
+  return [](const std::string& path) -> std::unique_ptr<tq::KvSource> { return tq::KvDump::open(path); };
+}
+
+std::vector<uint8_t> sampleBytes() {
+  initTqResources();
+  QFile res(":/tq/sample.safetensors");
+  if (!res.open(QIODevice::ReadOnly)) throw std::runtime_error("the embedded sample is missing from the resources");
+  const QByteArray b = res.readAll();
+  return std::vector<uint8_t>(b.begin(), b.end());
+}
+
+std::unique_ptr<tq::KvSource> openSample() { return tq::KvDump::openBuffer(kSampleName, sampleBytes()); }
+
+std::shared_ptr<const tq::KvSource> openData(const Experiment& e, const SourceOpener& opener) {
+  switch (e.dataKind) {
+    case DataKind::Synthetic: {
+      e.synth.validate();
+      return std::make_shared<tq::SyntheticKv>(e.synth);
+    }
+    case DataKind::File: return std::shared_ptr<const tq::KvSource>(opener(e.dataPath.toStdString()));
+    default: return std::shared_ptr<const tq::KvSource>(openSample());
+  }
+}
+
+QString describeShape(const tq::KvSource& src) {
+  const auto s = src.shape();
+  return QString("%1 layers · %2q/%3kv heads\nd=%4 · %5 tokens · %6")
+      .arg(s.layers)
+      .arg(s.qHeads)
+      .arg(s.kvHeads)
+      .arg(s.headDim)
+      .arg(s.seq)
+      .arg(s.hasQueries ? "with queries" : "no queries (proxy)");
+}
+
+}  // namespace tq::ui

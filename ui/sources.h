@@ -1,0 +1,33 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#pragma once
+/// Where the explorer's data comes from: files (through a pluggable opener), the embedded real sample,
+/// or the synthetic generator.
+#include <QString>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "data/kv_source.h"
+#include "experiment.h"
+
+namespace tq::ui {
+
+/// Opens a file as a KvSource; throws (std::exception) with the reader's message on any problem.
+using SourceOpener = std::function<std::unique_ptr<tq::KvSource>(const std::string& path)>;
+
+/// The default opener: the engine's KvDump (safetensors, npz, npy; every layout it knows).
+SourceOpener defaultOpener();
+
+inline constexpr const char* kSampleName = "stories260K_lily_512.safetensors";
+/// The embedded real sample (stories260K · lily · 512 tokens), compiled into the binary as a Qt resource.
+std::vector<uint8_t> sampleBytes();
+std::unique_ptr<tq::KvSource> openSample();
+
+/// Opens the data an experiment names. Throws std::exception with the reader's message.
+std::shared_ptr<const tq::KvSource> openData(const Experiment& e, const SourceOpener& opener);
+
+/// Short description for the data panel: "5 layers · 8q/4kv heads\nd=8 · 512 tok · queries".
+QString describeShape(const tq::KvSource& src);
+
+}  // namespace tq::ui

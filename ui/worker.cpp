@@ -1,0 +1,84 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#include "worker.h"
+
+#include <QMetaObject>
+#include <QPointer>
+#include <chrono>
+#include <exception>
+
+namespace tq::ui {
+
+JobRunner::JobRunner(const QString& name, QObject* parent)
+    : QObject(parent),
+      m_latest(std::make_shared<std::atomic<quint64>>(0)),
+      m_cancelledUpTo(std::make_shared<std::atomic<quint64>>(0)) {
+  m_thread.setObjectName(name);
+  m_exec = new QObject;
+  m_exec->moveToThread(&m_thread);
+  connect(&m_thread, &QThread::finished, m_exec, &QObject::deleteLater);
+  m_thread.start();
+}
+
+JobRunner::~JobRunner() {
+  m_cancelledUpTo->store(~quint64(0));
+  m_thread.quit();
+  m_thread.wait();
+}
+
+quint64 JobRunner::submit(Job job) {
+  const quint64 gen = m_latest->fetch_add(1) + 1;
+  ++m_pending;
+  QMetaObject::invokeMethod(m_exec, [this, gen, job = std::move(job)] { run(gen, job); }, Qt::QueuedConnection);
+  return gen;
+}
+
+void JobRunner::cancel() { m_cancelledUpTo->store(m_latest->load()); }
+
+void JobRunner::run(quint64 gen, const Job& job) {
+  // Runs on the worker thread. `this` outlives the thread (the destructor joins it).
+  auto latest = m_latest;
+  auto cancelledUpTo = m_cancelledUpTo;
+  auto live = [=] { return gen == latest->load() && gen > cancelledUpTo->load(); };
+  auto post = [this](auto fn) { QMetaObject::invokeMethod(this, std::move(fn), Qt::QueuedConnection); };
+  if (!live()) {
+    --m_pending;
+    post([this, gen] { emit dropped(gen); });
+    return;
+  }
+  post([this, gen] { emit started(gen); });
+  auto last = std::chrono::steady_clock::now() - std::chrono::seconds(1);
+  const tq::ProgressFn reporter = [&, gen](size_t done, size_t total) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last > std::chrono::milliseconds(40) || done == total) {
+      last = now;
+      post([this, gen, done, total] { emit progress(gen, done, total); });
+    }
+    return live();
+  };
+  const auto t0 = std::chrono::steady_clock::now();
+  JobPtr out;
+  QString error;
+  try {
+    out = job(reporter);
+  } catch (const std::exception& ex) {
+    error = QString::fromStdString(ex.what());
+  } catch (...) {
+    error = "unknown error";
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const bool wasCancelled = gen <= cancelledUpTo->load();
+  --m_pending;
+  post([this, gen, out, error, secs, wasCancelled] {
+    if (wasCancelled || gen <= m_cancelledUpTo->load()) {
+      emit cancelled(gen);
+    } else if (gen != m_latest->load()) {
+      emit dropped(gen);
+    } else if (!error.isEmpty() || !out) {
+      emit failed(gen, error.isEmpty() ? QString("the job returned nothing") : error);
+    } else {
+      emit finished(gen, out, secs);
+    }
+  });
+}
+
+}  // namespace tq::ui

@@ -1,0 +1,56 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#pragma once
+/// A worker QThread that runs one job at a time. Every submit() gets a generation number; a newer submit
+/// supersedes older ones (the running job is asked to stop through its progress callback, queued ones are
+/// skipped) and results of superseded runs are dropped, never shown.
+#include <QElapsedTimer>
+#include <QObject>
+#include <QString>
+#include <QThread>
+#include <atomic>
+#include <functional>
+#include <memory>
+
+#include "compute.h"
+
+namespace tq::ui {
+
+using JobPtr = std::shared_ptr<const JobOutput>;
+
+class JobRunner : public QObject {
+  Q_OBJECT
+ public:
+  /// The job runs on the worker thread; it must call progress() now and then and stop (return or throw)
+  /// when it returns false.
+  using Job = std::function<JobPtr(const tq::ProgressFn& progress)>;
+
+  explicit JobRunner(const QString& name, QObject* parent = nullptr);
+  ~JobRunner() override;
+
+  /// Queues a job; supersedes every earlier one. Returns its generation.
+  quint64 submit(Job job);
+  /// Stops the current job (and drops queued ones); emits cancelled() when it has stopped.
+  void cancel();
+  bool busy() const { return m_pending.load() > 0; }
+  quint64 latest() const { return m_latest->load(); }
+
+ signals:
+  void started(quint64 gen);
+  void progress(quint64 gen, qulonglong done, qulonglong total);
+  void finished(quint64 gen, tq::ui::JobPtr out, double seconds);
+  void failed(quint64 gen, const QString& message);
+  void cancelled(quint64 gen);
+  /// A result arrived for a superseded generation and was discarded.
+  void dropped(quint64 gen);
+
+ private:
+  void run(quint64 gen, const Job& job);
+
+  QThread m_thread;
+  QObject* m_exec = nullptr;
+  std::shared_ptr<std::atomic<quint64>> m_latest;
+  std::shared_ptr<std::atomic<quint64>> m_cancelledUpTo;
+  std::atomic<int> m_pending{0};
+};
+
+}  // namespace tq::ui
