@@ -342,8 +342,9 @@ void MainWindow::buildUi() {
   auto* split = new QSplitter(this);
   auto* scroll = new QScrollArea;
   scroll->setWidgetResizable(true);
-  scroll->setMinimumWidth(270);
-  scroll->setMaximumWidth(360);
+  scroll->setMinimumWidth(300);
+  scroll->setMaximumWidth(380);
+  scroll->setHorizontalScrollBarPolicy(Qt::ScrollBarAlwaysOff);
   auto* panel = new QWidget;
   auto* col = new QVBoxLayout(panel);
   col->setContentsMargins(6, 6, 6, 6);
@@ -361,6 +362,8 @@ void MainWindow::buildUi() {
     auto* c = new QComboBox;
     for (const auto& it : items) c->addItem(it.first, it.second);
     c->setToolTip(tip);
+    c->setSizeAdjustPolicy(QComboBox::AdjustToMinimumContentsLengthWithIcon);
+    c->setMinimumContentsLength(6);
     connect(c, qOverload<int>(&QComboBox::currentIndexChanged), this, &MainWindow::onControl);
     return c;
   };
@@ -376,6 +379,7 @@ void MainWindow::buildUi() {
   auto* bOpen = new QPushButton("Open…");
   auto* bSample = new QPushButton("Sample");
   auto* bSynth = new QPushButton("Synthetic…");
+  for (auto* b : {bOpen, bSample, bSynth}) b->setMinimumWidth(40);
   bOpen->setToolTip("Open a KV dump: safetensors, npz or npy (Ctrl+O, or drop a file on the window)");
   bSample->setToolTip("The embedded real sample: stories260K, 512 tokens");
   connect(bOpen, &QPushButton::clicked, this, [this] {
@@ -448,6 +452,8 @@ void MainWindow::buildUi() {
   auto* gM = new QGroupBox("MEMORY VIEW");
   auto* fm = new QFormLayout(gM);
   m_model = new QComboBox;
+  m_model->setSizeAdjustPolicy(QComboBox::AdjustToMinimumContentsLengthWithIcon);
+  m_model->setMinimumContentsLength(6);
   for (const auto& p : tq::modelPresets()) m_model->addItem(QString::fromStdString(p.name), QString::fromStdString(p.id));
   connect(m_model, qOverload<int>(&QComboBox::currentIndexChanged), this, &MainWindow::onControl);
   m_context = spin(1, 100000000, "Context length for the KV-cache totals");

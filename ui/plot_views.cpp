@@ -541,6 +541,7 @@ FidelityView::FidelityView(QWidget* parent) : PlotView("fidelity", "Fidelity ver
   m_status = textElement(m_plot, "the sweep has not run yet", 9, false, kGrey);
   m_plot->plotLayout()->addElement(3, 0, m_status);
   finishLayout();
+  m_plot->plotLayout()->setRowStretchFactor(2, 0.001);
 }
 
 void FidelityView::setRunning(const QString& text) {
@@ -653,8 +654,8 @@ MemoryView::MemoryView(QWidget* parent) : PlotView("memory", "Memory", parent) {
   m_rect[1]->axis(QCPAxis::atLeft)->setLabel("GiB (log)");
   setLogY(m_rect[1]);
   m_rect[1]->axis(QCPAxis::atLeft)->setNumberFormat("gb");
-  m_legend = insetLegend(m_rect[0], Qt::AlignTop | Qt::AlignLeft);
-  grid->setColumnStretchFactors({1, 1.5});
+  m_legend = insetLegend(m_rect[0], Qt::AlignBottom | Qt::AlignRight);
+  grid->setColumnStretchFactors({1, 1.3});
   finishLayout();
 }
 
@@ -676,7 +677,7 @@ void MemoryView::setData(const Experiment& e, int d, size_t measuredK, size_t me
       {"keys MSE-only", modeColor(tq::KeyMode::Mse), [&](int b) { return double(tq::keyBytesPerVector(d, b, tq::KeyMode::Mse, 0)); }, Qt::SolidLine},
       {QString("keys MSE+QJL m=%1").arg(m), modeColor(tq::KeyMode::Prod), [&](int b) { return double(tq::keyBytesPerVector(d, b, tq::KeyMode::Prod, m)); }, Qt::SolidLine},
       {QString("keys QJL-only m=%1").arg(m), modeColor(tq::KeyMode::QjlOnly), [&](int b) { return double(tq::keyBytesPerVector(d, b, tq::KeyMode::QjlOnly, m)); }, Qt::DashLine},
-      {"values (MSE)", kGreen, [&](int b) { return double(tq::valueBytesPerVector(d, b)); }, Qt::SolidLine},
+      {"values (MSE)", kGreen, [&](int b) { return double(tq::valueBytesPerVector(d, b)); }, Qt::DotLine},
   };
   double ymax = 2.0 * d;
   for (const auto& s : ss) {
@@ -709,7 +710,7 @@ void MemoryView::setData(const Experiment& e, int d, size_t measuredK, size_t me
                QCPGraph::lsNone);
   }
   r->axis(QCPAxis::atLeft)->setRange(0, ymax * 1.08);
-  m_sub[0]->setText(QString("bytes per token per kv head · d=%1 · K%2 %3 = %4 B (measured %5 B) · V%6 = %7 B (measured %8 B)")
+  m_sub[0]->setText(QString("bytes per token per kv head (d=%1)\nK%2 %3: %4 B (buffers: %5 B) · V%6: %7 B (buffers: %8 B)")
                         .arg(d)
                         .arg(e.keyBits)
                         .arg(keyModeLabel(e.keyMode))
@@ -747,14 +748,17 @@ void MemoryView::setData(const Experiment& e, int d, size_t measuredK, size_t me
     gmin = std::min(gmin, rep.totalBytes / gib);
     gmax = std::max(gmax, rep.fp16Bytes / gib);
     const bool isChosen = QString::fromStdString(p.id).compare(e.modelPreset, Qt::CaseInsensitive) == 0;
-    ticker->addTick(double(i + 1), QString::fromStdString(p.name) + (isChosen ? "\n◆ chosen" : ""));
+    QString label = QString::fromStdString(p.name);
+    const int dash = label.lastIndexOf('-');
+    if (dash > 0) label = label.left(dash) + "\n" + label.mid(dash + 1);
+    ticker->addTick(double(i + 1), label + (isChosen ? "\n◆ chosen" : ""));
     m_csv += QString("kv_cache,%1,%2,%3,%4,%5,%6\n").arg("turboquant").arg(QString::fromStdString(p.id)).arg(rep.totalBytes, 0, 'f', 0).arg(rep.totalBytes / gib, 0, 'g', 6)
                  .arg(rep.ratioVsFp16, 0, 'g', 4).arg(rep.ratioVsFp8, 0, 'g', 4);
     m_csv += QString("kv_cache,fp16,%1,%2,%3,1,\n").arg(QString::fromStdString(p.id)).arg(rep.fp16Bytes, 0, 'f', 0).arg(rep.fp16Bytes / gib, 0, 'g', 6);
     m_csv += QString("kv_cache,fp8,%1,%2,%3,,1\n").arg(QString::fromStdString(p.id)).arg(rep.fp8Bytes, 0, 'f', 0).arg(rep.fp8Bytes / gib, 0, 'g', 6);
     m_points += 3;
     if (isChosen)
-      chosen = QString("%1: %2 GiB fp16 → %3 GiB TurboQuant (×%4 vs fp16, ×%5 vs fp8)")
+      chosen = QString("%1: %2 GiB fp16 → %3 GiB (×%4 vs fp16, ×%5 vs fp8)")
                    .arg(QString::fromStdString(p.name))
                    .arg(rep.fp16Bytes / gib, 0, 'g', 3)
                    .arg(rep.totalBytes / gib, 0, 'g', 3)
@@ -785,10 +789,15 @@ void MemoryView::setData(const Experiment& e, int d, size_t measuredK, size_t me
     b->addToLegend(m_legend);
   }
   r2->axis(QCPAxis::atBottom)->setTicker(ticker);
-  r2->axis(QCPAxis::atBottom)->setRange(0.4, presets.size() + 0.6);
+  r2->axis(QCPAxis::atBottom)->setRange(0.4, presets.size() + 0.75);
   r2->axis(QCPAxis::atBottom)->setTickLabelRotation(0);
   r2->axis(QCPAxis::atLeft)->setRange(gmin / 3, gmax * 4);
-  m_sub[1]->setText(QString("KV cache at %L1 tokens, all layers · %2").arg(e.context).arg(chosen.isEmpty() ? QString("model presets") : chosen));
+  m_sub[1]->setText(QString("KV cache at %L1 tokens, all layers, K%2/V%3 %4\n%5")
+                        .arg(e.context)
+                        .arg(e.keyBits)
+                        .arg(e.valueBits)
+                        .arg(keyModeLabel(e.keyMode))
+                        .arg(chosen.isEmpty() ? QString("model presets") : chosen));
   applyStyle();
   m_plot->replot(QCustomPlot::rpQueuedReplot);
 }
@@ -866,10 +875,10 @@ EstimatorView::EstimatorView(QWidget* parent) : PlotView("estimator", "Inner-pro
   auto* grid = new QCPLayoutGrid;
   m_plot->plotLayout()->addElement(1, 0, grid);
   m_rect[0] = addPanel(m_plot, grid, 0, 0, "estimated vs exact ⟨q, k⟩", &m_sub[0]);
-  m_rect[1] = addPanel(m_plot, grid, 0, 1, "error  ⟨q, k⟩^ − ⟨q, k⟩", &m_sub[1]);
+  m_rect[1] = addPanel(m_plot, grid, 0, 1, "error = estimate − exact", &m_sub[1]);
   m_rect[0]->axis(QCPAxis::atBottom)->setLabel("exact ⟨q, k⟩");
   m_rect[0]->axis(QCPAxis::atLeft)->setLabel("estimated");
-  m_rect[1]->axis(QCPAxis::atBottom)->setLabel("error");
+  m_rect[1]->axis(QCPAxis::atBottom)->setLabel("estimate − exact ⟨q, k⟩");
   m_rect[1]->axis(QCPAxis::atLeft)->setLabel("density");
   m_legend = insetLegend(m_rect[1], Qt::AlignTop | Qt::AlignRight);
   m_rect[0]->setRangeDrag(Qt::Horizontal | Qt::Vertical);
@@ -947,7 +956,7 @@ void EstimatorView::setData(const std::vector<EstimatorSeries>& series, tq::KeyM
   m_rect[1]->axis(QCPAxis::atLeft)->setRange(0, yr.upper * 1.35);
   const size_t pairs = series.empty() ? 0 : series.front().exact.size();
   m_sub[0]->setText(QString("estimated vs exact ⟨q, k⟩ at %1 bits · %2 (query, key) pairs, causal").arg(bits).arg(pairs));
-  m_sub[1]->setText("error ⟨q, k⟩^ − ⟨q, k⟩: MSE-only shrinks (bias), QJL is unbiased but noisier");
+  m_sub[1]->setText("error = estimate − exact: MSE-only shrinks (biased), QJL is unbiased but noisier");
   applyStyle();
   m_plot->replot(QCustomPlot::rpQueuedReplot);
 }
@@ -1004,7 +1013,7 @@ void HowItWorksView::setData(const HowItWorks& h, int keyBits) {
   };
   // 1: x
   bars(m_rect[0], idx, vecf(h.x), kBlue, "x", 0.8, nullptr)->addToLegend(m_legend[0]);
-  m_sub[0]->setText(QString("1 · key of token %1 '%2' (kv head %3) · ‖x‖ = %4").arg(h.token).arg(QString::fromStdString(h.tokenText)).arg(h.kvHead).arg(h.norm, 0, 'g', 4));
+  m_sub[0]->setText(QString("1 · the key x of token %1 '%2'\nkv head %3 · ‖x‖ = %4").arg(h.token).arg(QString::fromStdString(h.tokenText)).arg(h.kvHead).arg(h.norm, 0, 'g', 4));
   // 2: rotated coordinates + density + cells
   {
     auto* r = m_rect[1];
@@ -1031,6 +1040,7 @@ void HowItWorksView::setData(const HowItWorks& h, int keyBits) {
     gr->setName("this key's coordinates");
     gr->addToLegend(m_legend[1]);
     if (!h.densityX.empty()) r->axis(QCPAxis::atBottom)->setRange(h.densityX.front(), h.densityX.back());
+    m_sub[1]->setText(QString("2 · rotated unit coordinates y = R x/‖x‖\nvs the sphere marginal f_%1 and the codebook cells").arg(d));
     r->axis(QCPAxis::atLeft)->setRange(0, ymax * 1.45);
     m_points += static_cast<int>(h.histX.size() + h.densityX.size() + h.rotated.size());
   }
@@ -1056,21 +1066,21 @@ void HowItWorksView::setData(const HowItWorks& h, int keyBits) {
     r->axis(QCPAxis::atLeft)->rescale(true);
     const auto yr = r->axis(QCPAxis::atLeft)->range();
     fitY(r, yr.lower, yr.upper + (yr.upper - yr.lower) * 0.5);
-    m_sub[2]->setText(h.mseBits > 0 ? QString("3 · codebook cells: %1 centroids, %2 bits per coordinate").arg(h.centroids.size()).arg(h.mseBits)
-                                    : QString("3 · QJL-only: no MSE stage, no codebook"));
+    m_sub[2]->setText(h.mseBits > 0 ? QString("3 · codebook cells: each y_j → nearest centroid\n%1 centroids = %2 bits per coordinate").arg(h.centroids.size()).arg(h.mseBits)
+                                    : QString("3 · codebook cells\nQJL-only: no MSE stage, no codebook"));
   }
   // 4: reconstruction and residual
   {
     auto* r = m_rect[3];
     bars(r, idx, vecf(h.x), withAlpha(kBlue, 160), "x", 0.28, group)->addToLegend(m_legend[3]);
-    bars(r, idx, vecf(h.xMse), withAlpha(kOrange, 200), "x̂ (MSE stage)", 0.28, group)->addToLegend(m_legend[3]);
-    bars(r, idx, vecf(h.residual), withAlpha(kVermillion, 200), "residual r = x − x̂", 0.28, group)->addToLegend(m_legend[3]);
+    bars(r, idx, vecf(h.xMse), withAlpha(kOrange, 200), "x_mse (MSE stage)", 0.28, group)->addToLegend(m_legend[3]);
+    bars(r, idx, vecf(h.residual), withAlpha(kVermillion, 200), "residual r = x − x_mse", 0.28, group)->addToLegend(m_legend[3]);
     r->axis(QCPAxis::atBottom)->setRange(-0.8, d - 0.2);
     double lo = 0, hi = 0;
     for (const auto* v : {&h.x, &h.xMse, &h.residual})
       for (float f : *v) lo = std::min(lo, double(f)), hi = std::max(hi, double(f));
     fitY(r, lo, hi + (hi - lo) * 0.6);
-    m_sub[3]->setText(QString("4 · reconstruction: ‖r‖/‖x‖ = %1").arg(h.norm > 0 ? h.residualNorm / h.norm : 0.0f, 0, 'g', 3));
+    m_sub[3]->setText(QString("4 · reconstruction and residual\n‖r‖/‖x‖ = %1").arg(h.norm > 0 ? h.residualNorm / h.norm : 0.0f, 0, 'g', 3));
     m_points += 3 * d;
   }
   // 5: QJL signs
@@ -1082,10 +1092,10 @@ void HowItWorksView::setData(const HowItWorks& h, int keyBits) {
       bars(r, px, pos, kBlue, "+1", 0.8, nullptr);
       bars(r, nx, neg, kVermillion, "−1", 0.8, nullptr);
       r->axis(QCPAxis::atBottom)->setRange(-0.8, double(h.signs.size()) - 0.2);
-      m_sub[4]->setText(QString("5 · QJL: sign(S·r), m = %1 bits, plus ‖r‖ = %2 (fp16)").arg(h.signs.size()).arg(h.residualNorm, 0, 'g', 3));
+      m_sub[4]->setText(QString("5 · QJL signs of S·r\nm = %1 sign bits + ‖r‖ = %2 (fp16)").arg(h.signs.size()).arg(h.residualNorm, 0, 'g', 3));
       m_points += static_cast<int>(h.signs.size());
     } else {
-      m_sub[4]->setText("5 · MSE-only mode: no QJL stage (switch Key mode to MSE+QJL)");
+      m_sub[4]->setText("5 · QJL signs of S·r\nMSE-only mode: no QJL stage");
       r->axis(QCPAxis::atBottom)->setRange(0, 1);
     }
     r->axis(QCPAxis::atLeft)->setRange(-1.4, 1.4);
@@ -1123,7 +1133,7 @@ void HowItWorksView::setData(const HowItWorks& h, int keyBits) {
     t->addToLegend(m_legend[5]);
     r->axis(QCPAxis::atBottom)->setRange(start, start + span);
     r->axis(QCPAxis::atLeft)->setRange(0, ymax * 1.9);
-    m_sub[5]->setText(QString("6 · ⟨q, x⟩ = %1 · this seed: MSE %2, MSE+QJL %3 · %4 seeds").arg(h.truth, 0, 'g', 4).arg(h.estimateMse, 0, 'g', 4).arg(h.estimateProd, 0, 'g', 4)
+    m_sub[5]->setText(QString("6 · estimate of ⟨q, x⟩ = %1 over %4 seeds\nthis seed: MSE-only %2 · MSE+QJL %3").arg(h.truth, 0, 'g', 4).arg(h.estimateMse, 0, 'g', 4).arg(h.estimateProd, 0, 'g', 4)
                           .arg(h.trialsMse.size()));
   }
   m_rect[0]->axis(QCPAxis::atBottom)->setRange(-0.8, d - 0.2);

@@ -54,3 +54,5 @@ class JobRunner : public QObject {
 };
 
 }  // namespace tq::ui
+
+Q_DECLARE_METATYPE(tq::ui::JobPtr)

@@ -1,0 +1,261 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+// The main window on the embedded sample (offscreen): every view has data, runs finish, cancel stops,
+// broken files keep the old data, exports have the requested size and format, the CLI exporter works.
+#include <QFile>
+#include <QImage>
+#include <QImageReader>
+#include <QRegularExpression>
+#include <QSignalSpy>
+#include <QTemporaryDir>
+#include <QtTest/QtTest>
+#include <sstream>
+
+#include "compute.h"
+#include "headless.h"
+#include "main_window.h"
+#include "sources.h"
+
+using namespace tq::ui;
+
+namespace {
+MainWindowOptions quiet() {
+  MainWindowOptions o;
+  o.useSettings = false;
+  o.dialogs = false;
+  return o;
+}
+Experiment sample() {
+  Experiment e;
+  e.dataKind = DataKind::Sample;
+  return e;
+}
+Experiment bigSynthetic() {
+  Experiment e;
+  e.dataKind = DataKind::Synthetic;
+  e.synth.kind = tq::SyntheticKind::OutlierChannels;
+  e.synth.layers = 6;
+  e.synth.qHeads = 8;
+  e.synth.kvHeads = 4;
+  e.synth.tokens = 4096;
+  e.synth.headDim = 64;
+  return e;
+}
+}  // namespace
+
+class TestWindow : public QObject {
+  Q_OBJECT
+ private slots:
+  void opensOnTheSampleWithDataInEveryView() {
+    MainWindow w(quiet());
+    QString err;
+    QVERIFY2(w.openNow(sample(), &err), qPrintable(err));
+    QVERIFY(w.data());
+    QCOMPARE(w.data()->shape.layers, 5);
+    QCOMPARE(w.data()->shape.qHeads, 8);
+    QCOMPARE(w.data()->shape.kvHeads, 4);
+    QCOMPARE(w.data()->shape.seq, 512);
+    QVERIFY(w.data()->shape.hasQueries);
+    QVERIFY(QString::fromStdString(w.data()->name).contains("stories260K"));
+    QCOMPARE(w.views().size(), 6);
+    for (auto* v : w.views()) QVERIFY2(v->dataPoints() > 0, qPrintable(v->id() + " is empty"));
+    // causal heatmap of the full sample: 512 x 512 cells, of which 512*513/2 are unmasked
+    QCOMPARE(w.attentionView()->heatmap().rows, 512);
+    QCOMPARE(w.attentionView()->dataPoints(), 512 * 513 / 2);
+    QVERIFY(w.captionText().contains("K3/V4"));
+    QVERIFY(w.captionText().contains("seed 42"));
+    QVERIFY(w.backendText().contains("CPU"));
+    // hover text names the tokens
+    const QString hover = w.attentionView()->describe(14, 20);
+    QVERIFY2(hover.contains("q 20") && hover.contains("k 14") && hover.contains("Lily"), qPrintable(hover));
+    QVERIFY(w.attentionView()->describe(30, 20).contains("masked"));
+  }
+
+  void aBitsChangeRecomputesInTheWorker() {
+    MainWindow w(quiet());
+    QString err;
+    QVERIFY(w.openNow(sample(), &err));
+    const float before = w.attentionView()->heatmap().approx[1000];
+    QSignalSpy detail(&w, &MainWindow::detailApplied);
+    QSignalSpy sweep(&w, &MainWindow::sweepApplied);
+    w.setKeyBits(6);
+    QVERIFY(detail.wait(10000));
+    QCOMPARE(w.experiment().keyBits, 6);
+    QVERIFY(w.attentionView()->heatmap().approx[1000] != before);
+    QVERIFY(w.captionText().contains("K6/V4"));
+    QCOMPARE(sweep.count(), 0);  // bits do not change the fidelity grid
+    w.setSeed(7);                // the seed does
+    QVERIFY(sweep.wait(60000));
+    QVERIFY(w.view("fidelity")->csv().contains("attention_cosine"));
+  }
+
+  void cancelStopsTheSweepPromptly() {
+    MainWindow w(quiet());
+    QString err;
+    QVERIFY2(w.openNow(bigSynthetic(), &err, false), qPrintable(err));
+    QSignalSpy started(w.sweepRunner(), &JobRunner::started);
+    QSignalSpy cancelled(w.sweepRunner(), &JobRunner::cancelled);
+    QSignalSpy applied(&w, &MainWindow::sweepApplied);
+    QVERIFY(started.count() > 0 || started.wait(10000));
+    QTest::qWait(100);
+    QVERIFY2(w.sweepRunner()->busy(), "the sweep finished before it could be cancelled");
+    QElapsedTimer t;
+    t.start();
+    w.cancelWork();
+    QVERIFY(cancelled.wait(10000));
+    QVERIFY2(t.elapsed() < 3000, qPrintable(QString("cancel took %1 ms").arg(t.elapsed())));
+    QCOMPARE(applied.count(), 0);
+  }
+
+  void staleDetailResultsAreDropped() {
+    MainWindow w(quiet());
+    QString err;
+    QVERIFY(w.openNow(sample(), &err));
+    QSignalSpy dropped(w.detailRunner(), &JobRunner::dropped);
+    QSignalSpy applied(&w, &MainWindow::detailApplied);
+    // several changes faster than the worker: only the last configuration may be shown
+    for (int b = 1; b <= 8; ++b) {
+      w.setKeyBits(b);
+      QTest::qWait(30);
+    }
+    QTRY_VERIFY_WITH_TIMEOUT(!w.busy(), 20000);
+    QVERIFY(applied.count() >= 1);
+    QCOMPARE(w.experiment().keyBits, 8);
+    QVERIFY(w.captionText().contains("K8/"));
+    QVERIFY(w.view("how")->csv().size() > 0);
+  }
+
+  void aBrokenFileKeepsTheCurrentData() {
+    MainWindow w(quiet());
+    QString err;
+    QVERIFY(w.openNow(sample(), &err));
+    const auto before = w.data();
+    QTemporaryDir dir;
+    const QString bad = dir.filePath("broken.safetensors");
+    QFile f(bad);
+    QVERIFY(f.open(QIODevice::WriteOnly));
+    f.write("\x10\x00\x00\x00\x00\x00\x00\x00{not json at all", 24);
+    f.close();
+    QSignalSpy errors(&w, &MainWindow::errorOccurred);
+    w.openFile(bad);
+    QVERIFY(errors.wait(10000));
+    QVERIFY2(errors.first().at(0).toString().contains("broken.safetensors"), qPrintable(errors.first().at(0).toString()));
+    QCOMPARE(w.data(), before);
+    QCOMPARE(w.experiment().dataKind, DataKind::Sample);
+    for (auto* v : w.views()) QVERIFY(v->dataPoints() > 0);
+  }
+
+  void exportWritesTheRequestedSizeAndFormat_data() {
+    QTest::addColumn<QString>("format");
+    QTest::addColumn<int>("dpi");
+    QTest::newRow("png96") << "png" << 96;
+    QTest::newRow("png192") << "png" << 192;
+    QTest::newRow("svg") << "svg" << 96;
+    QTest::newRow("pdf") << "pdf" << 96;
+    QTest::newRow("pdf300") << "pdf" << 300;
+  }
+  void exportWritesTheRequestedSizeAndFormat() {
+    QFETCH(QString, format);
+    QFETCH(int, dpi);
+    static MainWindow* w = nullptr;
+    if (!w) {
+      w = new MainWindow(quiet());
+      QString err;
+      QVERIFY(w->openNow(sample(), &err));
+    }
+    QTemporaryDir dir;
+    FigureFormat f;
+    QVERIFY(parseFigureFormat(format, &f));
+    const QSize size(800, 500);
+    for (auto* v : w->views()) {
+      const QString path = dir.filePath(v->id() + "." + format);
+      QString err;
+      QVERIFY2(saveFigure(v, path, f, size, dpi, &err), qPrintable(err));
+      QFile file(path);
+      QVERIFY(file.open(QIODevice::ReadOnly));
+      const QByteArray bytes = file.readAll();
+      QVERIFY2(bytes.size() > 1000, qPrintable(path));
+      if (format == "png") {
+        QVERIFY(bytes.startsWith("\x89PNG"));
+        const QImage img(path);
+        QCOMPARE(img.size(), size);
+        QVERIFY(std::abs(img.dotsPerMeterX() - dpi / 0.0254) < 2);
+      } else if (format == "svg") {
+        QVERIFY(bytes.contains("<svg"));
+        QVERIFY(bytes.contains("width=\"") && bytes.contains("viewBox=\"0 0 800 500\""));
+      } else {
+        QVERIFY(bytes.startsWith("%PDF"));
+        const QRegularExpression mb("/MediaBox \\[0 0 ([0-9.]+) ([0-9.]+)\\]");
+        const auto m = mb.match(QString::fromLatin1(bytes));
+        QVERIFY2(m.hasMatch(), "no MediaBox");
+        QVERIFY(std::abs(m.captured(1).toDouble() - 800 * 72.0 / dpi) < 1.5);
+        QVERIFY(std::abs(m.captured(2).toDouble() - 500 * 72.0 / dpi) < 1.5);
+      }
+      const QString csv = dir.filePath(v->id() + ".csv");
+      QVERIFY(saveCsv(v, csv, &err));
+      QVERIFY(QFileInfo(csv).size() > 50);
+    }
+  }
+
+  void cliExportFigures() {
+    QTemporaryDir dir;
+    std::ostringstream out, err;
+    const int rc = runExportFigures({"sample", "--out", dir.path().toStdString(), "--format", "png,svg", "--size", "640x400", "--key-bits", "4", "--mode", "mse"}, out,
+                                    err);
+    QVERIFY2(rc == 0, err.str().c_str());
+    for (const char* id : {"attention", "fidelity", "memory", "distortion", "estimator", "how"}) {
+      const QImage img(dir.filePath(QString(id) + ".png"));
+      QCOMPARE(img.size(), QSize(640, 400));
+      QVERIFY(QFileInfo(dir.filePath(QString(id) + ".svg")).size() > 1000);
+      QVERIFY(QFileInfo(dir.filePath(QString(id) + ".csv")).size() > 50);
+    }
+    QVERIFY(QString::fromStdString(out.str()).contains("K4/V4 · MSE-only"));
+    std::ostringstream out2, err2;
+    QCOMPARE(runExportFigures({"sample"}, out2, err2), 2);  // --out missing
+    std::ostringstream out3, err3;
+    QCOMPARE(runExportFigures({dir.filePath("nope.safetensors").toStdString(), "--out", dir.path().toStdString()}, out3, err3), 2);
+    QVERIFY(QString::fromStdString(err3.str()).contains("nope.safetensors"));
+  }
+
+  void experimentRoundTrip() {
+    MainWindow w(quiet());
+    QString err;
+    QVERIFY(w.openNow(sample(), &err));
+    w.setKeyBits(5);
+    w.setKeyMode(tq::KeyMode::Mse);
+    w.setLayer(2);
+    QTRY_VERIFY_WITH_TIMEOUT(!w.busy(), 20000);
+    QTemporaryDir dir;
+    const QString path = dir.filePath("exp.json");
+    QVERIFY(w.saveExperimentFile(path, &err));
+    MainWindow w2(quiet());
+    QVERIFY(w2.openNow(sample(), &err));
+    QVERIFY(w2.loadExperimentFile(path, &err));
+    QTRY_VERIFY_WITH_TIMEOUT(!w2.busy(), 20000);
+    QCOMPARE(w2.experiment().toJson(), w.experiment().toJson());
+    QCOMPARE(w2.captionText(), w.captionText());
+  }
+
+  void levelOfDetailOnLongSequences() {
+    Experiment e = bigSynthetic();
+    e.synth.layers = 1;
+    e.synth.tokens = 8192;
+    auto ctx = makeContext(openData(e, defaultOpener()));
+    DetailRequest req;
+    req.exp = e;
+    req.parts = PartHeatmap;
+    QElapsedTimer t;
+    t.start();
+    auto full = computeDetail(*ctx, req);
+    QVERIFY(full->heat.rows <= 512 && full->heat.cols <= 512);
+    QCOMPARE(full->heat.rowStride, 16);
+    req.region = HeatRegion{1000, 1256, 900, 1156, 512};
+    auto zoom = computeDetail(*ctx, req);
+    QCOMPARE(zoom->heat.rowStride, 1);
+    QCOMPARE(zoom->heat.rows, 256);
+    QCOMPARE(zoom->heat.rowToken.front(), 1000);
+    qInfo("8192-token heatmap: full + zoomed region in %lld ms", static_cast<long long>(t.elapsed()));
+  }
+};
+
+QTEST_MAIN(TestWindow)
+#include "tst_window.moc"
