@@ -3,10 +3,17 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <cmath>
 #include <limits>
 #include <map>
 #include <stdexcept>
+#ifdef __linux__
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #include "attention/attention.h"
 #include "metrics/metrics.h"
@@ -238,7 +245,10 @@ std::shared_ptr<DetailResult> computeDetail(const DataContext& dc, const DetailR
   const auto Q = headQueries(dc, e, K);
   const int qpos = resolveQueryPos(e, seq);
   out->queryToken = qpos;
+  static const bool profile = std::getenv("TQ_PROFILE") != nullptr;
   auto step = [&](size_t done) {
+    if (profile)
+      std::fprintf(stderr, "  detail step %zu at %.1f ms\n", done, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
     if (progress && !progress(done, 5)) throw std::runtime_error("cancelled");
   };
 
@@ -370,7 +380,7 @@ std::shared_ptr<DetailResult> computeDetail(const DataContext& dc, const DetailR
       md.q->scores(pq, md.cv, static_cast<size_t>(qpos), 1, &s);
       (md.mode == tq::KeyMode::Mse ? h.estimateMse : h.estimateProd) = s;
     }
-    const int trials = d <= 16 ? 256 : d <= 64 ? 64 : 24;
+    const int trials = d <= 16 ? 128 : d <= 64 ? 48 : 24;
     for (int s = 1; s <= trials; ++s) {
       for (tq::KeyMode m : {tq::KeyMode::Mse, tq::KeyMode::Prod}) {
         auto c = keyConfig(e, m, e.keyBits, d);
@@ -437,7 +447,25 @@ tq::SweepConfig sweepConfigFor(const Experiment& e, const tq::KvShape& shape) {
   return c;
 }
 
-std::shared_ptr<SweepOutput> computeSweep(const DataContext& dc, const Experiment& e, const tq::ProgressFn& progress) {
+std::shared_ptr<SweepOutput> computeSweep(const DataContext& dc, const Experiment& e, const tq::ProgressFn& progress, bool background) {
+#ifdef __linux__
+  // The long sweep yields to interactive work: its threads (and those it spawns, which inherit the
+  // nice value) run at low priority, so a detail job after a click is not starved by the sweep.
+  int oldNice = 0;
+  if (background) {
+    oldNice = getpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)));
+    setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), 15);
+  }
+  struct Restore {
+    bool on;
+    int nice;
+    ~Restore() {
+      if (on) setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), nice);
+    }
+  } restore{background, oldNice};
+#else
+  (void)background;
+#endif
   auto out = std::make_shared<SweepOutput>();
   out->exp = e;
   tq::Backend& be = threadBackend(e.backend, &out->backendNote);

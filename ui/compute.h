@@ -117,7 +117,8 @@ struct SweepOutput : JobOutput {
   tq::SweepResult result;
   std::string backendNote;
 };
-std::shared_ptr<SweepOutput> computeSweep(const DataContext& data, const Experiment& e, const tq::ProgressFn& progress);
+/// background: run at a lower CPU priority (Linux nice) so interactive jobs preempt it.
+std::shared_ptr<SweepOutput> computeSweep(const DataContext& data, const Experiment& e, const tq::ProgressFn& progress, bool background = false);
 
 /// Query positions of the heatmap rows / estimator (a label such as "proxy: last key").
 std::string queryLabel(tq::QuerySource q);

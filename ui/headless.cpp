@@ -310,7 +310,7 @@ int benchInteraction(Options& o, std::ostream& out, std::ostream& err) {
   j["benchmark"] = "bits change -> plots updated";
   j["data"] = "stories260K_lily_512 (embedded sample)";
   j["backend"] = w.backendText();
-  j["debounce_ms"] = 25;
+  j["debounce_ms"] = 10;
   j["visible_view_updated_ms"] = stats(vis);
   j["all_six_views_replotted_ms"] = stats(all);
   QJsonObject busy;

@@ -245,7 +245,7 @@ MainWindow::MainWindow(MainWindowOptions options, QWidget* parent) : QMainWindow
   m_loadRunner = new JobRunner("tq-load", this);
   m_flushTimer = new QTimer(this);
   m_flushTimer->setSingleShot(true);
-  m_flushTimer->setInterval(25);  // coalesces bursts (key repeat, spin arrows) yet keeps bits -> plots < 150 ms
+  m_flushTimer->setInterval(10);  // coalesces bursts (key repeat, spin arrows); superseded runs are dropped anyway
   connect(m_flushTimer, &QTimer::timeout, this, &MainWindow::flush);
 
   if (m_opt.useSettings) {
@@ -715,10 +715,17 @@ void MainWindow::submitSweep() {
   auto data = m_data;
   const Experiment e = m_exp;
   m_progress->setValue(0);
-  m_sweepRunner->submit([data, e](const tq::ProgressFn& p) -> JobPtr { return computeSweep(*data, e, p); });
+  m_sweepRunner->submit([data, e](const tq::ProgressFn& p) -> JobPtr { return computeSweep(*data, e, p, true); });
 }
 
 void MainWindow::applyDetail(const DetailResult& r) {
+  QElapsedTimer prof;
+  prof.start();
+  static const bool profile = qEnvironmentVariableIsSet("TQ_PROFILE");
+  auto mark = [&](const char* what) {
+    if (profile) qInfo("apply %s: %.1f ms", what, prof.nsecsElapsed() / 1e6);
+  };
+  if (profile) qInfo("detail compute %.1f ms (parts %d)", r.seconds * 1000, r.parts);
   m_haveDetail = true;
   m_backendName = QString::fromStdString(r.backend);
   m_device = QString::fromStdString(r.device);
@@ -732,20 +739,26 @@ void MainWindow::applyDetail(const DetailResult& r) {
   if (r.parts & PartHeatmap) {
     m_detail.heat = r.heat;
     m_attention->setData(r.heat, m_data, r.exp.layer, r.exp.qHead, r.kvHead, ql);
+    mark("attention");
   }
   if (r.parts & PartEstimator) {
     m_detail.estimator = r.estimator;
     m_estimator->setData(r.estimator, r.exp.keyMode, r.exp.keyBits);
+    mark("estimator");
   }
   if (r.parts & PartHow) {
     m_detail.how = r.how;
     m_how->setData(r.how, r.exp.keyBits);
+    mark("how");
   }
   if (r.parts & PartDistortion) m_detail.distortion = r.distortion;
   if (!m_detail.distortion.bits.empty()) m_distortion->setData(m_detail.distortion, m_exp.keyBits);
+  mark("distortion");
   refreshMemory();
+  mark("memory");
   refreshCaptions();
   if (auto* v = qobject_cast<PlotView*>(m_tabs->currentWidget())) v->replotNow();
+  mark("replot visible");
   updateStatus();
   emit detailApplied();
 }

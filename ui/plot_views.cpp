@@ -202,13 +202,13 @@ void PlotView::finishLayout() {
 void PlotView::setCaption(const QString& caption) {
   m_caption = caption;
   if (m_captionEl) m_captionEl->setText(caption);
-  m_plot->replot(QCustomPlot::rpQueuedReplot);
+  requestReplot();
 }
 
 void PlotView::setPresentation(bool on) {
   m_presentation = on;
   applyStyle();
-  m_plot->replot(QCustomPlot::rpQueuedReplot);
+  requestReplot();
 }
 
 void PlotView::applyStyle() {
@@ -250,12 +250,30 @@ void PlotView::applyStyle() {
   }
 }
 
-void PlotView::replotNow() { m_plot->replot(QCustomPlot::rpImmediateRefresh); }
+void PlotView::replotNow() {
+  m_stale = false;
+  m_plot->replot(QCustomPlot::rpImmediateRefresh);
+}
+
+void PlotView::requestReplot() {
+  // Hidden tabs are replotted when shown: a change then costs only the visible view's rendering.
+  if (isVisible()) {
+    m_stale = false;
+    m_plot->replot(QCustomPlot::rpQueuedReplot);
+  } else {
+    m_stale = true;
+  }
+}
+
+void PlotView::showEvent(QShowEvent* ev) {
+  QWidget::showEvent(ev);
+  if (m_stale) replotNow();
+}
 
 void PlotView::resetZoom() {
   for (auto* r : m_plot->axisRects())
     for (auto* ax : r->axes(QCPAxis::atBottom | QCPAxis::atLeft)) ax->rescale(true);
-  m_plot->replot(QCustomPlot::rpQueuedReplot);
+  requestReplot();
 }
 
 void PlotView::contextMenuEvent(QContextMenuEvent* ev) {
@@ -426,13 +444,13 @@ void AttentionView::setData(const Heatmap& h, std::shared_ptr<const DataContext>
     }
     m_syncing = false;
   }
-  m_plot->replot(QCustomPlot::rpQueuedReplot);
+  requestReplot();
 }
 
 void AttentionView::zoomTo(double col0, double col1, double row0, double row1) {
   m_rect[0]->axis(QCPAxis::atBottom)->setRange(col0, col1);
   m_rect[0]->axis(QCPAxis::atLeft)->setRange(row0, row1);
-  m_plot->replot(QCustomPlot::rpQueuedReplot);
+  requestReplot();
 }
 
 void AttentionView::resetZoom() { zoomTo(-0.5, m_seq - 0.5, -0.5, m_seq - 0.5); }
@@ -467,7 +485,7 @@ void AttentionView::onMouseMove(QMouseEvent* ev) {
   if (s.isEmpty() || s == m_hoverEl->text()) return;
   m_hoverEl->setText(s);
   emit hoverText(s);
-  m_plot->replot(QCustomPlot::rpQueuedReplot);
+  requestReplot();
 }
 
 QString AttentionView::csv() const {
@@ -546,7 +564,7 @@ FidelityView::FidelityView(QWidget* parent) : PlotView("fidelity", "Fidelity ver
 
 void FidelityView::setRunning(const QString& text) {
   m_status->setText(text);
-  m_plot->replot(QCustomPlot::rpQueuedReplot);
+  requestReplot();
 }
 
 void FidelityView::setData(const SweepOutput& s, const Experiment& cur) {
@@ -636,7 +654,7 @@ void FidelityView::setData(const SweepOutput& s, const Experiment& cur) {
                         .arg(res.cancelled ? " · CANCELLED (partial)" : ""));
   m_status->setTextColor(res.cancelled ? kVermillion : kGrey);
   applyStyle();
-  m_plot->replot(QCustomPlot::rpQueuedReplot);
+  requestReplot();
 }
 
 QString FidelityView::csv() const { return m_csv; }
@@ -799,7 +817,7 @@ void MemoryView::setData(const Experiment& e, int d, size_t measuredK, size_t me
                         .arg(keyModeLabel(e.keyMode))
                         .arg(chosen.isEmpty() ? QString("model presets") : chosen));
   applyStyle();
-  m_plot->replot(QCustomPlot::rpQueuedReplot);
+  requestReplot();
 }
 
 QString MemoryView::csv() const { return m_csv; }
@@ -864,7 +882,7 @@ void DistortionView::setData(const Distortion& d, int currentBits) {
     m_points += 5;
   }
   applyStyle();
-  m_plot->replot(QCustomPlot::rpQueuedReplot);
+  requestReplot();
 }
 
 QString DistortionView::csv() const { return m_csv; }
@@ -958,7 +976,7 @@ void EstimatorView::setData(const std::vector<EstimatorSeries>& series, tq::KeyM
   m_sub[0]->setText(QString("estimated vs exact ⟨q, k⟩ at %1 bits · %2 (query, key) pairs, causal").arg(bits).arg(pairs));
   m_sub[1]->setText("error = estimate − exact: MSE-only shrinks (biased), QJL is unbiased but noisier");
   applyStyle();
-  m_plot->replot(QCustomPlot::rpQueuedReplot);
+  requestReplot();
 }
 
 QString EstimatorView::csv() const {
@@ -1153,7 +1171,7 @@ void HowItWorksView::setData(const HowItWorks& h, int keyBits) {
   m_csv += QString("\ntruth,estimate_mse,estimate_prod\n%1,%2,%3\n").arg(h.truth, 0, 'g', 6).arg(h.estimateMse, 0, 'g', 6).arg(h.estimateProd, 0, 'g', 6);
   m_points += d;
   applyStyle();
-  m_plot->replot(QCustomPlot::rpQueuedReplot);
+  requestReplot();
 }
 
 QString HowItWorksView::csv() const { return m_csv; }

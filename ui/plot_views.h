@@ -56,6 +56,9 @@ class PlotView : public QWidget {
   void finishLayout();  ///< appends the caption row
   void applyStyle();
   void contextMenuEvent(QContextMenuEvent* ev) override;
+  void showEvent(QShowEvent* ev) override;
+  void requestReplot();  ///< now if visible, else when shown
+  bool m_stale = false;
 
   QCustomPlot* m_plot = nullptr;
   QCPTextElement* m_titleEl = nullptr;
