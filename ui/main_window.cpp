@@ -435,6 +435,7 @@ void MainWindow::buildUi() {
   m_layer = spin(0, 0, "Layer (PgUp / PgDn, ↑ / ↓)");
   m_head = spin(0, 0, "Query head (← / →)");
   m_gqa = new QLabel;
+  m_gqa->setWordWrap(true);
   m_querySource = combo({{"dump queries", int(tq::QuerySource::Dump)}, {"proxy: last key", int(tq::QuerySource::LastKey)}, {"proxy: random", int(tq::QuerySource::Random)}},
                         "Where queries come from; proxies overstate or distort fidelity and are labelled as such");
   m_queryPos = spin(-1, 0, "Token whose key and query are studied in 'How it works' (−1: last)");
@@ -487,6 +488,7 @@ void MainWindow::buildUi() {
   split->addWidget(scroll);
   split->addWidget(m_tabs);
   split->setStretchFactor(1, 1);
+  split->setSizes({330, 1200});
   setCentralWidget(split);
 
   m_progress = new QProgressBar;
