@@ -5,10 +5,35 @@
 
 namespace tq {
 
-void packCodes(const uint8_t* codes, size_t count, int bits, uint8_t* out) {
+void packCodes(const uint8_t* __restrict codes, size_t count, int bits, uint8_t* __restrict out) {
   const size_t nbytes = packedBytes(count, bits);
   if (bits == 8) {
     std::memcpy(out, codes, count);
+    return;
+  }
+  if (bits == 1 || bits == 2 || bits == 4) {  // whole codes per byte
+    const unsigned per = 8u / static_cast<unsigned>(bits);
+    const size_t full = count / per;
+    for (size_t k = 0; k < full; ++k) {
+      unsigned b = 0;
+      for (unsigned t = 0; t < per; ++t) b |= static_cast<unsigned>(codes[k * per + t]) << (t * static_cast<unsigned>(bits));
+      out[k] = static_cast<uint8_t>(b);
+    }
+    if (full * per < count) {
+      unsigned b = 0;
+      for (size_t j = full * per; j < count; ++j) b |= static_cast<unsigned>(codes[j]) << ((j - full * per) * static_cast<unsigned>(bits));
+      out[full] = static_cast<uint8_t>(b);
+    }
+    return;
+  }
+  if (bits == 3 && count % 8 == 0) {  // 8 codes -> 3 bytes
+    for (size_t g = 0; g < count / 8; ++g) {
+      uint32_t v = 0;
+      for (unsigned t = 0; t < 8; ++t) v |= static_cast<uint32_t>(codes[g * 8 + t]) << (3 * t);
+      out[3 * g] = static_cast<uint8_t>(v);
+      out[3 * g + 1] = static_cast<uint8_t>(v >> 8);
+      out[3 * g + 2] = static_cast<uint8_t>(v >> 16);
+    }
     return;
   }
   std::memset(out, 0, nbytes);

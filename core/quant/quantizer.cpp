@@ -167,36 +167,46 @@ void Quantizer::compress(const float* x, size_t n, CompressedVectors& out) const
 
 void Quantizer::compressChunk(const float* x, size_t n, CompressedVectors& out, size_t offset) const {
   const size_t d = static_cast<size_t>(m_dim);
-  thread_local std::vector<float> unit, rot, resid, proj;
-  thread_local std::vector<uint8_t> idx;
-  unit.resize(n * d);
-  rot.resize(n * d);
-  idx.resize(d);
-  std::vector<float> norm(n);
+  thread_local std::vector<float> unitBuf, rotBuf, residBuf, projBuf, normBuf;
+  thread_local std::vector<uint8_t> idxBuf;
+  unitBuf.resize(n * d);
+  rotBuf.resize(n * d);
+  idxBuf.resize(d);
+  normBuf.resize(n);
+  // Raw, non-aliasing pointers: stores through uint8_t would otherwise force the compiler to reload
+  // the vectors' data pointers on every iteration and keep these loops scalar.
+  float* __restrict unit = unitBuf.data();
+  float* __restrict rot = rotBuf.data();
+  float* __restrict norm = normBuf.data();
+  uint8_t* __restrict idx = idxBuf.data();
   for (size_t i = 0; i < n; ++i) {
-    const float* xi = x + i * d;
+    const float* __restrict xi = x + i * d;
     const float nrm = std::sqrt(laneSumSquares(xi, d));
     norm[i] = nrm;
-    const uint16_t h = floatToHalf(nrm);
-    out.norms[offset + i] = h;
-    float* ui = unit.data() + i * d;
+    out.norms[offset + i] = floatToHalf(nrm);
+    float* __restrict ui = unit + i * d;
     if (nrm > 0.0f && std::isfinite(nrm)) {
       for (size_t j = 0; j < d; ++j) ui[j] = xi[j] / nrm;
     } else {
-      std::fill(ui, ui + d, 0.0f);
+      for (size_t j = 0; j < d; ++j) ui[j] = 0.0f;
     }
   }
-  m_rotation.apply(unit.data(), rot.data(), n);
+  m_rotation.apply(unit, rot, n);
   const size_t cbytes = out.codeBytes();
-  if (m_projDim > 0) resid.resize(n * d);
-  const float* bnd = m_codebook ? m_codebook->boundariesF.data() : nullptr;
-  const float* cen = m_codebook ? m_codebook->centroidsF.data() : nullptr;
+  float* __restrict resid = nullptr;
+  if (m_projDim > 0) {
+    residBuf.resize(n * d);
+    resid = residBuf.data();
+  }
+  const float* __restrict bnd = m_codebook ? m_codebook->boundariesF.data() : nullptr;
+  const float* __restrict cen = m_codebook ? m_codebook->centroidsF.data() : nullptr;
   const int nb = m_codebook ? static_cast<int>(m_codebook->boundariesF.size()) : 0;
+  uint8_t* __restrict codes = out.codes.data();
   for (size_t i = 0; i < n; ++i) {
-    const float* yi = rot.data() + i * d;
+    const float* __restrict yi = rot + i * d;
     if (m_mseBits > 0) {
       if (nb <= 15) {
-        std::fill(idx.begin(), idx.end(), uint8_t{0});
+        for (size_t j = 0; j < d; ++j) idx[j] = 0;
         for (int t = 0; t < nb; ++t) {  // boundary-major: vectorises over coordinates
           const float bt = bnd[t];
           for (size_t j = 0; j < d; ++j) idx[j] = static_cast<uint8_t>(idx[j] + (yi[j] > bt ? 1 : 0));
@@ -207,12 +217,12 @@ void Quantizer::compressChunk(const float* x, size_t n, CompressedVectors& out, 
           idx[j] = static_cast<uint8_t>(std::lower_bound(bnd, bnd + nb, yi[j]) - bnd);
         }
       }
-      packCodes(idx.data(), d, m_mseBits, out.codes.data() + (offset + i) * cbytes);
+      packCodes(idx, d, m_mseBits, codes + (offset + i) * cbytes);
     }
     if (m_projDim > 0) {
       // Rotated residual R r = n (y - c[idx]) against the exact-norm reconstruction (as the paper and
       // the reference do; the fp16 norm only enters at decode time); its norm is ||r||.
-      float* ri = resid.data() + i * d;
+      float* __restrict ri = resid + i * d;
       const float nrm = norm[i];
       if (m_mseBits > 0) {
         for (size_t j = 0; j < d; ++j) ri[j] = nrm * (yi[j] - cen[idx[j]]);
@@ -223,14 +233,14 @@ void Quantizer::compressChunk(const float* x, size_t n, CompressedVectors& out, 
     }
   }
   if (m_projDim > 0) {
-    proj.resize(n * static_cast<size_t>(m_projDim));
-    Eigen::Map<const RowMat> Rr(resid.data(), static_cast<Eigen::Index>(n), m_dim);
+    projBuf.resize(n * static_cast<size_t>(m_projDim));
+    Eigen::Map<const RowMat> Rr(resid, static_cast<Eigen::Index>(n), m_dim);
     Eigen::Map<const RowMat> SRt(m_SRt.data(), m_projDim, m_dim);
-    Eigen::Map<RowMat> P(proj.data(), static_cast<Eigen::Index>(n), m_projDim);
+    Eigen::Map<RowMat> P(projBuf.data(), static_cast<Eigen::Index>(n), m_projDim);
     P.noalias() = Rr * SRt.transpose();
     const size_t sb = out.signBytes();
     for (size_t i = 0; i < n; ++i)
-      packSigns(proj.data() + i * static_cast<size_t>(m_projDim), static_cast<size_t>(m_projDim), out.signs.data() + (offset + i) * sb);
+      packSigns(projBuf.data() + i * static_cast<size_t>(m_projDim), static_cast<size_t>(m_projDim), out.signs.data() + (offset + i) * sb);
   }
 }
 

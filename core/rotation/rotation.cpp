@@ -69,7 +69,16 @@ Rotation Rotation::haar(int dim, uint64_t seed) {
 
 void fwht(float* v, int n) {
   int h = 1;
-  if (n >= 8) {
+  if (n < 8) {
+    for (; h < n; h <<= 1)
+      for (int i = 0; i < n; i += 2 * h)
+        for (int j = i; j < i + h; ++j) {
+          const float x = v[j], y = v[j + h];
+          v[j] = x + y;
+          v[j + h] = x - y;
+        }
+    h = n;
+  } else {
     // The first three stages (h = 1, 2, 4) inside each block of 8, fused; every butterfly is the same
     // add/sub of the same operands as in the generic loop, so results are bit-identical.
     for (int i = 0; i < n; i += 8) {
@@ -91,10 +100,12 @@ void fwht(float* v, int n) {
   }
   for (; h < n; h <<= 1) {
     for (int i = 0; i < n; i += 2 * h) {
-      for (int j = i; j < i + h; ++j) {
-        const float x = v[j], y = v[j + h];
-        v[j] = x + y;
-        v[j + h] = x - y;
+      float* __restrict lo = v + i;  // the two halves never overlap: tell the vectoriser
+      float* __restrict hi = v + i + h;
+      for (int t = 0; t < h; ++t) {
+        const float a = lo[t], b = hi[t];
+        lo[t] = a + b;
+        hi[t] = a - b;
       }
     }
   }
