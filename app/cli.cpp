@@ -29,6 +29,9 @@
 #ifdef TQ_HAVE_CUDA
 #include "cuda/cuda_backend.h"
 #endif
+#ifdef TQ_HAVE_UI
+#include "headless.h"
+#endif
 
 namespace tq {
 
@@ -52,6 +55,8 @@ const char* kUsage =
     "  memory     --model PRESET | --layers L --kv-heads H --head-dim D [--tokens T] [--key-bits B]\n"
     "             [--value-bits B] [--mode mse|prod|qjl] [--proj-dim M] [--json]\n"
     "  presets    list the model presets\n"
+    "  export-figures FILE|sample|synthetic --out DIR [--format png,svg,pdf] [--size WxH] [--dpi N]\n"
+    "             [--experiment EXP.json] [configuration flags]   render every view headless (see --help)\n"
     "  info       FILE [--nonfinite refuse|zero] [--json]   summary of a KV dump (safetensors, npz, npy)\n"
     "  evaluate   FILE [--key-bits LIST] [--value-bits LIST] [--proj-dim LIST] [--mode mse,prod,qjl]\n"
     "             [--layers LIST] [--heads LIST] [--queries dump|last-key|random] [--max-queries N]\n"
@@ -776,6 +781,13 @@ int runCli(const std::vector<std::string>& args, std::ostream& out, std::ostream
     if (cmd == "memory") return cmdMemory(Args(args, 1, {"json"}), out);
     if (cmd == "presets") return cmdPresets(Args(args, 1, {"json"}), out);
     if (cmd == "info") return cmdInfo(Args(args, 1, {"json"}), out);
+    if (cmd == "export-figures") {
+#ifdef TQ_HAVE_UI
+      return tq::ui::runExportFigures({args.begin() + 1, args.end()}, out, err);
+#else
+      throw UsageError("this build has no GUI library (configured with TQ_BUILD_GUI=OFF), which export-figures uses to render the views");
+#endif
+    }
     if (cmd == "evaluate") return cmdEvaluate(Args(args, 1, {"json", "csv", "reference-one-bit"}), out, err);
     err << "tqstudio-cli: unknown command '" << cmd << "'\n" << kUsage;
     return 2;
