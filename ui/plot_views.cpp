@@ -672,7 +672,7 @@ MemoryView::MemoryView(QWidget* parent) : PlotView("memory", "Memory", parent) {
   m_rect[1]->axis(QCPAxis::atLeft)->setLabel("GiB (log)");
   setLogY(m_rect[1]);
   m_rect[1]->axis(QCPAxis::atLeft)->setNumberFormat("gb");
-  m_legend = insetLegend(m_rect[0], Qt::AlignBottom | Qt::AlignRight);
+  m_legend = insetLegend(m_rect[0], Qt::AlignTop | Qt::AlignLeft);
   grid->setColumnStretchFactors({1, 1.3});
   finishLayout();
 }
@@ -803,7 +803,7 @@ void MemoryView::setData(const Experiment& e, int d, size_t measuredK, size_t me
     b->setBrush(cols[k]);
     b->setPen(QPen(cols[k].darker(130)));
     b->setName(names[k]);
-    b->setBaseValue(gmin / 10);
+    b->setBaseValue(gmin / 3);  // = the axis floor: bars never reach outside the rect (SVG has no clip there)
     b->addToLegend(m_legend);
   }
   r2->axis(QCPAxis::atBottom)->setTicker(ticker);
