@@ -10,8 +10,16 @@ missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+python_modules() {
+  # The Python dump tools' tests need numpy and safetensors (PyPI); failure here only makes those tests skip.
+  if command -v python3 >/dev/null && ! python3 -c "import numpy, safetensors" 2>/dev/null; then
+    echo "install-deps: installing numpy and safetensors for $(command -v python3)"
+    python3 -m pip install --quiet numpy safetensors || echo "install-deps: WARNING: pip install failed; the tools_python test will report SKIP"
+  fi
+}
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: all ${#PKGS[@]} packages present"
+  python_modules
   exit 0
 fi
 SUDO=""
@@ -22,3 +30,4 @@ fi
 echo "install-deps: installing ${missing[*]}"
 $SUDO apt-get update -q
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+python_modules
