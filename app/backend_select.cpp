@@ -19,7 +19,7 @@ std::unique_ptr<Backend> chooseBackend(BackendChoice choice, std::string* messag
 #ifdef TQ_HAVE_CUDA
   return selectBackend(choice, message);
 #else
-  if (choice != BackendChoice::Cpu && message) *message = "CUDA unavailable: this build has no CUDA backend (nvcc was not found at build time)";
+  if (choice != BackendChoice::Cpu && message) *message = "CUDA unavailable: this build has no CUDA backend (configured without nvcc or with TQ_ENABLE_CUDA=OFF)";
   return makeCpuBackend();
 #endif
 }

@@ -3,7 +3,8 @@
 
 Because attention is causal, the first N positions of a dump are exactly the dump of the first
 N tokens, so a token slice is itself a valid dump. Metadata is carried over and updated
-(``num_layers``, ``layers``, ``prompt_tokens``, ``token_strings``, ``text``) and
+(``num_layers``, ``layers``, ``prompt_tokens``, ``token_strings``, ``text``); kept layers are
+renumbered 0..n-1 and their original indices recorded in ``source_layers`` and
 ``sliced_from`` records the source file's name and sha256.
 
 Example::
@@ -70,6 +71,11 @@ def main(argv=None) -> int:
                 _, l, kind = n.split(".", 2)
                 if int(l) not in keep or kind in drop:
                     continue
+                # renumber so the slice is a complete dump (layers 0..n-1); the original indices are
+                # kept in the metadata field "source_layers"
+                n_out = f"layers.{keep.index(int(l))}.{kind}"
+            else:
+                n_out = n
             t = f.get_tensor(n)
             if n == "tokens":
                 t = t[: a.tokens]
@@ -80,11 +86,12 @@ def main(argv=None) -> int:
                     t = t.astype(np.float16)
                 elif a.dtype == "fp32":
                     t = t.astype(np.float32)
-            out[n] = np.ascontiguousarray(t)
+            out[n_out] = np.ascontiguousarray(t)
     if S is None:
         S = next(v.shape[-2] for k, v in out.items() if k.startswith("layers."))
     md["num_layers"] = str(len(keep))
     md["layers"] = ",".join(map(str, keep))
+    md["source_layers"] = ",".join(map(str, keep))
     md["prompt_tokens"] = str(S)
     if "token_strings" in md:
         ts = json.loads(md["token_strings"])[:S]
