@@ -137,6 +137,20 @@ class TstCli : public QObject {
     QCOMPARE(csv.code, 0);
     QVERIFY(QString::fromStdString(csv.out).count('\n') == 1 + 5 * 4);  // header + one row per (layer, kv head)
   }
+  void evaluateRealModelAtProductionHeadSize() {
+    // SmolLM2-135M slice: head_dim 64, GQA 9q/3kv, real queries.
+    const Run r = run({"evaluate", TQ_TEST_DATA_DIR "/smollm2_135m_slice.safetensors", "--key-bits", "3,8", "--value-bits", "8", "--mode", "mse",
+                       "--backend", "cpu", "--json"});
+    QCOMPARE(r.code, 0);
+    const auto j = nlohmann::json::parse(r.out);
+    QCOMPARE(j["head_dim"].get<int>(), 64);
+    QCOMPARE(j["per_head"].size(), size_t(2 * 3 * 9));
+    for (const auto& e : j["per_head"]) QCOMPARE(e["kv_head"].get<int>(), e["head"].get<int>() / 3);
+    const auto& s8 = j["summary"][1];
+    QCOMPARE(s8["key_bits"].get<int>(), 8);
+    QVERIFY(s8["attention_cosine"].get<double>() > 0.999);
+    QVERIFY(j["summary"][0]["attention_cosine"].get<double>() < s8["attention_cosine"].get<double>());
+  }
   void evaluateBadInput() {
     QCOMPARE(run({"evaluate", "/nonexistent.safetensors"}).code, 2);
     QCOMPARE(run({"evaluate", TQ_TEST_DATA_DIR "/stories260K_lily_512.safetensors", "--layers", "9"}).code, 2);
