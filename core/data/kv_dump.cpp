@@ -257,7 +257,7 @@ class NonFiniteCounter {
     const size_t whole = n / m_size;
     m_count += countNonFinite(p, m_t, whole);
     const size_t rest = n - whole * m_size;
-    std::memcpy(m_carry, p + whole * m_size, rest);
+    if (rest) std::memcpy(m_carry, p + whole * m_size, rest);
     m_carryLen = rest;
   }
   uint64_t count() const { return m_count; }

@@ -117,9 +117,8 @@ class KvDump : public KvSource {
   /// NaN/Inf replaced by 0 in conversions so far (NonFinitePolicy::Zero).
   uint64_t nonFiniteReplaced() const;
 
-  struct Impl;
-
  private:
+  struct Impl;
   explicit KvDump(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> d;
 };

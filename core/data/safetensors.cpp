@@ -254,6 +254,7 @@ const TensorInfo& SafetensorsFile::require(const std::string& name) const {
 // Conversion
 
 void convertToFloat(const uint8_t* src, DType t, size_t n, float* dst) {
+  if (n == 0) return;  // dst may be null (empty vector): memcpy(nullptr, ..., 0) is undefined
   switch (t) {
     case DType::F32: std::memcpy(dst, src, n * 4); return;
     case DType::F16: {

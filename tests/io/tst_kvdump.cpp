@@ -583,6 +583,12 @@ class TstKvDump : public QObject {
     v = rawNpy("{'descr': '<f4', 'fortran_order': False, 'shape': (1, 2, 4), }", data);
     v[8] = 0xff, v[9] = 0xff;  // header length past the end
     EXPECT_ERROR(openBytes("h.npy", v), "h.npy", "truncated");
+    // Zero-element arrays read as empty (found by fuzz_npy: memcpy into a null pointer), refused as keys.
+    const auto zeroNpy = rawNpy("{'descr': '<f4', 'fortran_order': False, 'shape': (0, 3, 4), }", {});
+    QVERIFY(NpyFile(std::make_shared<const MappedFile>("z.npy", zeroNpy)).readFloat().empty());
+    EXPECT_ERROR(openBytes("z.npy", zeroNpy), "z.npy", "empty dimension");
+    SafetensorsFile zst(std::make_shared<const MappedFile>("z.st", rawSafetensors("{\"e\": {\"dtype\": \"F16\", \"shape\": [0, 4], \"data_offsets\": [0, 0]}}", {})));
+    QVERIFY(zst.readFloat("e").empty());
     // Python 2 longs and a version 2.0 header (4-byte length) are fine.
     const auto ok = openBytes("ok.npy", rawNpy("{'descr': '<f4', 'fortran_order': False, 'shape': (1L, 2L, 4L), }", data));
     QCOMPARE(ok->shape().headDim, 4);
