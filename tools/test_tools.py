@@ -104,12 +104,12 @@ class SmolLM2Slice(unittest.TestCase):
         self.assertLess(os.path.getsize(path), 4 * 1024 * 1024)
         t, md = ln.load_kvdump(path)
         self.assertEqual(md["format"], "tq-kvdump/1")
-        self.assertEqual(md["layers"], "0,15,29")
+        self.assertEqual(md["source_layers"], "0,15,29")  # stored renumbered as layers 0, 1, 2
         self.assertEqual(float(md["softmax_scale"]), 0.125)
         S = t["tokens"].size
         self.assertEqual(S, 512)
         self.assertEqual(len(json.loads(md["token_strings"])), S)
-        for l in (0, 15, 29):
+        for l in (0, 1, 2):
             self.assertEqual(t[f"layers.{l}.q"].shape, (9, S, 64))
             self.assertEqual(t[f"layers.{l}.k"].shape, (3, S, 64))
             self.assertEqual(t[f"layers.{l}.v"].shape, (3, S, 64))
