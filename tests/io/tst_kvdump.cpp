@@ -203,6 +203,34 @@ class TstKvDump : public QObject {
     }
   }
 
+  // A real model slice (SmolLM2-135M, GQA 9/3, head_dim 64; tests/data/README.md), numbers from numpy.
+  void smollm2Slice() {
+    const auto d = KvDump::open(dataPath("smollm2_135m_slice.safetensors"));
+    const KvDumpSummary& s = d->summary();
+    QCOMPARE(s.layers, 3);
+    QCOMPARE(s.qHeads, 9);
+    QCOMPARE(s.kvHeads, 3);
+    QCOMPARE(s.seq, 512);
+    QCOMPARE(s.headDim, 64);
+    QVERIFY(s.hasQueries && s.hasValues && !s.hasPreRopeKeys && s.hasTokens);
+    QCOMPARE(d->softmaxScale(), 0.125f);
+    QCOMPARE(d->keys(2, 2)[511 * 64 + 63], 1.3984375f);
+    QCOMPARE(d->queries(1, 8)[100 * 64 + 0], -0.042236328125f);
+    QCOMPARE(d->values(0, 1)[5], 0.0205535888671875f);
+    QCOMPARE(d->tokens()[2], int64_t{25824});
+    QCOMPARE(d->shape().kvHeadOf(8), 2);
+    double sum = 0;
+    for (int l = 0; l < 3; ++l) {
+      for (int h = 0; h < 3; ++h) {
+        for (float v : d->keys(l, h)) sum += v;
+        for (float v : d->values(l, h)) sum += v;
+      }
+      for (int h = 0; h < 9; ++h)
+        for (float v : d->queries(l, h)) sum += v;
+    }
+    QVERIFY2(std::fabs(sum - -27459.748238623142) <= 1e-9 * 27459.75, qPrintable(QString::number(sum, 'g', 17)));
+  }
+
   void samplesFromMemoryEqualMapped() {
     const std::string p = dataPath("stories260K_sun_384.npz");
     const auto a = KvDump::open(p);
