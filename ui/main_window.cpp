@@ -311,6 +311,13 @@ MainWindow::MainWindow(MainWindowOptions options, QWidget* parent) : QMainWindow
     updateStatus();
   });
   connect(m_loadRunner, &JobRunner::cancelled, this, [this] { updateStatus(); });
+  connect(m_loadRunner, &JobRunner::progress, this, [this](quint64, qulonglong done, qulonglong total) {
+    // the reader's scan of a large file (bytes): shown in the same progress bar, Cancel stops it
+    m_progress->setVisible(true);
+    m_progress->setMaximum(1000);
+    m_progress->setValue(total ? static_cast<int>(1000.0 * static_cast<double>(done) / static_cast<double>(total)) : 0);
+    m_progress->setFormat("opening %p %");
+  });
   connect(m_attention, &PlotView::regionRequested, this, [this](int r0, int r1, int c0, int c1) {
     m_region.row0 = r0;
     m_region.row1 = r1;
@@ -640,9 +647,9 @@ void MainWindow::applyExperiment(const Experiment& n) {
   if (dataChanged) {
     // Open in the background; the current data and experiment stay until it succeeds.
     auto opener = m_opt.opener;
-    m_loadRunner->submit([opener, n](const tq::ProgressFn&) -> JobPtr {
+    m_loadRunner->submit([opener, n](const tq::ProgressFn& progress) -> JobPtr {
       auto out = std::make_shared<LoadOutput>();
-      out->ctx = makeContext(openData(n, opener));
+      out->ctx = makeContext(openData(n, opener, progress));
       out->exp = n;
       if (n.dataKind == DataKind::File) out->path = n.dataPath;
       return out;
@@ -852,7 +859,7 @@ QString MainWindow::statusText() const { return m_statusLabel->text(); }
 void MainWindow::updateStatus() {
   const bool sweeping = m_sweepRunner->busy();
   const bool any = sweeping || m_detailRunner->busy() || m_loadRunner->busy();
-  m_progress->setVisible(sweeping);
+  m_progress->setVisible(sweeping || m_loadRunner->busy());
   m_cancel->setVisible(any);
   if (!sweeping) m_progress->setValue(0);
   QString s;

@@ -19,7 +19,9 @@ static void initTqResources() { Q_INIT_RESOURCE(tqstudio); }
 namespace tq::ui {
 
 SourceOpener defaultOpener() {
-  return [](const std::string& path) -> std::unique_ptr<tq::KvSource> { return tq::KvDump::open(path); };
+  return [](const std::string& path, const std::function<bool(size_t, size_t)>& progress) -> std::unique_ptr<tq::KvSource> {
+    return tq::KvDump::open(path, {}, progress);
+  };
 }
 
 std::vector<uint8_t> sampleBytes() {
@@ -32,13 +34,13 @@ std::vector<uint8_t> sampleBytes() {
 
 std::unique_ptr<tq::KvSource> openSample() { return tq::KvDump::openBuffer(kSampleName, sampleBytes()); }
 
-std::shared_ptr<const tq::KvSource> openData(const Experiment& e, const SourceOpener& opener) {
+std::shared_ptr<const tq::KvSource> openData(const Experiment& e, const SourceOpener& opener, const std::function<bool(size_t, size_t)>& progress) {
   switch (e.dataKind) {
     case DataKind::Synthetic: {
       e.synth.validate();
       return std::make_shared<tq::SyntheticKv>(e.synth);
     }
-    case DataKind::File: return std::shared_ptr<const tq::KvSource>(opener(e.dataPath.toStdString()));
+    case DataKind::File: return std::shared_ptr<const tq::KvSource>(opener(e.dataPath.toStdString(), progress));
     default: return std::shared_ptr<const tq::KvSource>(openSample());
   }
 }

@@ -14,7 +14,8 @@
 namespace tq::ui {
 
 /// Opens a file as a KvSource; throws (std::exception) with the reader's message on any problem.
-using SourceOpener = std::function<std::unique_ptr<tq::KvSource>(const std::string& path)>;
+/// progress(done, total) reports the reader's scan; returning false cancels (the opener then throws).
+using SourceOpener = std::function<std::unique_ptr<tq::KvSource>(const std::string& path, const std::function<bool(size_t, size_t)>& progress)>;
 
 /// The default opener: the engine's KvDump (safetensors, npz, npy; every layout it knows).
 SourceOpener defaultOpener();
@@ -25,7 +26,8 @@ std::vector<uint8_t> sampleBytes();
 std::unique_ptr<tq::KvSource> openSample();
 
 /// Opens the data an experiment names. Throws std::exception with the reader's message.
-std::shared_ptr<const tq::KvSource> openData(const Experiment& e, const SourceOpener& opener);
+std::shared_ptr<const tq::KvSource> openData(const Experiment& e, const SourceOpener& opener,
+                                             const std::function<bool(size_t, size_t)>& progress = {});
 
 /// Short description for the data panel: "5 layers · 8q/4kv heads\nd=8 · 512 tok · queries".
 QString describeShape(const tq::KvSource& src);
