@@ -1,0 +1,386 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+// CudaBackend: the Backend interface on top of the device API, with the CPU engine as the fallback.
+#include "cuda/cuda_backend.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <map>
+#include <mutex>
+#include <stdexcept>
+
+#include "cuda/device_api.h"
+
+namespace tq {
+
+struct CudaBackend::Impl {
+  CudaDeviceInfo info;
+  std::unique_ptr<cuda::Context> ctx;
+  std::unique_ptr<Backend> cpu = makeCpuBackend();
+  std::map<uint64_t, std::shared_ptr<cuda::DevPlan>> plans;
+  cuda::Scratch scratch;
+  cuda::DevBuf input, queries, rq, sq, outBuf, weights, scoresBuf;
+  cuda::DevCompressedBuf comp, comp2;
+  bool broken = false, lastFell = false, everFell = false;
+  std::string reason, brokenReason;
+  std::mutex mutex;
+
+  const cuda::DevPlan& plan(const Quantizer& q) {
+    const uint64_t fp = cuda::planFingerprint(q);
+    auto it = plans.find(fp);
+    if (it != plans.end()) return *it->second;
+    if (plans.size() >= 64) plans.clear();
+    auto p = cuda::buildPlan(*ctx, q);
+    plans.emplace(fp, p);
+    return *p;
+  }
+
+  /// Vectors per device round trip so that a chunk uses at most a third of the free memory.
+  size_t chunkFor(size_t n, size_t bytesPerVector) {
+    const size_t freeB = ctx->freeMemory();
+    size_t c = std::max<size_t>(1024, freeB / 3 / std::max<size_t>(1, bytesPerVector));
+    c = std::min<size_t>(c, size_t{1} << 21);
+    return std::min(n, c);
+  }
+
+  /// Runs gpu(); on a CUDA error prints the reason, runs cpu() instead and (for errors that leave the
+  /// context unusable) moves this backend to the CPU for good.
+  template <typename G, typename C>
+  void guarded(const char* op, G gpu, C cpuFn) {
+    std::lock_guard<std::mutex> lock(mutex);
+    lastFell = false;
+    if (!broken) {
+      try {
+        // Fault injection for the tests: TQ_CUDA_INJECT_ERROR=<operation> (recoverable) or =sticky.
+        if (const char* inj = std::getenv("TQ_CUDA_INJECT_ERROR")) {
+          if (std::strcmp(inj, op) == 0) throw cuda::CudaError("injected failure (TQ_CUDA_INJECT_ERROR)", 999, false, false);
+          if (std::strcmp(inj, "sticky") == 0) throw cuda::CudaError("injected sticky failure (TQ_CUDA_INJECT_ERROR)", 999, true, false);
+        }
+        gpu();
+        return;
+      } catch (const cuda::CudaError& e) {
+        lastFell = everFell = true;
+        reason = std::string("CUDA error in ") + op + ": " + e.what();
+        if (e.sticky()) {
+          broken = true;
+          brokenReason = reason;
+          std::cerr << "tqstudio: " << reason << "; the CUDA backend is disabled for this process and the CPU engine takes over\n";
+        } else {
+          std::cerr << "tqstudio: " << reason << (e.outOfMemory() ? " (out of device memory)" : "") << "; this call runs on the CPU engine\n";
+        }
+        // release scratch so that a later call starts from a clean slate
+        scratch = cuda::Scratch();
+      }
+    }
+    cpuFn();
+  }
+
+  void uploadCompressed(const cuda::DevPlan& p, const CompressedVectors& cv, cuda::DevCompressedBuf& dst) {
+    dst.ensure(p, cv.count);
+    ctx->copyAsyncH2D(dst.codes.get(), cv.codes.data(), cv.codes.size());
+    ctx->copyAsyncH2D(dst.signs.get(), cv.signs.data(), cv.signs.size());
+    ctx->copyAsyncH2D(dst.norms.get(), cv.norms.data(), cv.norms.size() * 2);
+    ctx->copyAsyncH2D(dst.rnorms.get(), cv.residualNorms.data(), cv.residualNorms.size() * 2);
+  }
+
+  void compressImpl(const Quantizer& q, const void* x, CudaInput type, size_t n, CompressedVectors& out, size_t offset) {
+    const cuda::DevPlan& p = plan(q);
+    const size_t d = static_cast<size_t>(q.dim());
+    const size_t esz = type == CudaInput::F32 ? 4 : 2;
+    const size_t chunk = chunkFor(n, d * esz + p.codeBytes + p.signBytes + 4 + d * 8);
+    input.ensure(chunk * d * esz);
+    comp.ensure(p, chunk);
+    for (size_t b0 = 0; b0 < n; b0 += chunk) {
+      const size_t nb = std::min(chunk, n - b0);
+      ctx->copyAsyncH2D(input.get(), static_cast<const uint8_t*>(x) + b0 * d * esz, nb * d * esz);
+      cuda::compress(*ctx, p, input.get(), type, nb, comp.view(), scratch);
+      const size_t o = offset + b0;
+      if (p.codeBytes) ctx->copyAsyncD2H(out.codes.data() + o * p.codeBytes, comp.codes.get(), nb * p.codeBytes);
+      if (p.signBytes) ctx->copyAsyncD2H(out.signs.data() + o * p.signBytes, comp.signs.get(), nb * p.signBytes);
+      ctx->copyAsyncD2H(out.norms.data() + o, comp.norms.get(), nb * 2);
+      if (p.projDim > 0) ctx->copyAsyncD2H(out.residualNorms.data() + o, comp.rnorms.get(), nb * 2);
+      ctx->sync();
+    }
+  }
+};
+
+namespace {
+
+/// Prepares `out` like Quantizer::compress (same checks, same sizes); returns the append offset.
+size_t prepareOut(const Quantizer& q, size_t n, CompressedVectors& out) {
+  if (out.count == 0) {
+    out.dim = q.dim();
+    out.mseBits = q.mseBits();
+    out.projDim = q.projDim();
+  } else if (out.dim != q.dim() || out.mseBits != q.mseBits() || out.projDim != q.projDim()) {
+    throw std::invalid_argument("compressed buffer was made by a different quantizer");
+  }
+  const size_t offset = out.count;
+  out.count += n;
+  out.codes.resize(out.count * out.codeBytes());
+  out.signs.resize(out.count * out.signBytes());
+  out.norms.resize(out.count);
+  if (q.projDim() > 0) out.residualNorms.resize(out.count);
+  return offset;
+}
+
+void restoreOut(CompressedVectors& out, size_t count) {
+  out.count = count;
+  out.codes.resize(count * out.codeBytes());
+  out.signs.resize(count * out.signBytes());
+  out.norms.resize(count);
+  if (out.projDim > 0) out.residualNorms.resize(count);
+}
+
+void checkMatches(const Quantizer& q, const CompressedVectors& cv) {
+  if (cv.count == 0) return;
+  if (cv.dim != q.dim() || cv.mseBits != q.mseBits() || cv.projDim != q.projDim())
+    throw std::invalid_argument("compressed buffer was made by a different quantizer");
+}
+
+std::vector<float> toFloat(const void* x, CudaInput type, size_t count) {
+  std::vector<float> f(count);
+  const uint16_t* h = static_cast<const uint16_t*>(x);
+  if (type == CudaInput::F32) {
+    std::memcpy(f.data(), x, count * sizeof(float));
+  } else {
+    for (size_t i = 0; i < count; ++i) {
+      if (type == CudaInput::F16) {
+        // exact fp16 -> fp32 (util/half.h is header-only, but keep this file free of extra includes)
+        const uint32_t sign = static_cast<uint32_t>(h[i] & 0x8000u) << 16;
+        const uint32_t e = (h[i] >> 10) & 0x1fu;
+        uint32_t m = h[i] & 0x3ffu, bits;
+        if (e == 0) {
+          if (m == 0) {
+            bits = sign;
+          } else {
+            int ee = -1;
+            do {
+              ++ee;
+              m <<= 1;
+            } while ((m & 0x400u) == 0);
+            m &= 0x3ffu;
+            bits = sign | (static_cast<uint32_t>(112 - ee) << 23) | (m << 13);
+          }
+        } else if (e == 31) {
+          bits = sign | 0x7f800000u | (m << 13);
+        } else {
+          bits = sign | ((e + 112u) << 23) | (m << 13);
+        }
+        std::memcpy(&f[i], &bits, 4);
+      } else {
+        const uint32_t bits = static_cast<uint32_t>(h[i]) << 16;
+        std::memcpy(&f[i], &bits, 4);
+      }
+    }
+  }
+  return f;
+}
+
+}  // namespace
+
+CudaBackend::CudaBackend(std::unique_ptr<Impl> impl) : m_impl(std::move(impl)) {}
+CudaBackend::~CudaBackend() = default;
+
+std::string CudaBackend::name() const { return m_impl->broken ? "CPU" : "CUDA"; }
+
+std::string CudaBackend::device() const {
+  if (m_impl->broken) return m_impl->cpu->device() + " (CUDA disabled after: " + m_impl->brokenReason + ")";
+  return m_impl->info.describe();
+}
+
+bool CudaBackend::fellBack(bool ever) const { return ever ? m_impl->everFell : m_impl->lastFell; }
+std::string CudaBackend::fallbackReason() const { return m_impl->reason; }
+const CudaDeviceInfo& CudaBackend::info() const { return m_impl->info; }
+
+void CudaBackend::compress(const Quantizer& q, const float* x, size_t n, CompressedVectors& out) {
+  compressTyped(q, x, CudaInput::F32, n, out);
+}
+
+void CudaBackend::compressTyped(const Quantizer& q, const void* x, CudaInput type, size_t n, CompressedVectors& out) {
+  const size_t before = out.count;
+  const size_t offset = prepareOut(q, n, out);
+  if (n == 0) return;
+  Impl& I = *m_impl;
+  I.guarded(
+      "compress", [&] { I.compressImpl(q, x, type, n, out, offset); },
+      [&] {
+        restoreOut(out, before);
+        if (type == CudaInput::F32) {
+          I.cpu->compress(q, static_cast<const float*>(x), n, out);
+        } else {
+          const std::vector<float> f = toFloat(x, type, n * static_cast<size_t>(q.dim()));
+          I.cpu->compress(q, f.data(), n, out);
+        }
+      });
+}
+
+void CudaBackend::scores(const Quantizer& q, const CompressedVectors& keys, const float* queries, size_t nq, float* out) {
+  checkMatches(q, keys);
+  if (nq == 0 || keys.count == 0) return;
+  Impl& I = *m_impl;
+  I.guarded(
+      "scores",
+      [&] {
+        const cuda::DevPlan& p = I.plan(q);
+        const size_t d = static_cast<size_t>(q.dim()), m = static_cast<size_t>(q.projDim());
+        I.uploadCompressed(p, keys, I.comp);
+        // queries in chunks (the score matrix is the large part)
+        const size_t perQuery = keys.count * 4 + (2 * d + m) * 4 + p.lutFloats * 4;
+        const size_t qc = std::max<size_t>(1, std::min(nq, I.chunkFor(nq, perQuery)));
+        I.queries.ensure(qc * d * 4);
+        I.rq.ensure(qc * d * 4);
+        I.sq.ensure(std::max<size_t>(4, qc * m * 4));
+        I.outBuf.ensure(qc * keys.count * 4);
+        for (size_t q0 = 0; q0 < nq; q0 += qc) {
+          const size_t nb = std::min(qc, nq - q0);
+          I.ctx->copyAsyncH2D(I.queries.get(), queries + q0 * d, nb * d * 4);
+          if (nb >= 16) {  // many queries: rotate/project each once instead of once per block
+            cuda::prepareQueries(*I.ctx, p, I.queries.as<float>(), nb, I.rq.as<float>(), I.sq.as<float>());
+            cuda::scores(*I.ctx, p, I.comp.view(), keys.count, nullptr, I.rq.as<float>(), I.sq.as<float>(), nb, nb, I.outBuf.as<float>(),
+                         keys.count, I.scratch);
+          } else {
+            cuda::scores(*I.ctx, p, I.comp.view(), keys.count, I.queries.as<float>(), nullptr, nullptr, nb, nb, I.outBuf.as<float>(), keys.count,
+                         I.scratch);
+          }
+          I.ctx->copyAsyncD2H(out + q0 * keys.count, I.outBuf.get(), nb * keys.count * 4);
+          I.ctx->sync();
+        }
+      },
+      [&] { I.cpu->scores(q, keys, queries, nq, out); });
+}
+
+void CudaBackend::decompress(const Quantizer& q, const CompressedVectors& cv, float* out) {
+  checkMatches(q, cv);
+  if (cv.count == 0) return;
+  Impl& I = *m_impl;
+  I.guarded(
+      "decompress",
+      [&] {
+        const cuda::DevPlan& p = I.plan(q);
+        const size_t d = static_cast<size_t>(q.dim());
+        const size_t chunk = I.chunkFor(cv.count, d * 12 + p.codeBytes + 2);
+        I.comp.ensure(p, chunk);
+        I.outBuf.ensure(chunk * d * 4);
+        for (size_t b0 = 0; b0 < cv.count; b0 += chunk) {
+          const size_t nb = std::min(chunk, cv.count - b0);
+          I.ctx->copyAsyncH2D(I.comp.codes.get(), cv.codes.data() + b0 * p.codeBytes, nb * p.codeBytes);
+          I.ctx->copyAsyncH2D(I.comp.norms.get(), cv.norms.data() + b0, nb * 2);
+          cuda::decompress(*I.ctx, p, I.comp.view(), nb, I.outBuf.get(), false, I.scratch);
+          I.ctx->copyAsyncD2H(out + b0 * d, I.outBuf.get(), nb * d * 4);
+          I.ctx->sync();
+        }
+      },
+      [&] { I.cpu->decompress(q, cv, out); });
+}
+
+void CudaBackend::weightedSum(const Quantizer& q, const CompressedVectors& values, const float* weights, size_t nq, float* out) {
+  checkMatches(q, values);
+  if (nq == 0) return;
+  Impl& I = *m_impl;
+  I.guarded(
+      "weightedSum",
+      [&] {
+        const cuda::DevPlan& p = I.plan(q);
+        const size_t d = static_cast<size_t>(q.dim());
+        I.uploadCompressed(p, values, I.comp);
+        const size_t qc = std::max<size_t>(1, std::min(nq, I.chunkFor(nq, values.count * 4 + d * 4)));
+        I.weights.ensure(std::max<size_t>(4, qc * values.count * 4));
+        I.outBuf.ensure(qc * d * 4);
+        for (size_t q0 = 0; q0 < nq; q0 += qc) {
+          const size_t nb = std::min(qc, nq - q0);
+          I.ctx->copyAsyncH2D(I.weights.get(), weights + q0 * values.count, nb * values.count * 4);
+          cuda::weightedSum(*I.ctx, p, I.comp.view(), values.count, values.count, I.weights.as<float>(), values.count, nb, nb, I.outBuf.as<float>(),
+                            I.scratch);
+          I.ctx->copyAsyncD2H(out + q0 * d, I.outBuf.get(), nb * d * 4);
+          I.ctx->sync();
+        }
+      },
+      [&] { I.cpu->weightedSum(q, values, weights, nq, out); });
+}
+
+void CudaBackend::attention(const Quantizer& kq, const CompressedVectors& keys, const Quantizer& vq, const CompressedVectors& values,
+                            const float* queries, size_t nq, float scale, float* out) {
+  checkMatches(kq, keys);
+  checkMatches(vq, values);
+  if (keys.count != values.count) throw std::invalid_argument("attention needs as many values as keys");
+  if (nq == 0) return;
+  Impl& I = *m_impl;
+  const size_t n = keys.count, d = static_cast<size_t>(kq.dim()), dv = static_cast<size_t>(vq.dim());
+  auto cpuPath = [&] {
+    std::vector<float> s(nq * n), w(nq * n);
+    I.cpu->scores(kq, keys, queries, nq, s.data());
+    for (size_t i = 0; i < nq; ++i) {
+      float mx = -INFINITY;
+      for (size_t t = 0; t < n; ++t) mx = std::max(mx, scale * s[i * n + t]);
+      double sum = 0;
+      for (size_t t = 0; t < n; ++t) sum += std::exp(static_cast<double>(scale * s[i * n + t] - mx));
+      for (size_t t = 0; t < n; ++t) w[i * n + t] = static_cast<float>(std::exp(static_cast<double>(scale * s[i * n + t] - mx)) / sum);
+    }
+    I.cpu->weightedSum(vq, values, w.data(), nq, out);
+  };
+  if (n == 0) {
+    std::fill(out, out + nq * dv, 0.0f);
+    return;
+  }
+  I.guarded(
+      "attention",
+      [&] {
+        const cuda::DevPlan& pk = I.plan(kq);
+        const cuda::DevPlan& pv = I.plan(vq);
+        const size_t m = static_cast<size_t>(kq.projDim());
+        I.uploadCompressed(pk, keys, I.comp);
+        I.uploadCompressed(pv, values, I.comp2);
+        I.queries.ensure(nq * d * 4);
+        I.rq.ensure(nq * d * 4);
+        I.sq.ensure(std::max<size_t>(4, nq * m * 4));
+        I.scoresBuf.ensure(nq * n * 4);
+        I.weights.ensure(nq * n * 4);
+        I.outBuf.ensure(nq * dv * 4);
+        I.ctx->copyAsyncH2D(I.queries.get(), queries, nq * d * 4);
+        cuda::prepareQueries(*I.ctx, pk, I.queries.as<float>(), nq, I.rq.as<float>(), I.sq.as<float>());
+        cuda::scores(*I.ctx, pk, I.comp.view(), n, nullptr, I.rq.as<float>(), I.sq.as<float>(), nq, nq, I.scoresBuf.as<float>(), n, I.scratch);
+        cuda::softmaxRows(*I.ctx, I.scoresBuf.as<float>(), nq, n, n, scale, I.weights.as<float>());
+        cuda::weightedSum(*I.ctx, pv, I.comp2.view(), n, n, I.weights.as<float>(), n, nq, nq, I.outBuf.as<float>(), I.scratch);
+        I.ctx->copyAsyncD2H(out, I.outBuf.get(), nq * dv * 4);
+        I.ctx->sync();
+      },
+      cpuPath);
+}
+
+std::unique_ptr<Backend> makeCudaBackend(std::string* why) {
+  CudaDeviceInfo info = cudaProbe();
+  if (!info.available) {
+    if (why) *why = info.error;
+    return nullptr;
+  }
+  auto impl = std::make_unique<CudaBackend::Impl>();
+  impl->info = info;
+  try {
+    impl->ctx = std::make_unique<cuda::Context>(0);
+  } catch (const std::exception& e) {
+    if (why) *why = std::string("could not initialise CUDA on ") + info.name + ": " + e.what();
+    return nullptr;
+  }
+  return std::unique_ptr<Backend>(new CudaBackend(std::move(impl)));
+}
+
+std::unique_ptr<Backend> selectBackend(BackendChoice choice, std::string* message) {
+  if (message) message->clear();
+  if (choice == BackendChoice::Cpu) return makeCpuBackend();
+  std::string why;
+  auto b = makeCudaBackend(&why);
+  if (b) return b;
+  if (message)
+    *message = (choice == BackendChoice::Cuda ? "CUDA backend requested but unavailable: " : "no usable CUDA device: ") + why + "; using the CPU engine";
+  return makeCpuBackend();
+}
+
+std::string backendFallbackNote(const Backend& b) {
+  const auto* c = dynamic_cast<const CudaBackend*>(&b);
+  return c ? c->fallbackReason() : std::string();
+}
+
+}  // namespace tq

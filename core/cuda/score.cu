@@ -1,0 +1,517 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+// Scoring queries against compressed keys without decompressing: the query is rotated and projected
+// once, its look-up tables (the CPU's layout: per chunk of g coordinates, the partial dot products of
+// R q with every code pattern; per sign byte, the partial <S q, z> of every sign pattern) are built in
+// the CPU's summation order, and every key costs one table look-up per code chunk and per sign byte,
+// summed in the CPU's order. With the same R q and S q the scores are bit-identical to the CPU.
+#include <algorithm>
+
+#include "cuda/common.cuh"
+
+namespace tq {
+namespace cuda {
+
+namespace {
+
+/// What a block needs to prepare a query and its look-up tables (from the plan).
+struct QPrep {
+  const float* q;   // raw queries (nq x d), or nullptr when rq / sq are given
+  const float* rq;  // prepared R q (nq x d)
+  const float* sq;  // prepared S q (nq x m)
+  int d, m, bits, group, chunks, patterns, sb;
+  int signBits, signChunks;  // lutKernel: sign tables over groups of signBits rows (8 = the CPU's bytes, 4 = nibbles)
+  bool hadamard;
+  int nblocks;
+  const int* blocks;
+  const float* blockScales;
+  const float* signs;
+  const float* rotT;
+  const float* St;
+  const float* cen;
+};
+
+/// Block-wide: R q and S q of query qi into shared memory (qS: scratch of d floats). Hadamard is exact
+/// (tq::fwht's butterflies); the dense products use a fixed fp32 FMA order.
+__device__ void blockPrepare(const QPrep& Q, size_t qi, float* qS, float* rqS, float* sqS) {
+  const int d = Q.d, m = Q.m;
+  if (!Q.q) {
+    for (int j = threadIdx.x; j < d; j += blockDim.x) rqS[j] = Q.rq[qi * d + j];
+    for (int i = threadIdx.x; i < m; i += blockDim.x) sqS[i] = Q.sq[qi * m + i];
+    return;
+  }
+  for (int j = threadIdx.x; j < d; j += blockDim.x) qS[j] = Q.q[qi * d + j];
+  __syncthreads();
+  if (Q.hadamard) {
+    for (int j = threadIdx.x; j < d; j += blockDim.x) rqS[j] = __fmul_rn(qS[j], Q.signs[j]);
+    __syncthreads();
+    int off = 0;
+    for (int bi = 0; bi < Q.nblocks; ++bi) {
+      const int bs = Q.blocks[bi];
+      for (int h = 1; h < bs; h <<= 1) {
+        for (int t = threadIdx.x; t < bs / 2; t += blockDim.x) {
+          const int j = off + (t / h) * 2 * h + (t % h);
+          const float a = rqS[j], b = rqS[j + h];
+          rqS[j] = __fadd_rn(a, b);
+          rqS[j + h] = __fsub_rn(a, b);
+        }
+        __syncthreads();
+      }
+      const float sc = Q.blockScales[bi];
+      for (int j = off + threadIdx.x; j < off + bs; j += blockDim.x) rqS[j] = __fmul_rn(rqS[j], sc);
+      off += bs;
+    }
+  } else {
+    for (int i = threadIdx.x; i < d; i += blockDim.x) {
+      float acc = 0.0f;
+      for (int j = 0; j < d; ++j) acc = fmaf(Q.rotT[static_cast<size_t>(j) * d + i], qS[j], acc);
+      rqS[i] = acc;
+    }
+  }
+  for (int i = threadIdx.x; i < m; i += blockDim.x) {
+    float acc = 0.0f;
+    for (int j = 0; j < d; ++j) acc = fmaf(Q.St[static_cast<size_t>(j) * m + i], qS[j], acc);
+    sqS[i] = acc;
+  }
+}
+
+/// Block-wide: the CPU's look-up tables (Quantizer::prepare layout and summation order) into lut.
+__device__ void blockBuildLut(const QPrep& Q, const float* rq, const float* sq, float* lut) {
+  const int codeEntries = Q.chunks * Q.patterns;
+  const int total = codeEntries + Q.sb * 256;
+  const uint32_t mask = (1u << Q.bits) - 1u;
+  for (int e = threadIdx.x; e < total; e += blockDim.x) {
+    float s = 0.0f;
+    if (e < codeEntries) {
+      const int c = e / Q.patterns;
+      const uint32_t p = static_cast<uint32_t>(e % Q.patterns);
+      for (int t = 0; t < Q.group; ++t) {
+        const int j = c * Q.group + t;
+        if (j < Q.d) s = __fadd_rn(s, __fmul_rn(rq[j], Q.cen[(p >> (t * Q.bits)) & mask]));
+      }
+    } else {
+      const int e2 = e - codeEntries;
+      const int k = e2 >> 8, p = e2 & 255;
+#pragma unroll
+      for (int t = 0; t < 8; ++t) {
+        const int j = k * 8 + t;
+        if (j < Q.m) s = __fadd_rn(s, ((p >> t) & 1) ? sq[j] : -sq[j]);
+      }
+    }
+    lut[e] = s;
+  }
+}
+
+__global__ void prepareKernel(const QPrep Q, float* rq, float* sq) {
+  extern __shared__ float sm[];
+  float* qS = sm;
+  float* rqS = sm + Q.d;
+  float* sqS = sm + 2 * Q.d;
+  const size_t qi = blockIdx.x;
+  blockPrepare(Q, qi, qS, rqS, sqS);
+  __syncthreads();
+  for (int j = threadIdx.x; j < Q.d; j += blockDim.x) rq[qi * Q.d + j] = rqS[j];
+  for (int i = threadIdx.x; i < Q.m; i += blockDim.x) sq[qi * Q.m + i] = sqS[i];
+}
+
+/// Per query: R q, S q (as blockPrepare) and the look-up tables into global memory. Block (x, y) builds
+/// entries [1024 x, 1024 x + 1024) of query q0 + y; the products rq_j * c_k are tabulated first (same
+/// values, same summation order as Quantizer::prepare).
+__global__ void __launch_bounds__(256) lutKernel(const QPrep Q, float* luts, size_t lutFloats, size_t q0, int prodK) {
+  extern __shared__ float sm[];
+  float* qS = sm;
+  float* rqS = qS + Q.d;
+  float* sqS = rqS + Q.d;
+  float* prod = sqS + Q.m;
+  const size_t qi = q0 + blockIdx.y;
+  blockPrepare(Q, qi, qS, rqS, sqS);
+  __syncthreads();
+  const uint32_t mask = (1u << Q.bits) - 1u;
+  if (prodK > 0)
+    for (int i = threadIdx.x; i < Q.d * prodK; i += blockDim.x) prod[i] = __fmul_rn(rqS[i / prodK], Q.cen[i % prodK]);
+  __syncthreads();
+  const int codeEntries = Q.chunks * Q.patterns;
+  const int total = codeEntries + (Q.signChunks << Q.signBits);
+  const int chunkBits = Q.group * Q.bits;
+  const int e1 = min(total, static_cast<int>(blockIdx.x + 1) * 1024);
+  float* out = luts + qi * lutFloats;
+  for (int e = static_cast<int>(blockIdx.x) * 1024 + threadIdx.x; e < e1; e += blockDim.x) {
+    float s = 0.0f;
+    if (e < codeEntries) {
+      const int c = e >> chunkBits;
+      const uint32_t p = static_cast<uint32_t>(e) & static_cast<uint32_t>(Q.patterns - 1);
+      for (int t = 0; t < Q.group; ++t) {
+        const int j = c * Q.group + t;
+        if (j < Q.d) {
+          const uint32_t k = (p >> (t * Q.bits)) & mask;
+          s = __fadd_rn(s, prodK > 0 ? prod[j * prodK + k] : __fmul_rn(rqS[j], Q.cen[k]));
+        }
+      }
+    } else {
+      const int e2 = e - codeEntries;
+      const int k = e2 >> Q.signBits, p = e2 & ((1 << Q.signBits) - 1);
+      for (int t = 0; t < Q.signBits; ++t) {
+        const int j = k * Q.signBits + t;
+        if (j < Q.m) s = __fadd_rn(s, ((p >> t) & 1) ? sqS[j] : -sqS[j]);
+      }
+    }
+    out[e] = s;
+  }
+}
+
+QPrep makePrep(const DevPlan& p, const float* q, const float* rq, const float* sq) {
+  QPrep Q{};
+  Q.q = q;
+  Q.rq = rq;
+  Q.sq = sq;
+  Q.d = p.dim;
+  Q.m = p.projDim;
+  Q.bits = p.mseBits;
+  Q.group = p.lutGroup;
+  Q.chunks = p.chunks;
+  Q.patterns = p.patterns;
+  Q.sb = static_cast<int>(p.signBytes);
+  Q.signBits = 8;
+  Q.signChunks = static_cast<int>(p.signBytes);
+  Q.hadamard = p.hadamard;
+  Q.nblocks = static_cast<int>(p.hadBlocks.size());
+  Q.blocks = p.hadBlocksDev.as<const int>();
+  Q.blockScales = p.hadScalesDev.as<const float>();
+  Q.signs = p.signs.as<const float>();
+  Q.rotT = p.rotT.as<const float>();
+  Q.St = p.St.as<const float>();
+  Q.cen = p.cen.as<const float>();
+  return Q;
+}
+
+struct ScoreParams {
+  const uint8_t* codes;
+  const uint8_t* signs;
+  const uint16_t* norms;
+  const uint16_t* rnorms;
+  size_t keysPerHead;
+  QPrep Q;
+  const float* luts;  // fast kernel: per-query tables built by lutKernel
+  size_t lutFloats;
+  size_t qPerHead, qPerZ;
+  float* out;
+  size_t outStride;
+  int cb, sb, chunks, patterns, chunkBits, bits;
+  float qjlScale;
+  float* lutGlobal;  // generic kernel when the tables do not fit in shared memory: one table per block
+};
+
+/// The keys a thread scores in one tile (registers).
+template <int KPT, int CBW>
+struct KeyRegs {
+  uint32_t cw[KPT][CBW > 0 ? CBW : 1];
+  uint32_t sw[KPT][4];
+  float nk[KPT], gk[KPT];
+};
+
+template <int KPT, int CBW>
+__device__ __forceinline__ void loadKeys(const ScoreParams& P, size_t head, size_t tile, KeyRegs<KPT, CBW>& K) {
+  const int sb = P.sb;
+#pragma unroll
+  for (int k = 0; k < KPT; ++k) {
+    const size_t t = tile * 256 * KPT + static_cast<size_t>(k) * 256 + threadIdx.x;
+    const bool valid = t < P.keysPerHead;
+    const size_t key = head * P.keysPerHead + (valid ? t : 0);
+#pragma unroll
+    for (int w = 0; w < (CBW > 0 ? CBW : 1); ++w) K.cw[k][w] = 0u;
+#pragma unroll
+    for (int w = 0; w < 4; ++w) K.sw[k][w] = 0u;
+    K.nk[k] = 0.0f;
+    K.gk[k] = 0.0f;
+    if (!valid) continue;
+    if (CBW > 0) {
+      const uint8_t* cp = P.codes + key * (CBW * 4);
+      if (CBW % 4 == 0) {
+#pragma unroll
+        for (int w = 0; w < CBW / 4; ++w) {
+          const uint4 u = __ldg(reinterpret_cast<const uint4*>(cp) + w);
+          K.cw[k][4 * w] = u.x;
+          K.cw[k][4 * w + 1] = u.y;
+          K.cw[k][4 * w + 2] = u.z;
+          K.cw[k][4 * w + 3] = u.w;
+        }
+      } else {
+#pragma unroll
+        for (int w = 0; w < CBW / 2; ++w) {
+          const uint2 u = __ldg(reinterpret_cast<const uint2*>(cp) + w);
+          K.cw[k][2 * w] = u.x;
+          K.cw[k][2 * w + 1] = u.y;
+        }
+      }
+      K.nk[k] = h2f(P.norms[key]);
+    }
+    if (sb > 0) {
+      const uint8_t* sp = P.signs + key * sb;
+      if (sb == 16) {
+        const uint4 u = __ldg(reinterpret_cast<const uint4*>(sp));
+        K.sw[k][0] = u.x;
+        K.sw[k][1] = u.y;
+        K.sw[k][2] = u.z;
+        K.sw[k][3] = u.w;
+      } else if (sb % 8 == 0) {
+#pragma unroll
+        for (int w = 0; w < 2; ++w)
+          if (8 * w < sb) {
+            const uint2 u = __ldg(reinterpret_cast<const uint2*>(sp) + w);
+            K.sw[k][2 * w] = u.x;
+            K.sw[k][2 * w + 1] = u.y;
+          }
+      } else {
+#pragma unroll
+        for (int w = 0; w < 4; ++w)
+          if (4 * w < sb) K.sw[k][w] = __ldg(reinterpret_cast<const uint32_t*>(sp) + w);
+      }
+      K.gk[k] = h2f(P.rnorms[key]);
+    }
+  }
+}
+
+/// Thread-per-key scoring: the block copies the query's tables (built once by lutKernel) into shared
+/// memory with all loads in flight, then walks its tiles of 256 x KPT keys (next tile's keys prefetched
+/// into registers while the current one is scored). Summation order = Quantizer::scores.
+template <int KPT, int CBW, int CBITS>
+__global__ void __launch_bounds__(256) scoreFastKernel(const ScoreParams P) {
+  extern __shared__ __align__(16) float lut[];
+  // CBITS 4: 16-entry tables per 4 code bits (conflict-free shared-memory look-ups); 6: the CPU's 3-bit chunks
+  constexpr int CHUNKS = CBITS == 4 ? CBW * 8 : (CBITS == 6 ? CBW * 32 / 6 : 0);
+  const size_t head = blockIdx.y;
+  const size_t qBegin = head * P.qPerHead + static_cast<size_t>(blockIdx.z) * P.qPerZ;
+  const size_t qEnd = min(qBegin + P.qPerZ, (head + 1) * P.qPerHead);
+  if (qBegin >= qEnd) return;
+  const int sb = P.sb;
+  const size_t tiles = (P.keysPerHead + 256 * KPT - 1) / (256 * KPT);
+  const float* slut = lut + static_cast<size_t>(CHUNKS) * (CBITS == 4 ? 16 : 64);
+  const int sn = 2 * sb;  // sign nibbles
+  const float gs = P.qjlScale;
+  for (size_t q = qBegin; q < qEnd; ++q) {
+    KeyRegs<KPT, CBW> cur;
+    if (blockIdx.x < tiles) loadKeys<KPT, CBW>(P, head, blockIdx.x, cur);
+    __syncthreads();
+    {
+      const float4* src = reinterpret_cast<const float4*>(P.luts + q * P.lutFloats);
+      float4* dst = reinterpret_cast<float4*>(lut);
+      const int n4 = static_cast<int>(P.lutFloats / 4);
+      for (int i0 = threadIdx.x; i0 < n4; i0 += 256 * 8) {
+        float4 v[8];
+#pragma unroll
+        for (int u = 0; u < 8; ++u) v[u] = (i0 + u * 256 < n4) ? __ldg(src + i0 + u * 256) : make_float4(0, 0, 0, 0);
+#pragma unroll
+        for (int u = 0; u < 8; ++u)
+          if (i0 + u * 256 < n4) dst[i0 + u * 256] = v[u];
+      }
+    }
+    __syncthreads();
+    for (size_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+      KeyRegs<KPT, CBW> nxt;
+      const size_t tn = tile + gridDim.x;
+      if (tn < tiles) loadKeys<KPT, CBW>(P, head, tn, nxt);
+#pragma unroll
+      for (int k = 0; k < KPT; ++k) {
+        const size_t t = tile * 256 * KPT + static_cast<size_t>(k) * 256 + threadIdx.x;
+        if (t >= P.keysPerHead) continue;
+        float s = 0.0f;
+        if (CBITS == 4) {
+          float acc = 0.0f;
+#pragma unroll
+          for (int c = 0; c < CHUNKS; ++c) acc = __fadd_rn(acc, lut[c * 16 + ((cur.cw[k][c / 8] >> (4 * (c % 8))) & 0xfu)]);
+          s = __fmul_rn(cur.nk[k], acc);
+        } else if (CBITS == 6) {
+          float acc = 0.0f;
+#pragma unroll
+          for (int c = 0; c < CHUNKS; ++c) {
+            const int pos = 6 * c, w = pos / 32, off = pos % 32;
+            uint32_t val = cur.cw[k][w] >> off;
+            if (off > 26) val |= cur.cw[k][w + 1] << (32 - off);
+            acc = __fadd_rn(acc, lut[c * 64 + (val & 63u)]);
+          }
+          s = __fmul_rn(cur.nk[k], acc);
+        }
+        if (sb > 0) {
+          float acc = 0.0f;
+#pragma unroll
+          for (int c = 0; c < 32; ++c)
+            if (c < sn) acc = __fadd_rn(acc, slut[c * 16 + ((cur.sw[k][c / 8] >> (4 * (c % 8))) & 0xfu)]);
+          s = __fadd_rn(s, __fmul_rn(__fmul_rn(cur.gk[k], gs), acc));
+        }
+        P.out[q * P.outStride + t] = s;
+      }
+      cur = nxt;
+    }
+  }
+}
+
+/// Any layout: thread per key, code bytes read per query (L1-resident), LUT in shared or global memory.
+template <bool SMEM>
+__global__ void __launch_bounds__(256) scoreGenericKernel(const ScoreParams P) {
+  extern __shared__ __align__(16) float lutSm[];
+  const size_t head = blockIdx.y;
+  const size_t qBegin = head * P.qPerHead + static_cast<size_t>(blockIdx.z) * P.qPerZ;
+  const size_t qEnd = min(qBegin + P.qPerZ, (head + 1) * P.qPerHead);
+  if (qBegin >= qEnd) return;
+  const size_t t = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const bool valid = t < P.keysPerHead;
+  const size_t key = head * P.keysPerHead + (valid ? t : 0);
+  const float nk = P.bits > 0 ? h2f(P.norms[key]) : 0.0f;
+  const float gk = P.sb > 0 ? h2f(P.rnorms[key]) : 0.0f;
+  const uint8_t* cp = P.codes + key * P.cb;
+  const uint8_t* sp = P.signs + key * P.sb;
+  const uint32_t mask = (1u << P.chunkBits) - 1u;
+  float* lutG = P.lutGlobal + static_cast<size_t>(blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z)) * P.lutFloats;
+  float* lut = SMEM ? lutSm : lutG;
+  float* qS = lutSm + (SMEM ? P.lutFloats : 0);
+  float* rqS = qS + P.Q.d;
+  float* sqS = rqS + P.Q.d;
+  for (size_t q = qBegin; q < qEnd; ++q) {
+    __syncthreads();
+    blockPrepare(P.Q, q, qS, rqS, sqS);
+    __syncthreads();
+    blockBuildLut(P.Q, rqS, sqS, lut);
+    __syncthreads();
+    if (!valid) continue;
+    float s = 0.0f;
+    if (P.bits > 0) {
+      float acc = 0.0f;
+      for (int c = 0; c < P.chunks; ++c) {
+        const int bitpos = c * P.chunkBits, k = bitpos >> 3, sh = bitpos & 7;
+        uint32_t v = cp[k];
+        if (k + 1 < P.cb) v |= static_cast<uint32_t>(cp[k + 1]) << 8;
+        acc = __fadd_rn(acc, lut[static_cast<size_t>(c) * P.patterns + ((v >> sh) & mask)]);
+      }
+      s = __fmul_rn(nk, acc);
+    }
+    if (P.sb > 0) {
+      const float* slut = lut + static_cast<size_t>(P.chunks) * P.patterns;
+      float acc = 0.0f;
+      for (int c = 0; c < P.sb; ++c) acc = __fadd_rn(acc, slut[c * 256 + sp[c]]);
+      s = __fadd_rn(s, __fmul_rn(__fmul_rn(gk, P.qjlScale), acc));
+    }
+    P.out[q * P.outStride + t] = s;
+  }
+}
+
+template <int KPT, int CBW, int CBITS>
+void launchScoreFast(Context& ctx, const ScoreParams& P, dim3 grid, size_t smem) {
+  auto kern = scoreFastKernel<KPT, CBW, CBITS>;
+  TQ_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  kern<<<grid, 256, smem, static_cast<cudaStream_t>(ctx.stream())>>>(P);
+  checkLaunch("fast scoring kernel");
+}
+
+template <int KPT>
+bool dispatchScoreFast(Context& ctx, const ScoreParams& P, int cbw, int cbits, dim3 grid, size_t smem) {
+  if (cbits == 0 && cbw == 0) launchScoreFast<KPT, 0, 0>(ctx, P, grid, smem);
+  else if (cbits == 8 && cbw == 2) launchScoreFast<KPT, 2, 4>(ctx, P, grid, smem);
+  else if (cbits == 8 && cbw == 4) launchScoreFast<KPT, 4, 4>(ctx, P, grid, smem);
+  else if (cbits == 8 && cbw == 8) launchScoreFast<KPT, 8, 4>(ctx, P, grid, smem);
+  else if (cbits == 8 && cbw == 16) launchScoreFast<KPT, 16, 4>(ctx, P, grid, smem);
+  else if (cbits == 6 && cbw == 6) launchScoreFast<KPT, 6, 6>(ctx, P, grid, smem);
+  else if (cbits == 6 && cbw == 12) launchScoreFast<KPT, 12, 6>(ctx, P, grid, smem);
+  else return false;
+  return true;
+}
+
+}  // namespace
+
+void prepareQueries(Context& ctx, const DevPlan& p, const float* q, size_t nq, float* rq, float* sq) {
+  if (nq == 0) return;
+  const QPrep Q = makePrep(p, q, nullptr, nullptr);
+  const size_t smem = (2 * static_cast<size_t>(p.dim) + static_cast<size_t>(p.projDim)) * sizeof(float);
+  TQ_CUDA_CHECK(cudaFuncSetAttribute(prepareKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  prepareKernel<<<static_cast<unsigned>(nq), 128, smem, static_cast<cudaStream_t>(ctx.stream())>>>(Q, rq, sq);
+  checkLaunch("query preparation kernel");
+}
+
+void scores(Context& ctx, const DevPlan& p, const DevCompressed& keys, size_t keysPerHead, const float* queries, const float* rq, const float* sq,
+            size_t nq, size_t qPerHead, float* out, size_t outStride, Scratch& s) {
+  if (nq == 0 || keysPerHead == 0) return;
+  ScoreParams P{};
+  P.codes = keys.codes;
+  P.signs = keys.signs;
+  P.norms = keys.norms;
+  P.rnorms = keys.rnorms;
+  P.keysPerHead = keysPerHead;
+  P.Q = makePrep(p, queries, rq, sq);
+  P.lutFloats = p.lutFloats;
+  P.qPerHead = qPerHead;
+  P.out = out;
+  P.outStride = outStride;
+  P.cb = static_cast<int>(p.codeBytes);
+  P.sb = static_cast<int>(p.signBytes);
+  P.chunks = p.chunks;
+  P.patterns = p.patterns;
+  P.chunkBits = p.chunkBits;
+  P.bits = p.mseBits;
+  P.qjlScale = p.qjlScale;
+  const size_t heads = (nq + qPerHead - 1) / qPerHead;
+  if (heads > 65535) throw CudaError("more than 65535 key sets in one scoring call", 1, false, false);
+  const size_t prepFloats = 2 * static_cast<size_t>(p.dim) + static_cast<size_t>(p.projDim);
+  const size_t smem = (p.lutFloats + prepFloats) * sizeof(float);
+  const size_t sms = static_cast<size_t>(ctx.multiprocessors());
+  const bool lutFits = smem <= std::min<size_t>(ctx.sharedPerBlockOptin(), 160 * 1024);
+  const int cbw = (p.codeBytes % 4 == 0) ? static_cast<int>(p.codeBytes / 4) : -1;
+  const int cb8 = p.mseBits ? p.chunkBits : 0;
+  const bool instantiated = (cb8 == 0 && cbw == 0) || (cb8 == 8 && (cbw == 2 || cbw == 4 || cbw == 8 || cbw == 16)) || (cb8 == 6 && (cbw == 6 || cbw == 12));
+  const bool fastLayout = lutFits && instantiated && p.signBytes % 4 == 0 && p.signBytes <= 16;
+  if (fastLayout) {
+    // tables once per query, in the fast kernel's layout: 4-bit chunks for 1/2/4-bit codes (16 entries each),
+    // the CPU's 6-bit chunks for 3-bit codes, sign tables per 4 rows
+    QPrep Qf = P.Q;
+    if (p.mseBits > 0 && p.chunkBits == 8) {
+      Qf.group = 4 / p.mseBits;
+      Qf.chunks = (p.dim + Qf.group - 1) / Qf.group;
+      Qf.patterns = 16;
+    }
+    Qf.signBits = 4;
+    Qf.signChunks = p.projDim / 4;
+    const size_t lutF = static_cast<size_t>(p.mseBits ? Qf.chunks * Qf.patterns : 0) + (static_cast<size_t>(Qf.signChunks) << 4);
+    P.lutFloats = lutF;
+    s.d.ensure(nq * lutF * sizeof(float));
+    const int prodK = (p.mseBits > 0 && p.dim * (1 << p.mseBits) <= 4096) ? (1 << p.mseBits) : 0;
+    const size_t lsm = (prepFloats + static_cast<size_t>(p.dim) * prodK) * sizeof(float);
+    TQ_CUDA_CHECK(cudaFuncSetAttribute(lutKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(lsm)));
+    const unsigned lx = static_cast<unsigned>(ceilDiv<size_t>(lutF, 1024));
+    for (size_t q0 = 0; q0 < nq; q0 += 65535) {
+      const unsigned ny = static_cast<unsigned>(std::min<size_t>(65535, nq - q0));
+      lutKernel<<<dim3(lx, ny), 256, lsm, static_cast<cudaStream_t>(ctx.stream())>>>(Qf, s.d.as<float>(), lutF, q0, prodK);
+      checkLaunch("look-up table kernel");
+    }
+    P.luts = s.d.as<const float>();
+    const int kpt = ceilDiv<size_t>(keysPerHead, 256 * 4) * heads >= sms ? 4 : 1;
+    const size_t tiles = ceilDiv<size_t>(keysPerHead, 256 * static_cast<size_t>(kpt));
+    const int perSm = std::max<int>(1, static_cast<int>(std::min<size_t>(6, ctx.sharedPerBlockOptin() / std::max<size_t>(1, lutF * sizeof(float)))));
+    // persistent over tiles: about perSm blocks per SM in total
+    const size_t bx = std::max<size_t>(1, std::min(tiles, ceilDiv<size_t>(static_cast<size_t>(perSm) * sms, heads)));
+    size_t zs = 1;
+    while (bx * heads * zs < 2 * sms && zs < qPerHead) zs *= 2;
+    P.qPerZ = ceilDiv<size_t>(qPerHead, zs);
+    const dim3 grid(static_cast<unsigned>(bx), static_cast<unsigned>(heads), static_cast<unsigned>(ceilDiv<size_t>(qPerHead, P.qPerZ)));
+    bool ok = false;
+    if (kpt == 4) ok = dispatchScoreFast<4>(ctx, P, cbw, p.mseBits ? p.chunkBits : 0, grid, lutF * sizeof(float));
+    else ok = dispatchScoreFast<1>(ctx, P, cbw, p.mseBits ? p.chunkBits : 0, grid, lutF * sizeof(float));
+    if (ok) return;
+  }
+  const size_t bx = ceilDiv<size_t>(keysPerHead, 256);
+  size_t zs = 1;
+  while (bx * heads * zs < 2 * sms && zs < qPerHead) zs *= 2;
+  P.qPerZ = ceilDiv<size_t>(qPerHead, zs);
+  const dim3 grid(static_cast<unsigned>(bx), static_cast<unsigned>(heads), static_cast<unsigned>(ceilDiv<size_t>(qPerHead, P.qPerZ)));
+  if (lutFits) {
+    TQ_CUDA_CHECK(cudaFuncSetAttribute(scoreGenericKernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    scoreGenericKernel<true><<<grid, 256, smem, static_cast<cudaStream_t>(ctx.stream())>>>(P);
+  } else {
+    const size_t blocks = static_cast<size_t>(grid.x) * grid.y * grid.z;
+    s.d.ensure(blocks * p.lutFloats * sizeof(float));
+    P.lutGlobal = s.d.as<float>();
+    const size_t psm = prepFloats * sizeof(float);
+    TQ_CUDA_CHECK(cudaFuncSetAttribute(scoreGenericKernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(psm)));
+    scoreGenericKernel<false><<<grid, 256, psm, static_cast<cudaStream_t>(ctx.stream())>>>(P);
+  }
+  checkLaunch("generic scoring kernel");
+}
+
+}  // namespace cuda
+}  // namespace tq
