@@ -480,7 +480,8 @@ void scores(Context& ctx, const DevPlan& p, const DevCompressed& keys, size_t ke
       checkLaunch("look-up table kernel");
     }
     P.luts = s.d.as<const float>();
-    const int kpt = ceilDiv<size_t>(keysPerHead, 256 * 4) * heads >= sms ? 4 : 1;
+    // one key per thread: 4 keys per thread needs ~180 registers (1 block per SM) and measured slower
+    const int kpt = 1;
     const size_t tiles = ceilDiv<size_t>(keysPerHead, 256 * static_cast<size_t>(kpt));
     const int perSm = std::max<int>(1, static_cast<int>(std::min<size_t>(6, ctx.sharedPerBlockOptin() / std::max<size_t>(1, lutF * sizeof(float)))));
     // persistent over tiles: about perSm blocks per SM in total
@@ -490,8 +491,7 @@ void scores(Context& ctx, const DevPlan& p, const DevCompressed& keys, size_t ke
     P.qPerZ = ceilDiv<size_t>(qPerHead, zs);
     const dim3 grid(static_cast<unsigned>(bx), static_cast<unsigned>(heads), static_cast<unsigned>(ceilDiv<size_t>(qPerHead, P.qPerZ)));
     bool ok = false;
-    if (kpt == 4) ok = dispatchScoreFast<4>(ctx, P, cbw, p.mseBits ? p.chunkBits : 0, grid, lutF * sizeof(float));
-    else ok = dispatchScoreFast<1>(ctx, P, cbw, p.mseBits ? p.chunkBits : 0, grid, lutF * sizeof(float));
+    ok = dispatchScoreFast<1>(ctx, P, cbw, p.mseBits ? p.chunkBits : 0, grid, lutF * sizeof(float));
     if (ok) return;
   }
   const size_t bx = ceilDiv<size_t>(keysPerHead, 256);
