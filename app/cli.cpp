@@ -537,6 +537,8 @@ int cmdBench(const Args& a, std::ostream& out) {
     o.hadamard = rot == RotationKind::Hadamard;
     o.vectors = n;
     o.repetitions = std::max(repeat, 20);
+    o.tokens = {32768};  // the 1M-token scoring and the full sweep run in bench/ (tq_cuda_bench)
+    o.sweep = false;
     recs = cudaBenchmark(o);
 #else
     throw UsageError("this build has no CUDA backend (nvcc was not found at build time)");
