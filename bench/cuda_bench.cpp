@@ -2,6 +2,7 @@
 // tq_cuda_bench: the CUDA backend's benchmarks (one JSON object per line on stdout), a short table
 // on stderr. Baselines (device-to-device copy, cuBLAS fp16 GEMV/GEMM) are measured in the same process.
 //   tq_cuda_bench [--quick] [--no-sweep] [--no-haar] [--backend-sweep] [--backend-sweep-layers L] [--vectors N]
+//                 [--no-compress] [--no-values] [--tokens T]   (--tokens: one scoring size, tokens per head)
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -54,7 +55,8 @@ void print(const std::vector<BenchRecord>& recs) {
 int main(int argc, char** argv) {
   bool quick = false, sweep = true, haar = true, backendSweep = false;
   int backendSweepLayers = 32;
-  size_t vectors = 262144;
+  size_t vectors = 262144, tokens = 0;
+  bool compression = true, values = true;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--quick") quick = true;
@@ -63,6 +65,9 @@ int main(int argc, char** argv) {
     else if (a == "--backend-sweep") backendSweep = true;
     else if (a == "--backend-sweep-layers" && i + 1 < argc) backendSweepLayers = std::atoi(argv[++i]);
     else if (a == "--vectors" && i + 1 < argc) vectors = static_cast<size_t>(std::atoll(argv[++i]));
+    else if (a == "--tokens" && i + 1 < argc) tokens = static_cast<size_t>(std::atoll(argv[++i]));
+    else if (a == "--no-compress") compression = false;
+    else if (a == "--no-values") values = false;
     else {
       std::fprintf(stderr, "unknown argument %s\n", a.c_str());
       return 2;
@@ -87,17 +92,22 @@ int main(int argc, char** argv) {
     CudaBenchOptions o;
     o.vectors = vectors;
     o.sweep = sweep;
+    o.compression = compression;
+    o.values = values;
     if (quick) {
       o.tokens = {32768};
       o.repetitions = 20;
       o.sweep = false;
     }
+    if (tokens > 0) o.tokens = {tokens};
     print(cudaBenchmark(o));
     if (haar) {
       CudaBenchOptions h = o;
       h.hadamard = false;
       h.inputTypes = false;
       h.tokens = {32768};
+      h.compression = compression;
+      h.values = values;
       h.sweep = sweep && !quick;
       print(cudaBenchmark(h));
     }

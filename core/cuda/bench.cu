@@ -460,6 +460,7 @@ std::vector<BenchRecord> cudaBenchmark(const CudaBenchOptions& o) {
   // ---- key compression: the anchor workload (262,144 vectors) and a large one (DRAM-bound steady state)
   const size_t nBig = size_t{1} << 22;
   for (int keyBits : {o.bits, 2, 4}) {
+    if (!o.compression) break;
     const std::vector<CudaInput> types = (keyBits == o.bits && o.inputTypes) ? std::vector<CudaInput>{CudaInput::F16, CudaInput::BF16, CudaInput::F32}
                                                                               : std::vector<CudaInput>{CudaInput::F16};
     Quantizer q(config(d, keyBits, KeyMode::Prod, m, o.hadamard, o.seed));
@@ -480,6 +481,7 @@ std::vector<BenchRecord> cudaBenchmark(const CudaBenchOptions& o) {
   }
   // ---- value compression (MSE)
   for (int vb : {3, o.valueBits}) {
+    if (!o.compression) break;
     Quantizer q(config(d, vb, KeyMode::Mse, 0, o.hadamard, o.seed + 5));
     auto plan = cuda::buildPlan(ctx, q);
     const size_t n = o.vectors;
@@ -570,6 +572,7 @@ std::vector<BenchRecord> cudaBenchmark(const CudaBenchOptions& o) {
             "same grid on uncompressed fp16 keys, tensor cores");
     }
     // values: 4-bit MSE decompression and aggregation on the same shape
+    if (!o.values) continue;
     Quantizer qv(config(d, o.valueBits, KeyMode::Mse, 0, o.hadamard, o.seed + 7));
     auto pv = cuda::buildPlan(ctx, qv);
     cuda::DevCompressedBuf vals;
@@ -600,7 +603,7 @@ std::vector<BenchRecord> cudaBenchmark(const CudaBenchOptions& o) {
   }
 
   // ---- end to end through the Backend interface (host fp32 -> device -> host), wall clock
-  {
+  if (o.values && o.compression) {
     std::string why;
     auto be = makeCudaBackend(&why);
     if (be) {

@@ -118,6 +118,7 @@ Context::Context(int device) : m_device(device) {
   int optin = 0;
   TQ_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
   m_smemOptin = static_cast<size_t>(optin);
+  TQ_CUDA_CHECK(cudaDeviceGetAttribute(&m_ccMajor, cudaDevAttrComputeCapabilityMajor, device));
 }
 
 Context::~Context() {

@@ -100,6 +100,8 @@ struct CudaBenchOptions {
   int repetitions = 20;          ///< timed repetitions (median reported), after warm-up
   int warmup = 3;
   bool inputTypes = true;        ///< also time bf16 and fp32 inputs
+  bool compression = true;       ///< time key / value compression
+  bool values = true;            ///< time aggregation, attention decode, decompression, Backend end to end
   bool sweep = true;             ///< the device-resident evaluation sweep (32 layers x 8 heads x 8192 tokens)
   int sweepLayers = 32, sweepHeads = 8, sweepTokens = 8192, sweepQueries = 32;
   uint64_t seed = 42;

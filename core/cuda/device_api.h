@@ -86,6 +86,8 @@ class Context {
   void* cublas() const { return m_cublas; }   ///< cublasHandle_t
   int multiprocessors() const { return m_sms; }
   size_t sharedPerBlockOptin() const { return m_smemOptin; }
+  int device() const { return m_device; }
+  int computeMajor() const { return m_ccMajor; }
   void sync();
   void upload(void* dst, const void* src, size_t bytes);
   void download(void* dst, const void* src, size_t bytes);
@@ -101,6 +103,7 @@ class Context {
   void* m_cublas = nullptr;
   int m_sms = 0;
   size_t m_smemOptin = 0;
+  int m_ccMajor = 0;
 };
 
 /// Everything the kernels need about one Quantizer, uploaded once.

@@ -5,6 +5,11 @@
 // the CPU's summation order, and every key costs one table look-up per code chunk and per sign byte,
 // summed in the CPU's order. With the same R q and S q the scores are bit-identical to the CPU.
 #include <algorithm>
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <type_traits>
+#include <utility>
 
 #include "cuda/common.cuh"
 
@@ -13,13 +18,43 @@ namespace cuda {
 
 namespace {
 
+/// Programmatic dependent launch (sm_90+): the table kernel lets the scoring kernel launch early; the
+/// scoring kernel loads its first keys, then waits for the tables (griddepcontrol.wait returns once the
+/// table kernel has completed and its writes are visible; a no-op for a normal launch).
+__device__ __forceinline__ void pdlTrigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdlWait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+
+/// cudaFuncSetAttribute(MaxDynamicSharedMemorySize) once per kernel, device and size (not on every call).
+void ensureSmem(const void* kern, size_t bytes, int device) {
+  static std::mutex mu;
+  static std::map<std::pair<const void*, int>, size_t> done;
+  std::lock_guard<std::mutex> lock(mu);
+  size_t& have = done[{kern, device}];
+  if (have >= bytes && have != 0) return;
+  TQ_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+  have = std::max<size_t>(bytes, 1);
+}
+
+int envInt(const char* name, int dflt) {
+  const char* v = std::getenv(name);
+  return (v && *v) ? std::atoi(v) : dflt;
+}
+
 /// What a block needs to prepare a query and its look-up tables (from the plan).
 struct QPrep {
   const float* q;   // raw queries (nq x d), or nullptr when rq / sq are given
   const float* rq;  // prepared R q (nq x d)
   const float* sq;  // prepared S q (nq x m)
   int d, m, bits, group, chunks, patterns, sb;
-  int signBits, signChunks;  // lutKernel: sign tables over groups of signBits rows (8 = the CPU's bytes, 4 = nibbles)
+  int signBits, signChunks;  // sign tables over groups of signBits rows (8 = the CPU's bytes, 4 = nibbles: fast kernel)
   bool hadamard;
   int nblocks;
   const int* blocks;
@@ -63,12 +98,14 @@ __device__ void blockPrepare(const QPrep& Q, size_t qi, float* qS, float* rqS, f
   } else {
     for (int i = threadIdx.x; i < d; i += blockDim.x) {
       float acc = 0.0f;
+#pragma unroll 16
       for (int j = 0; j < d; ++j) acc = fmaf(Q.rotT[static_cast<size_t>(j) * d + i], qS[j], acc);
       rqS[i] = acc;
     }
   }
   for (int i = threadIdx.x; i < m; i += blockDim.x) {
     float acc = 0.0f;
+#pragma unroll 16
     for (int j = 0; j < d; ++j) acc = fmaf(Q.St[static_cast<size_t>(j) * m + i], qS[j], acc);
     sqS[i] = acc;
   }
@@ -107,44 +144,28 @@ __global__ void prepareKernel(const QPrep Q, float* rq, float* sq) {
   float* rqS = sm + Q.d;
   float* sqS = sm + 2 * Q.d;
   const size_t qi = blockIdx.x;
+  pdlTrigger();
   blockPrepare(Q, qi, qS, rqS, sqS);
   __syncthreads();
   for (int j = threadIdx.x; j < Q.d; j += blockDim.x) rq[qi * Q.d + j] = rqS[j];
   for (int i = threadIdx.x; i < Q.m; i += blockDim.x) sq[qi * Q.m + i] = sqS[i];
 }
 
-/// Per query: R q, S q (as blockPrepare) and the look-up tables into global memory. Block (x, y) builds
-/// entries [1024 x, 1024 x + 1024) of query q0 + y; the products rq_j * c_k are tabulated first (same
-/// values, same summation order as Quantizer::prepare).
-__global__ void __launch_bounds__(256) lutKernel(const QPrep Q, float* luts, size_t lutFloats, size_t q0, int prodK) {
-  extern __shared__ float sm[];
-  float* qS = sm;
-  float* rqS = qS + Q.d;
-  float* sqS = rqS + Q.d;
-  float* prod = sqS + Q.m;
-  const size_t qi = q0 + blockIdx.y;
-  blockPrepare(Q, qi, qS, rqS, sqS);
-  __syncthreads();
+/// Block-wide: the fast kernel's tables (what lutKernel builds, entry for entry, same arithmetic) from
+/// R q and S q in shared memory: code chunks of Q.group coordinates (Q.patterns entries each), then sign
+/// tables over groups of Q.signBits rows.
+__device__ __forceinline__ void blockBuildFastLut(const QPrep& Q, const float* rqS, const float* sqS, float* out, int total) {
   const uint32_t mask = (1u << Q.bits) - 1u;
-  if (prodK > 0)
-    for (int i = threadIdx.x; i < Q.d * prodK; i += blockDim.x) prod[i] = __fmul_rn(rqS[i / prodK], Q.cen[i % prodK]);
-  __syncthreads();
-  const int codeEntries = Q.chunks * Q.patterns;
-  const int total = codeEntries + (Q.signChunks << Q.signBits);
+  const int codeEntries = total - (Q.signChunks << Q.signBits);
   const int chunkBits = Q.group * Q.bits;
-  const int e1 = min(total, static_cast<int>(blockIdx.x + 1) * 1024);
-  float* out = luts + qi * lutFloats;
-  for (int e = static_cast<int>(blockIdx.x) * 1024 + threadIdx.x; e < e1; e += blockDim.x) {
+  for (int e = threadIdx.x; e < total; e += blockDim.x) {
     float s = 0.0f;
     if (e < codeEntries) {
       const int c = e >> chunkBits;
       const uint32_t p = static_cast<uint32_t>(e) & static_cast<uint32_t>(Q.patterns - 1);
       for (int t = 0; t < Q.group; ++t) {
         const int j = c * Q.group + t;
-        if (j < Q.d) {
-          const uint32_t k = (p >> (t * Q.bits)) & mask;
-          s = __fadd_rn(s, prodK > 0 ? prod[j * prodK + k] : __fmul_rn(rqS[j], Q.cen[k]));
-        }
+        if (j < Q.d) s = __fadd_rn(s, __fmul_rn(rqS[j], Q.cen[(p >> (t * Q.bits)) & mask]));
       }
     } else {
       const int e2 = e - codeEntries;
@@ -190,7 +211,6 @@ struct ScoreParams {
   const uint16_t* rnorms;
   size_t keysPerHead;
   QPrep Q;
-  const float* luts;  // fast kernel: per-query tables built by lutKernel
   size_t lutFloats;
   size_t qPerHead, qPerZ;
   float* out;
@@ -270,76 +290,96 @@ __device__ __forceinline__ void loadKeys(const ScoreParams& P, size_t head, size
   }
 }
 
-/// Thread-per-key scoring: the block copies the query's tables (built once by lutKernel) into shared
-/// memory with all loads in flight, then walks its tiles of 256 x KPT keys (next tile's keys prefetched
-/// into registers while the current one is scored). Summation order = Quantizer::scores.
+/// Scores of one tile's keys (registers) against the query whose tables are in shared memory.
+/// Summation order: code chunks in ascending order, then sign nibbles in ascending order.
 template <int KPT, int CBW, int CBITS>
-__global__ void __launch_bounds__(256) scoreFastKernel(const ScoreParams P) {
-  extern __shared__ __align__(16) float lut[];
+__device__ __forceinline__ void scoreTile(const ScoreParams& P, const float* lut, const KeyRegs<KPT, CBW>& cur, size_t tile, size_t q) {
   // CBITS 4: 16-entry tables per 4 code bits (conflict-free shared-memory look-ups); 6: the CPU's 3-bit chunks
   constexpr int CHUNKS = CBITS == 4 ? CBW * 8 : (CBITS == 6 ? CBW * 32 / 6 : 0);
+  const float* slut = lut + static_cast<size_t>(CHUNKS) * (CBITS == 4 ? 16 : 64);
+  const int sb = P.sb;
+  const int sn = 2 * sb;  // sign nibbles
+  const float gs = P.qjlScale;
+#pragma unroll
+  for (int k = 0; k < KPT; ++k) {
+    const size_t t = tile * 256 * KPT + static_cast<size_t>(k) * 256 + threadIdx.x;
+    if (t >= P.keysPerHead) continue;
+    float s = 0.0f;
+    if (CBITS == 4) {
+      float acc = 0.0f;
+#pragma unroll
+      for (int c = 0; c < CHUNKS; ++c) acc = __fadd_rn(acc, lut[c * 16 + ((cur.cw[k][c / 8] >> (4 * (c % 8))) & 0xfu)]);
+      s = __fmul_rn(cur.nk[k], acc);
+    } else if (CBITS == 6) {
+      float acc = 0.0f;
+#pragma unroll
+      for (int c = 0; c < CHUNKS; ++c) {
+        const int pos = 6 * c, w = pos / 32, off = pos % 32;
+        uint32_t val = cur.cw[k][w] >> off;
+        if (off > 26) val |= cur.cw[k][w + 1] << (32 - off);
+        acc = __fadd_rn(acc, lut[c * 64 + (val & 63u)]);
+      }
+      s = __fmul_rn(cur.nk[k], acc);
+    }
+    if (sb > 0) {
+      float acc = 0.0f;
+#pragma unroll
+      for (int c = 0; c < 32; ++c)
+        if (c < sn) acc = __fadd_rn(acc, slut[c * 16 + ((cur.sw[k][c / 8] >> (4 * (c % 8))) & 0xfu)]);
+      s = __fadd_rn(s, __fmul_rn(__fmul_rn(cur.gk[k], gs), acc));
+    }
+    P.out[q * P.outStride + t] = s;
+  }
+}
+
+/// Block-wide: R q and S q of query q from global memory, then the fast tables, into shared memory.
+__device__ __forceinline__ void blockQueryTables(const ScoreParams& P, size_t q, float* lut) {
+  const int d = P.Q.d, m = P.Q.m;
+  float* rqS = lut + P.lutFloats;
+  float* sqS = rqS + d;
+  pdlWait();  // R q / S q come from the preceding prepareKernel (the keys were written before it started)
+  __syncthreads();
+  for (int j = threadIdx.x; j < d; j += 256) rqS[j] = P.Q.rq[q * d + j];
+  for (int i = threadIdx.x; i < m; i += 256) sqS[i] = P.Q.sq[q * m + i];
+  __syncthreads();
+  blockBuildFastLut(P.Q, rqS, sqS, lut, static_cast<int>(P.lutFloats));
+  __syncthreads();
+}
+
+/// Thread-per-key scoring from 16-entry (or the CPU's 64-entry) tables that each block builds in shared
+/// memory from R q and S q (blockBuildFastLut; when the scoring call gets raw queries, prepareKernel runs
+/// first and this kernel is launched as its programmatic dependent, so its launch and first key loads
+/// overlap the preparation). The keys are loaded before the tables are built.
+/// PERSIST = false: one tile of 256 x KPT keys and one query per block (grid.x = tiles, all blocks resident
+/// at once: every key load is in flight from the start). PERSIST = true: the block walks tiles
+/// blockIdx.x, + gridDim.x, ... (next tile's keys prefetched into registers while the current one is scored).
+template <int KPT, int CBW, int CBITS, bool PERSIST>
+__global__ void __launch_bounds__(256) scoreFastKernel(const ScoreParams P) {
+  extern __shared__ __align__(16) float lut[];
   const size_t head = blockIdx.y;
   const size_t qBegin = head * P.qPerHead + static_cast<size_t>(blockIdx.z) * P.qPerZ;
   const size_t qEnd = min(qBegin + P.qPerZ, (head + 1) * P.qPerHead);
   if (qBegin >= qEnd) return;
-  const int sb = P.sb;
-  const size_t tiles = (P.keysPerHead + 256 * KPT - 1) / (256 * KPT);
-  const float* slut = lut + static_cast<size_t>(CHUNKS) * (CBITS == 4 ? 16 : 64);
-  const int sn = 2 * sb;  // sign nibbles
-  const float gs = P.qjlScale;
-  for (size_t q = qBegin; q < qEnd; ++q) {
+  [[maybe_unused]] const size_t tiles = (P.keysPerHead + 256 * KPT - 1) / (256 * KPT);
+  if constexpr (!PERSIST) {
+    // one query per block (qPerZ = 1): a loop over queries would let the compiler hoist every table index
+    // out of it (150+ registers)
     KeyRegs<KPT, CBW> cur;
-    if (blockIdx.x < tiles) loadKeys<KPT, CBW>(P, head, blockIdx.x, cur);
-    __syncthreads();
-    {
-      const float4* src = reinterpret_cast<const float4*>(P.luts + q * P.lutFloats);
-      float4* dst = reinterpret_cast<float4*>(lut);
-      const int n4 = static_cast<int>(P.lutFloats / 4);
-      for (int i0 = threadIdx.x; i0 < n4; i0 += 256 * 8) {
-        float4 v[8];
-#pragma unroll
-        for (int u = 0; u < 8; ++u) v[u] = (i0 + u * 256 < n4) ? __ldg(src + i0 + u * 256) : make_float4(0, 0, 0, 0);
-#pragma unroll
-        for (int u = 0; u < 8; ++u)
-          if (i0 + u * 256 < n4) dst[i0 + u * 256] = v[u];
+    loadKeys<KPT, CBW>(P, head, blockIdx.x, cur);
+    blockQueryTables(P, qBegin, lut);
+    scoreTile<KPT, CBW, CBITS>(P, lut, cur, blockIdx.x, qBegin);
+  } else {
+    for (size_t q = qBegin; q < qEnd; ++q) {
+      KeyRegs<KPT, CBW> cur;
+      if (blockIdx.x < tiles) loadKeys<KPT, CBW>(P, head, blockIdx.x, cur);
+      blockQueryTables(P, q, lut);
+      for (size_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+        KeyRegs<KPT, CBW> nxt;
+        const size_t tn = tile + gridDim.x;
+        if (tn < tiles) loadKeys<KPT, CBW>(P, head, tn, nxt);
+        scoreTile<KPT, CBW, CBITS>(P, lut, cur, tile, q);
+        cur = nxt;
       }
-    }
-    __syncthreads();
-    for (size_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
-      KeyRegs<KPT, CBW> nxt;
-      const size_t tn = tile + gridDim.x;
-      if (tn < tiles) loadKeys<KPT, CBW>(P, head, tn, nxt);
-#pragma unroll
-      for (int k = 0; k < KPT; ++k) {
-        const size_t t = tile * 256 * KPT + static_cast<size_t>(k) * 256 + threadIdx.x;
-        if (t >= P.keysPerHead) continue;
-        float s = 0.0f;
-        if (CBITS == 4) {
-          float acc = 0.0f;
-#pragma unroll
-          for (int c = 0; c < CHUNKS; ++c) acc = __fadd_rn(acc, lut[c * 16 + ((cur.cw[k][c / 8] >> (4 * (c % 8))) & 0xfu)]);
-          s = __fmul_rn(cur.nk[k], acc);
-        } else if (CBITS == 6) {
-          float acc = 0.0f;
-#pragma unroll
-          for (int c = 0; c < CHUNKS; ++c) {
-            const int pos = 6 * c, w = pos / 32, off = pos % 32;
-            uint32_t val = cur.cw[k][w] >> off;
-            if (off > 26) val |= cur.cw[k][w + 1] << (32 - off);
-            acc = __fadd_rn(acc, lut[c * 64 + (val & 63u)]);
-          }
-          s = __fmul_rn(cur.nk[k], acc);
-        }
-        if (sb > 0) {
-          float acc = 0.0f;
-#pragma unroll
-          for (int c = 0; c < 32; ++c)
-            if (c < sn) acc = __fadd_rn(acc, slut[c * 16 + ((cur.sw[k][c / 8] >> (4 * (c % 8))) & 0xfu)]);
-          s = __fadd_rn(s, __fmul_rn(__fmul_rn(cur.gk[k], gs), acc));
-        }
-        P.out[q * P.outStride + t] = s;
-      }
-      cur = nxt;
     }
   }
 }
@@ -393,23 +433,59 @@ __global__ void __launch_bounds__(256) scoreGenericKernel(const ScoreParams P) {
   }
 }
 
-template <int KPT, int CBW, int CBITS>
-void launchScoreFast(Context& ctx, const ScoreParams& P, dim3 grid, size_t smem) {
-  auto kern = scoreFastKernel<KPT, CBW, CBITS>;
-  TQ_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-  kern<<<grid, 256, smem, static_cast<cudaStream_t>(ctx.stream())>>>(P);
+/// Resident blocks per SM of a kernel (cached per kernel, device and shared-memory size).
+int residentBlocks(const void* kern, size_t smem, int device) {
+  static std::mutex mu;
+  static std::map<std::pair<std::pair<const void*, int>, size_t>, int> done;
+  std::lock_guard<std::mutex> lock(mu);
+  const auto key = std::make_pair(std::make_pair(kern, device), smem);
+  auto it = done.find(key);
+  if (it != done.end()) return it->second;
+  int n = 0;
+  TQ_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kern, 256, smem));
+  done[key] = n;
+  return n;
+}
+
+template <int KPT, int CBW, int CBITS, bool PERSIST>
+const void* scoreFastPtr() {
+  return reinterpret_cast<const void*>(scoreFastKernel<KPT, CBW, CBITS, PERSIST>);
+}
+
+template <int KPT, int CBW, int CBITS, bool PERSIST>
+void launchScoreFast(Context& ctx, const ScoreParams& P, dim3 grid, size_t smem, bool pdl) {
+  auto kern = scoreFastKernel<KPT, CBW, CBITS, PERSIST>;
+  ensureSmem(reinterpret_cast<const void*>(kern), smem, ctx.device());
+  static const bool noPdl = envInt("TQ_CUDA_NO_PDL", 0) != 0;
+  if (pdl && ctx.computeMajor() >= 9 && !noPdl) {
+    // programmatic dependent launch: overlaps this kernel's launch and first key loads with prepareKernel
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = dim3(256);
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = static_cast<cudaStream_t>(ctx.stream());
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    TQ_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kern, P));
+  } else {
+    kern<<<grid, 256, smem, static_cast<cudaStream_t>(ctx.stream())>>>(P);
+  }
   checkLaunch("fast scoring kernel");
 }
 
-template <int KPT>
-bool dispatchScoreFast(Context& ctx, const ScoreParams& P, int cbw, int cbits, dim3 grid, size_t smem) {
-  if (cbits == 0 && cbw == 0) launchScoreFast<KPT, 0, 0>(ctx, P, grid, smem);
-  else if (cbits == 8 && cbw == 2) launchScoreFast<KPT, 2, 4>(ctx, P, grid, smem);
-  else if (cbits == 8 && cbw == 4) launchScoreFast<KPT, 4, 4>(ctx, P, grid, smem);
-  else if (cbits == 8 && cbw == 8) launchScoreFast<KPT, 8, 4>(ctx, P, grid, smem);
-  else if (cbits == 8 && cbw == 16) launchScoreFast<KPT, 16, 4>(ctx, P, grid, smem);
-  else if (cbits == 6 && cbw == 6) launchScoreFast<KPT, 6, 6>(ctx, P, grid, smem);
-  else if (cbits == 6 && cbw == 12) launchScoreFast<KPT, 12, 6>(ctx, P, grid, smem);
+/// The instantiated layouts: (code bits per table, code words of 4 bytes) -> CBW, CBITS.
+template <typename F>
+bool withLayout(int cbits, int cbw, F&& f) {
+  if (cbits == 0 && cbw == 0) f(std::integral_constant<int, 0>(), std::integral_constant<int, 0>());
+  else if (cbits == 8 && cbw == 2) f(std::integral_constant<int, 2>(), std::integral_constant<int, 4>());
+  else if (cbits == 8 && cbw == 4) f(std::integral_constant<int, 4>(), std::integral_constant<int, 4>());
+  else if (cbits == 8 && cbw == 8) f(std::integral_constant<int, 8>(), std::integral_constant<int, 4>());
+  else if (cbits == 8 && cbw == 16) f(std::integral_constant<int, 16>(), std::integral_constant<int, 4>());
+  else if (cbits == 6 && cbw == 6) f(std::integral_constant<int, 6>(), std::integral_constant<int, 6>());
+  else if (cbits == 6 && cbw == 12) f(std::integral_constant<int, 12>(), std::integral_constant<int, 6>());
   else return false;
   return true;
 }
@@ -420,7 +496,7 @@ void prepareQueries(Context& ctx, const DevPlan& p, const float* q, size_t nq, f
   if (nq == 0) return;
   const QPrep Q = makePrep(p, q, nullptr, nullptr);
   const size_t smem = (2 * static_cast<size_t>(p.dim) + static_cast<size_t>(p.projDim)) * sizeof(float);
-  TQ_CUDA_CHECK(cudaFuncSetAttribute(prepareKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  ensureSmem(reinterpret_cast<const void*>(prepareKernel), smem, ctx.device());
   prepareKernel<<<static_cast<unsigned>(nq), 128, smem, static_cast<cudaStream_t>(ctx.stream())>>>(Q, rq, sq);
   checkLaunch("query preparation kernel");
 }
@@ -469,29 +545,53 @@ void scores(Context& ctx, const DevPlan& p, const DevCompressed& keys, size_t ke
     Qf.signChunks = p.projDim / 4;
     const size_t lutF = static_cast<size_t>(p.mseBits ? Qf.chunks * Qf.patterns : 0) + (static_cast<size_t>(Qf.signChunks) << 4);
     P.lutFloats = lutF;
-    s.d.ensure(nq * lutF * sizeof(float));
-    const int prodK = (p.mseBits > 0 && p.dim * (1 << p.mseBits) <= 4096) ? (1 << p.mseBits) : 0;
-    const size_t lsm = (prepFloats + static_cast<size_t>(p.dim) * prodK) * sizeof(float);
-    TQ_CUDA_CHECK(cudaFuncSetAttribute(lutKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(lsm)));
-    const unsigned lx = static_cast<unsigned>(ceilDiv<size_t>(lutF, 1024));
-    for (size_t q0 = 0; q0 < nq; q0 += 65535) {
-      const unsigned ny = static_cast<unsigned>(std::min<size_t>(65535, nq - q0));
-      lutKernel<<<dim3(lx, ny), 256, lsm, static_cast<cudaStream_t>(ctx.stream())>>>(Qf, s.d.as<float>(), lutF, q0, prodK);
-      checkLaunch("look-up table kernel");
+    const bool fresh = queries != nullptr;
+    if (fresh) {  // R q, S q once per query (prepareKernel), then the scoring kernel as its programmatic dependent
+      s.d.ensure(nq * prepFloats * sizeof(float));
+      float* rqd = s.d.as<float>();
+      float* sqd = rqd + nq * static_cast<size_t>(p.dim);
+      prepareQueries(ctx, p, queries, nq, rqd, sqd);
+      Qf.rq = rqd;
+      Qf.sq = sqd;
     }
-    P.luts = s.d.as<const float>();
-    // one key per thread: 4 keys per thread needs ~180 registers (1 block per SM) and measured slower
-    const int kpt = 1;
-    const size_t tiles = ceilDiv<size_t>(keysPerHead, 256 * static_cast<size_t>(kpt));
-    const int perSm = std::max<int>(1, static_cast<int>(std::min<size_t>(6, ctx.sharedPerBlockOptin() / std::max<size_t>(1, lutF * sizeof(float)))));
-    // persistent over tiles: about perSm blocks per SM in total
+    Qf.q = nullptr;
+    ScoreParams Pf = P;
+    Pf.Q = Qf;
+    const size_t fsm = (lutF + static_cast<size_t>(p.dim + p.projDim)) * sizeof(float);
+    const int cbits = p.mseBits ? p.chunkBits : 0;
+    static const int mode = envInt("TQ_CUDA_SCORE_MODE", 0);  // 0 auto, 1 always persistent, 2 one tile per block when it fits
+    static const int perSmCap = std::max(1, envInt("TQ_CUDA_SCORE_BLOCKS_PER_SM", 6));
+    bool ok = false;
+    // small problems (decode over up to ~64K keys per head): one tile of 512 keys and one query per block,
+    // 2 keys per thread, when all blocks are resident at once (one wave: every key load is in flight at the start)
+    constexpr int kSingleKpt = 2;
+    const size_t tiles2 = ceilDiv<size_t>(keysPerHead, 256 * static_cast<size_t>(kSingleKpt));
+    if (mode != 1) {
+      withLayout(cbits, cbw, [&](auto cw, auto cb) {
+        constexpr int CW = decltype(cw)::value, CB = decltype(cb)::value;
+        const int per = residentBlocks(scoreFastPtr<kSingleKpt, CW, CB, false>(), fsm, ctx.device());
+        const size_t cap = static_cast<size_t>(per) * sms;
+        if (tiles2 * heads * qPerHead > cap && mode != 2) return;
+        if (tiles2 > 2147483647u || qPerHead > 65535) return;
+        Pf.qPerZ = 1;
+        const dim3 grid(static_cast<unsigned>(tiles2), static_cast<unsigned>(heads), static_cast<unsigned>(qPerHead));
+        launchScoreFast<kSingleKpt, CW, CB, false>(ctx, Pf, grid, fsm, fresh);
+        ok = true;
+      });
+      if (ok) return;
+    }
+    // persistent over tiles of 256 keys (one key per thread; 4 keys per thread needs ~180 registers and
+    // measured slower): about perSm blocks per SM in total
+    const size_t tiles = ceilDiv<size_t>(keysPerHead, 256);
+    const int perSm = std::max<int>(1, static_cast<int>(std::min<size_t>(perSmCap, ctx.sharedPerBlockOptin() / std::max<size_t>(1, fsm))));
     const size_t bx = std::max<size_t>(1, std::min(tiles, ceilDiv<size_t>(static_cast<size_t>(perSm) * sms, heads)));
     size_t zs = 1;
     while (bx * heads * zs < 2 * sms && zs < qPerHead) zs *= 2;
-    P.qPerZ = ceilDiv<size_t>(qPerHead, zs);
-    const dim3 grid(static_cast<unsigned>(bx), static_cast<unsigned>(heads), static_cast<unsigned>(ceilDiv<size_t>(qPerHead, P.qPerZ)));
-    bool ok = false;
-    ok = dispatchScoreFast<1>(ctx, P, cbw, p.mseBits ? p.chunkBits : 0, grid, lutF * sizeof(float));
+    Pf.qPerZ = ceilDiv<size_t>(qPerHead, zs);
+    const dim3 grid(static_cast<unsigned>(bx), static_cast<unsigned>(heads), static_cast<unsigned>(ceilDiv<size_t>(qPerHead, Pf.qPerZ)));
+    ok = withLayout(cbits, cbw, [&](auto cw, auto cb) {
+      launchScoreFast<1, decltype(cw)::value, decltype(cb)::value, true>(ctx, Pf, grid, fsm, fresh);
+    });
     if (ok) return;
   }
   const size_t bx = ceilDiv<size_t>(keysPerHead, 256);
@@ -500,14 +600,14 @@ void scores(Context& ctx, const DevPlan& p, const DevCompressed& keys, size_t ke
   P.qPerZ = ceilDiv<size_t>(qPerHead, zs);
   const dim3 grid(static_cast<unsigned>(bx), static_cast<unsigned>(heads), static_cast<unsigned>(ceilDiv<size_t>(qPerHead, P.qPerZ)));
   if (lutFits) {
-    TQ_CUDA_CHECK(cudaFuncSetAttribute(scoreGenericKernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    ensureSmem(reinterpret_cast<const void*>(scoreGenericKernel<true>), smem, ctx.device());
     scoreGenericKernel<true><<<grid, 256, smem, static_cast<cudaStream_t>(ctx.stream())>>>(P);
   } else {
     const size_t blocks = static_cast<size_t>(grid.x) * grid.y * grid.z;
     s.d.ensure(blocks * p.lutFloats * sizeof(float));
     P.lutGlobal = s.d.as<float>();
     const size_t psm = prepFloats * sizeof(float);
-    TQ_CUDA_CHECK(cudaFuncSetAttribute(scoreGenericKernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(psm)));
+    ensureSmem(reinterpret_cast<const void*>(scoreGenericKernel<false>), psm, ctx.device());
     scoreGenericKernel<false><<<grid, 256, psm, static_cast<cudaStream_t>(ctx.stream())>>>(P);
   }
   checkLaunch("generic scoring kernel");
