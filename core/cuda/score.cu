@@ -67,7 +67,7 @@ struct QPrep {
 
 /// Block-wide: R q and S q of query qi into shared memory (qS: scratch of d floats). Hadamard is exact
 /// (tq::fwht's butterflies); the dense products use a fixed fp32 FMA order.
-__device__ void blockPrepare(const QPrep& Q, size_t qi, float* qS, float* rqS, float* sqS) {
+__device__ void blockPrepare(const QPrep& Q, size_t qi, float* qS, float* rqS, float* sqS, const float* StS = nullptr) {
   const int d = Q.d, m = Q.m;
   if (!Q.q) {
     for (int j = threadIdx.x; j < d; j += blockDim.x) rqS[j] = Q.rq[qi * d + j];
@@ -102,6 +102,15 @@ __device__ void blockPrepare(const QPrep& Q, size_t qi, float* qS, float* rqS, f
       for (int j = 0; j < d; ++j) acc = fmaf(Q.rotT[static_cast<size_t>(j) * d + i], qS[j], acc);
       rqS[i] = acc;
     }
+  }
+  if (StS) {  // S^T staged in shared memory by the caller (same products, same order)
+    for (int i = threadIdx.x; i < m; i += blockDim.x) {
+      float acc = 0.0f;
+#pragma unroll 16
+      for (int j = 0; j < d; ++j) acc = fmaf(StS[j * m + i], qS[j], acc);
+      sqS[i] = acc;
+    }
+    return;
   }
   for (int i = threadIdx.x; i < m; i += blockDim.x) {
     float acc = 0.0f;
@@ -138,14 +147,32 @@ __device__ void blockBuildLut(const QPrep& Q, const float* rq, const float* sq, 
   }
 }
 
-__global__ void prepareKernel(const QPrep Q, float* rq, float* sq) {
-  extern __shared__ float sm[];
+/// stOff > 0: S^T (d x m) is first copied to shared memory at sm + stOff with all 16-byte loads in flight
+/// (the projection's global loads were a chain of latency-bound batches).
+__global__ void prepareKernel(const QPrep Q, float* rq, float* sq, int stOff) {
+  extern __shared__ __align__(16) float sm[];
   float* qS = sm;
   float* rqS = sm + Q.d;
   float* sqS = sm + 2 * Q.d;
   const size_t qi = blockIdx.x;
   pdlTrigger();
-  blockPrepare(Q, qi, qS, rqS, sqS);
+  float* StS = nullptr;
+  if (stOff > 0) {
+    StS = sm + stOff;
+    const float4* src = reinterpret_cast<const float4*>(Q.St);
+    float4* dst = reinterpret_cast<float4*>(StS);
+    const int n4 = Q.d * Q.m / 4;
+    for (int i0 = threadIdx.x; i0 < n4; i0 += blockDim.x * 8) {
+      float4 v[8];
+#pragma unroll
+      for (int u = 0; u < 8; ++u) v[u] = (i0 + u * static_cast<int>(blockDim.x) < n4) ? __ldg(src + i0 + u * blockDim.x) : make_float4(0, 0, 0, 0);
+#pragma unroll
+      for (int u = 0; u < 8; ++u)
+        if (i0 + u * static_cast<int>(blockDim.x) < n4) dst[i0 + u * blockDim.x] = v[u];
+    }
+    __syncthreads();
+  }
+  blockPrepare(Q, qi, qS, rqS, sqS, StS);
   __syncthreads();
   for (int j = threadIdx.x; j < Q.d; j += blockDim.x) rq[qi * Q.d + j] = rqS[j];
   for (int i = threadIdx.x; i < Q.m; i += blockDim.x) sq[qi * Q.m + i] = sqS[i];
@@ -495,9 +522,14 @@ bool withLayout(int cbits, int cbw, F&& f) {
 void prepareQueries(Context& ctx, const DevPlan& p, const float* q, size_t nq, float* rq, float* sq) {
   if (nq == 0) return;
   const QPrep Q = makePrep(p, q, nullptr, nullptr);
-  const size_t smem = (2 * static_cast<size_t>(p.dim) + static_cast<size_t>(p.projDim)) * sizeof(float);
+  const size_t base = (2 * static_cast<size_t>(p.dim) + static_cast<size_t>(p.projDim) + 3) / 4 * 4;  // floats, 16-byte aligned end
+  const size_t stFloats = static_cast<size_t>(p.dim) * static_cast<size_t>(p.projDim);
+  static const bool noStage = envInt("TQ_CUDA_NO_ST_STAGE", 0) != 0;
+  // stage S^T in shared memory when it fits in 64 KB (d = m = 128) and few queries share the launch
+  const bool stage = !noStage && p.projDim > 0 && stFloats % 4 == 0 && stFloats * sizeof(float) <= 64 * 1024 && nq <= 4 * static_cast<size_t>(ctx.multiprocessors());
+  const size_t smem = (stage ? base + stFloats : base) * sizeof(float);
   ensureSmem(reinterpret_cast<const void*>(prepareKernel), smem, ctx.device());
-  prepareKernel<<<static_cast<unsigned>(nq), 128, smem, static_cast<cudaStream_t>(ctx.stream())>>>(Q, rq, sq);
+  prepareKernel<<<static_cast<unsigned>(nq), 256, smem, static_cast<cudaStream_t>(ctx.stream())>>>(Q, rq, sq, stage ? static_cast<int>(base) : 0);
   checkLaunch("query preparation kernel");
 }
 
