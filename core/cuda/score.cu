@@ -67,7 +67,7 @@ struct QPrep {
 
 /// Block-wide: R q and S q of query qi into shared memory (qS: scratch of d floats). Hadamard is exact
 /// (tq::fwht's butterflies); the dense products use a fixed fp32 FMA order.
-__device__ void blockPrepare(const QPrep& Q, size_t qi, float* qS, float* rqS, float* sqS, const float* StS = nullptr) {
+__device__ void blockPrepare(const QPrep& Q, size_t qi, float* qS, float* rqS, float* sqS, bool projS = true) {
   const int d = Q.d, m = Q.m;
   if (!Q.q) {
     for (int j = threadIdx.x; j < d; j += blockDim.x) rqS[j] = Q.rq[qi * d + j];
@@ -103,15 +103,7 @@ __device__ void blockPrepare(const QPrep& Q, size_t qi, float* qS, float* rqS, f
       rqS[i] = acc;
     }
   }
-  if (StS) {  // S^T staged in shared memory by the caller (same products, same order)
-    for (int i = threadIdx.x; i < m; i += blockDim.x) {
-      float acc = 0.0f;
-#pragma unroll 16
-      for (int j = 0; j < d; ++j) acc = fmaf(StS[j * m + i], qS[j], acc);
-      sqS[i] = acc;
-    }
-    return;
-  }
+  if (!projS) return;  // the caller computes S q (prepareKernel, staged)
   for (int i = threadIdx.x; i < m; i += blockDim.x) {
     float acc = 0.0f;
 #pragma unroll 16
@@ -147,35 +139,51 @@ __device__ void blockBuildLut(const QPrep& Q, const float* rq, const float* sq, 
   }
 }
 
-/// stOff > 0: S^T (d x m) is first copied to shared memory at sm + stOff with all 16-byte loads in flight
-/// (the projection's global loads were a chain of latency-bound batches).
-__global__ void prepareKernel(const QPrep Q, float* rq, float* sq, int stOff) {
+/// ms > 0: block (q, y) computes rows [y ms, y ms + ms) of S q from a slice of S^T (d x ms) that it first
+/// copies to shared memory at sm + stOff with all 16-byte loads in flight (the projection's global loads
+/// were a chain of latency-bound batches); same products, same order. Block y = 0 writes R q.
+__global__ void prepareKernel(const QPrep Q, float* rq, float* sq, int stOff, int ms) {
   extern __shared__ __align__(16) float sm[];
   float* qS = sm;
   float* rqS = sm + Q.d;
   float* sqS = sm + 2 * Q.d;
   const size_t qi = blockIdx.x;
+  const int d = Q.d, m = Q.m;
   pdlTrigger();
-  float* StS = nullptr;
-  if (stOff > 0) {
-    StS = sm + stOff;
-    const float4* src = reinterpret_cast<const float4*>(Q.St);
+  float* StS = sm + stOff;
+  const int i0 = static_cast<int>(blockIdx.y) * ms;
+  if (ms > 0) {
+    const int per = ms / 4;  // float4 per row of the slice
+    const int n4 = d * per;
     float4* dst = reinterpret_cast<float4*>(StS);
-    const int n4 = Q.d * Q.m / 4;
-    for (int i0 = threadIdx.x; i0 < n4; i0 += blockDim.x * 8) {
+    for (int e0 = threadIdx.x; e0 < n4; e0 += blockDim.x * 8) {
       float4 v[8];
 #pragma unroll
-      for (int u = 0; u < 8; ++u) v[u] = (i0 + u * static_cast<int>(blockDim.x) < n4) ? __ldg(src + i0 + u * blockDim.x) : make_float4(0, 0, 0, 0);
+      for (int u = 0; u < 8; ++u) {
+        const int e = e0 + u * static_cast<int>(blockDim.x);
+        v[u] = e < n4 ? __ldg(reinterpret_cast<const float4*>(Q.St + static_cast<size_t>(e / per) * m + i0) + e % per) : make_float4(0, 0, 0, 0);
+      }
 #pragma unroll
-      for (int u = 0; u < 8; ++u)
-        if (i0 + u * static_cast<int>(blockDim.x) < n4) dst[i0 + u * blockDim.x] = v[u];
+      for (int u = 0; u < 8; ++u) {
+        const int e = e0 + u * static_cast<int>(blockDim.x);
+        if (e < n4) dst[e] = v[u];
+      }
     }
-    __syncthreads();
   }
-  blockPrepare(Q, qi, qS, rqS, sqS, StS);
+  blockPrepare(Q, qi, qS, rqS, sqS, ms == 0);
   __syncthreads();
-  for (int j = threadIdx.x; j < Q.d; j += blockDim.x) rq[qi * Q.d + j] = rqS[j];
-  for (int i = threadIdx.x; i < Q.m; i += blockDim.x) sq[qi * Q.m + i] = sqS[i];
+  if (blockIdx.y == 0)
+    for (int j = threadIdx.x; j < d; j += blockDim.x) rq[qi * d + j] = rqS[j];
+  if (ms > 0) {
+    for (int i = threadIdx.x; i < ms; i += blockDim.x) {
+      float acc = 0.0f;
+#pragma unroll 16
+      for (int j = 0; j < d; ++j) acc = fmaf(StS[j * ms + i], qS[j], acc);
+      sq[qi * m + i0 + i] = acc;
+    }
+  } else {
+    for (int i = threadIdx.x; i < m; i += blockDim.x) sq[qi * m + i] = sqS[i];
+  }
 }
 
 /// Block-wide: the fast kernel's tables (what lutKernel builds, entry for entry, same arithmetic) from
@@ -523,13 +531,15 @@ void prepareQueries(Context& ctx, const DevPlan& p, const float* q, size_t nq, f
   if (nq == 0) return;
   const QPrep Q = makePrep(p, q, nullptr, nullptr);
   const size_t base = (2 * static_cast<size_t>(p.dim) + static_cast<size_t>(p.projDim) + 3) / 4 * 4;  // floats, 16-byte aligned end
-  const size_t stFloats = static_cast<size_t>(p.dim) * static_cast<size_t>(p.projDim);
+  constexpr int kSlice = 32;  // rows of S q per block when staged
   static const bool noStage = envInt("TQ_CUDA_NO_ST_STAGE", 0) != 0;
-  // stage S^T in shared memory when it fits in 64 KB (d = m = 128) and few queries share the launch
-  const bool stage = !noStage && p.projDim > 0 && stFloats % 4 == 0 && stFloats * sizeof(float) <= 64 * 1024 && nq <= 4 * static_cast<size_t>(ctx.multiprocessors());
-  const size_t smem = (stage ? base + stFloats : base) * sizeof(float);
+  // few queries (decode): m / 32 blocks per query, each staging a d x 32 slice of S^T in shared memory
+  const bool stage = !noStage && p.projDim > 0 && p.projDim % kSlice == 0 && static_cast<size_t>(p.dim) * kSlice * sizeof(float) <= 48 * 1024 &&
+                     nq <= 4 * static_cast<size_t>(ctx.multiprocessors());
+  const size_t smem = (stage ? base + static_cast<size_t>(p.dim) * kSlice : base) * sizeof(float);
   ensureSmem(reinterpret_cast<const void*>(prepareKernel), smem, ctx.device());
-  prepareKernel<<<static_cast<unsigned>(nq), 256, smem, static_cast<cudaStream_t>(ctx.stream())>>>(Q, rq, sq, stage ? static_cast<int>(base) : 0);
+  const dim3 grid(static_cast<unsigned>(nq), stage ? static_cast<unsigned>(p.projDim / kSlice) : 1u);
+  prepareKernel<<<grid, 256, smem, static_cast<cudaStream_t>(ctx.stream())>>>(Q, rq, sq, static_cast<int>(base), stage ? kSlice : 0);
   checkLaunch("query preparation kernel");
 }
 
