@@ -18,9 +18,9 @@ namespace cuda {
 
 namespace {
 
-/// Programmatic dependent launch (sm_90+): the table kernel lets the scoring kernel launch early; the
-/// scoring kernel loads its first keys, then waits for the tables (griddepcontrol.wait returns once the
-/// table kernel has completed and its writes are visible; a no-op for a normal launch).
+/// Programmatic dependent launch (sm_90+): the query-preparation kernel lets the scoring kernel launch
+/// early; the scoring kernel loads its first keys, then waits for the prepared query (griddepcontrol.wait
+/// returns once the preparation has completed and its writes are visible; a no-op for a normal launch).
 __device__ __forceinline__ void pdlTrigger() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
@@ -186,7 +186,8 @@ __global__ void prepareKernel(const QPrep Q, float* rq, float* sq, int stOff, in
   }
 }
 
-/// Block-wide: the fast kernel's tables (what lutKernel builds, entry for entry, same arithmetic) from
+/// Block-wide: the fast kernel's tables (entry for entry the tables the former global LUT kernel built,
+/// same arithmetic) from
 /// R q and S q in shared memory: code chunks of Q.group coordinates (Q.patterns entries each), then sign
 /// tables over groups of Q.signBits rows.
 __device__ __forceinline__ void blockBuildFastLut(const QPrep& Q, const float* rqS, const float* sqS, float* out, int total) {
