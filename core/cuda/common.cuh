@@ -104,6 +104,32 @@ __device__ __forceinline__ float loadElem(const void* base, size_t i, CudaInput 
   }
 }
 
+/// In-place randomized-Hadamard butterflies over a vector in shared memory, split into the power-of-two
+/// blocks of tq::Rotation (`blocks`, `scales` = 1/sqrt(block)), by `nthreads` cooperating threads
+/// (`tid` = this thread's index among them); `sync()` separates the stages (__syncwarp or
+/// __syncthreads). Every butterfly is the same add/sub of the same operands as tq::fwht, and the scale
+/// is one multiply, so the result is bit-identical to the CPU.
+template <class Sync>
+__device__ __forceinline__ void sharedFwht(float* A, const int* blocks, int nblocks, const float* scales, int tid, int nthreads, Sync sync) {
+  int off = 0;
+  for (int bi = 0; bi < nblocks; ++bi) {
+    const int bs = blocks[bi];
+    for (int h = 1; h < bs; h <<= 1) {
+      for (int t = tid; t < bs / 2; t += nthreads) {
+        const int j = off + (t / h) * 2 * h + (t % h);
+        const float a = A[j], b = A[j + h];
+        A[j] = __fadd_rn(a, b);
+        A[j + h] = __fsub_rn(a, b);
+      }
+      sync();
+    }
+    const float sc = scales[bi];
+    for (int j = off + tid; j < off + bs; j += nthreads) A[j] = __fmul_rn(A[j], sc);
+    sync();
+    off += bs;
+  }
+}
+
 inline size_t inputSize(CudaInput t) { return t == CudaInput::F32 ? 4 : 2; }
 
 }  // namespace cuda

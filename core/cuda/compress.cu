@@ -468,23 +468,7 @@ __global__ void __launch_bounds__(128) genericCompressKernel(const GenParams P) 
     if (P.hadamard) {
       for (int j = lane; j < d; j += 32) A[j] = __fmul_rn(A[j], P.signs[j]);
       __syncwarp();
-      int off = 0;
-      for (int bi = 0; bi < P.nblocks; ++bi) {
-        const int bs = P.blocks[bi];
-        for (int h = 1; h < bs; h <<= 1) {
-          for (int t = lane; t < bs / 2; t += 32) {
-            const int j = off + (t / h) * 2 * h + (t % h);
-            const float a = A[j], b = A[j + h];
-            A[j] = __fadd_rn(a, b);
-            A[j + h] = __fsub_rn(a, b);
-          }
-          __syncwarp();
-        }
-        const float sc = P.blockScales[bi];
-        for (int j = off + lane; j < off + bs; j += 32) A[j] = __fmul_rn(A[j], sc);
-        __syncwarp();
-        off += bs;
-      }
+      sharedFwht(A, P.blocks, P.nblocks, P.blockScales, lane, 32, [] { __syncwarp(); });
     } else {
       for (int i = lane; i < d; i += 32) {
         float acc = 0.0f;

@@ -79,22 +79,7 @@ __device__ void blockPrepare(const QPrep& Q, size_t qi, float* qS, float* rqS, f
   if (Q.hadamard) {
     for (int j = threadIdx.x; j < d; j += blockDim.x) rqS[j] = __fmul_rn(qS[j], Q.signs[j]);
     __syncthreads();
-    int off = 0;
-    for (int bi = 0; bi < Q.nblocks; ++bi) {
-      const int bs = Q.blocks[bi];
-      for (int h = 1; h < bs; h <<= 1) {
-        for (int t = threadIdx.x; t < bs / 2; t += blockDim.x) {
-          const int j = off + (t / h) * 2 * h + (t % h);
-          const float a = rqS[j], b = rqS[j + h];
-          rqS[j] = __fadd_rn(a, b);
-          rqS[j + h] = __fsub_rn(a, b);
-        }
-        __syncthreads();
-      }
-      const float sc = Q.blockScales[bi];
-      for (int j = off + threadIdx.x; j < off + bs; j += blockDim.x) rqS[j] = __fmul_rn(rqS[j], sc);
-      off += bs;
-    }
+    sharedFwht(rqS, Q.blocks, Q.nblocks, Q.blockScales, static_cast<int>(threadIdx.x), static_cast<int>(blockDim.x), [] { __syncthreads(); });
   } else {
     for (int i = threadIdx.x; i < d; i += blockDim.x) {
       float acc = 0.0f;

@@ -118,23 +118,7 @@ __global__ void __launch_bounds__(128) decompressGenericKernel(const DecParams P
     for (int j = lane; j < d; j += 32) A[j] = __fmul_rn(n16, P.cen[codeAt(row, P.cb, j, P.bits)]);
     __syncwarp();
     if (hadamard) {
-      int off = 0;
-      for (int bi = 0; bi < P.nblocks; ++bi) {
-        const int bs = P.blocks[bi];
-        for (int h = 1; h < bs; h <<= 1) {
-          for (int t = lane; t < bs / 2; t += 32) {
-            const int j = off + (t / h) * 2 * h + (t % h);
-            const float a = A[j], b = A[j + h];
-            A[j] = __fadd_rn(a, b);
-            A[j + h] = __fsub_rn(a, b);
-          }
-          __syncwarp();
-        }
-        const float sc = P.blockScales[bi];
-        for (int j = off + lane; j < off + bs; j += 32) A[j] = __fmul_rn(A[j], sc);
-        __syncwarp();
-        off += bs;
-      }
+      sharedFwht(A, P.blocks, P.nblocks, P.blockScales, lane, 32, [] { __syncwarp(); });
       for (int j = lane; j < d; j += 32) A[j] = __fmul_rn(A[j], P.signs[j]);
       __syncwarp();
     }
@@ -325,23 +309,7 @@ __global__ void aggFinishKernel(const FinishParams P) {
   }
   __syncthreads();
   if (P.hadamard) {
-    int off = 0;
-    for (int bi = 0; bi < P.nblocks; ++bi) {
-      const int bs = P.blocks[bi];
-      for (int h = 1; h < bs; h <<= 1) {
-        for (int t = threadIdx.x; t < bs / 2; t += blockDim.x) {
-          const int j = off + (t / h) * 2 * h + (t % h);
-          const float x = a[j], y = a[j + h];
-          a[j] = x + y;
-          a[j + h] = x - y;
-        }
-        __syncthreads();
-      }
-      const float sc = P.blockScales[bi];
-      for (int j = off + threadIdx.x; j < off + bs; j += blockDim.x) a[j] *= sc;
-      __syncthreads();
-      off += bs;
-    }
+    sharedFwht(a, P.blocks, P.nblocks, P.blockScales, static_cast<int>(threadIdx.x), static_cast<int>(blockDim.x), [] { __syncthreads(); });
     for (int j = threadIdx.x; j < d; j += blockDim.x) P.out[qi * d + j] = a[j] * P.signs[j];
   } else {
     for (int j = threadIdx.x; j < d; j += blockDim.x) {
