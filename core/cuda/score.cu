@@ -160,10 +160,21 @@ __global__ void prepareKernel(const QPrep Q, float* rq, float* sq, int stOff, in
   if (blockIdx.y == 0)
     for (int j = threadIdx.x; j < d; j += blockDim.x) rq[qi * d + j] = rqS[j];
   if (ms > 0) {
+    // ms (32) rows, 8 partial sums per row (warp w: coordinates [w c, w c + c)), then the 8 partials in
+    // ascending order: a short FMA chain per thread instead of one d-long chain per row
+    float* red = StS + d * ms;  // ms x (warps) partials, after the slice
+    const int nw = static_cast<int>(blockDim.x) >> 5, lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    const int c = (d + nw - 1) / nw;
+    for (int i = lane; i < ms; i += 32) {
+      float acc = 0.0f;
+      const int j1 = min(d, (w + 1) * c);
+      for (int j = w * c; j < j1; ++j) acc = fmaf(StS[j * ms + i], qS[j], acc);
+      red[i * nw + w] = acc;
+    }
+    __syncthreads();
     for (int i = threadIdx.x; i < ms; i += blockDim.x) {
       float acc = 0.0f;
-#pragma unroll 16
-      for (int j = 0; j < d; ++j) acc = fmaf(StS[j * ms + i], qS[j], acc);
+      for (int k = 0; k < nw; ++k) acc = __fadd_rn(acc, red[i * nw + k]);
       sq[qi * m + i0 + i] = acc;
     }
   } else {
@@ -311,6 +322,17 @@ __device__ __forceinline__ void loadKeys(const ScoreParams& P, size_t head, size
   }
 }
 
+/// Byte i of x as a 32-bit value (one prmt).
+__device__ __forceinline__ uint32_t bytePick(uint32_t x, int i) {
+  uint32_t r;
+  asm("prmt.b32 %0, %1, 0, %2;" : "=r"(r) : "r"(x), "r"(0x4440 | i));
+  return r;
+}
+/// table[entry0 + byteOffset / 4] (shared memory; entry0 is a compile-time constant after unrolling).
+__device__ __forceinline__ float lutAt(const float* table, int entry0, uint32_t byteOffset) {
+  return *reinterpret_cast<const float*>(reinterpret_cast<const char*>(table + entry0) + byteOffset);
+}
+
 /// Scores of one tile's keys (registers) against the query whose tables are in shared memory.
 /// Summation order: code chunks in ascending order, then sign nibbles in ascending order.
 template <int KPT, int CBW, int CBITS>
@@ -329,7 +351,12 @@ __device__ __forceinline__ void scoreTile(const ScoreParams& P, const float* lut
     if (CBITS == 4) {
       float acc = 0.0f;
 #pragma unroll
-      for (int c = 0; c < CHUNKS; ++c) acc = __fadd_rn(acc, lut[c * 16 + ((cur.cw[k][c / 8] >> (4 * (c % 8))) & 0xfu)]);
+      for (int w = 0; w < CBW; ++w) {
+        // byte offsets (4 x nibble) of the even / odd nibbles, one per byte; prmt moves one into place
+        const uint32_t ev = (cur.cw[k][w] << 2) & 0x3c3c3c3cu, od = (cur.cw[k][w] >> 2) & 0x3c3c3c3cu;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) acc = __fadd_rn(acc, lutAt(lut, (w * 8 + e) * 16, bytePick((e & 1) ? od : ev, e >> 1)));
+      }
       s = __fmul_rn(cur.nk[k], acc);
     } else if (CBITS == 6) {
       float acc = 0.0f;
@@ -345,15 +372,50 @@ __device__ __forceinline__ void scoreTile(const ScoreParams& P, const float* lut
     if (sb > 0) {
       float acc = 0.0f;
 #pragma unroll
-      for (int c = 0; c < 32; ++c)
-        if (c < sn) acc = __fadd_rn(acc, slut[c * 16 + ((cur.sw[k][c / 8] >> (4 * (c % 8))) & 0xfu)]);
+      for (int w = 0; w < 4; ++w) {
+        if (8 * w >= sn) break;
+        const uint32_t ev = (cur.sw[k][w] << 2) & 0x3c3c3c3cu, od = (cur.sw[k][w] >> 2) & 0x3c3c3c3cu;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) acc = __fadd_rn(acc, lutAt(slut, (w * 8 + e) * 16, bytePick((e & 1) ? od : ev, e >> 1)));
+      }
       s = __fadd_rn(s, __fmul_rn(__fmul_rn(cur.gk[k], gs), acc));
     }
     P.out[q * P.outStride + t] = s;
   }
 }
 
+/// blockBuildFastLut for 16-entry tables with MB-bit codes (G = 4 / MB coordinates per table) and sign
+/// tables over 4 rows, with the group sizes as constants: the same entries, products and summation order.
+template <int MB>
+__device__ __forceinline__ void blockBuildNibbleLut(const QPrep& Q, const float* rqS, const float* sqS, float* out, int total) {
+  constexpr int G = MB > 0 ? 4 / MB : 1;
+  constexpr uint32_t mask = (1u << (MB > 0 ? MB : 1)) - 1u;
+  const int codeEntries = MB > 0 ? total - (Q.signChunks << 4) : 0;
+  for (int e = threadIdx.x; e < total; e += blockDim.x) {
+    float s = 0.0f;
+    if (e < codeEntries) {
+      const int c = e >> 4;
+      const uint32_t p = static_cast<uint32_t>(e) & 15u;
+#pragma unroll
+      for (int t = 0; t < G; ++t) {
+        const int j = c * G + t;
+        if (j < Q.d) s = __fadd_rn(s, __fmul_rn(rqS[j], __ldg(Q.cen + ((p >> (t * MB)) & mask))));
+      }
+    } else {
+      const int e2 = e - codeEntries;
+      const int k = e2 >> 4, p = e2 & 15;
+#pragma unroll
+      for (int t = 0; t < 4; ++t) {
+        const int j = k * 4 + t;
+        if (j < Q.m) s = __fadd_rn(s, ((p >> t) & 1) ? sqS[j] : -sqS[j]);
+      }
+    }
+    out[e] = s;
+  }
+}
+
 /// Block-wide: R q and S q of query q from global memory, then the fast tables, into shared memory.
+template <int CBITS>
 __device__ __forceinline__ void blockQueryTables(const ScoreParams& P, size_t q, float* lut) {
   const int d = P.Q.d, m = P.Q.m;
   float* rqS = lut + P.lutFloats;
@@ -363,7 +425,12 @@ __device__ __forceinline__ void blockQueryTables(const ScoreParams& P, size_t q,
   for (int j = threadIdx.x; j < d; j += 256) rqS[j] = P.Q.rq[q * d + j];
   for (int i = threadIdx.x; i < m; i += 256) sqS[i] = P.Q.sq[q * m + i];
   __syncthreads();
-  blockBuildFastLut(P.Q, rqS, sqS, lut, static_cast<int>(P.lutFloats));
+  const int total = static_cast<int>(P.lutFloats);
+  if (CBITS == 4 && P.Q.bits == 1) blockBuildNibbleLut<1>(P.Q, rqS, sqS, lut, total);
+  else if (CBITS == 4 && P.Q.bits == 2) blockBuildNibbleLut<2>(P.Q, rqS, sqS, lut, total);
+  else if (CBITS == 4 && P.Q.bits == 4) blockBuildNibbleLut<4>(P.Q, rqS, sqS, lut, total);
+  else if (CBITS == 0) blockBuildNibbleLut<0>(P.Q, rqS, sqS, lut, total);
+  else blockBuildFastLut(P.Q, rqS, sqS, lut, total);
   __syncthreads();
 }
 
@@ -387,13 +454,13 @@ __global__ void __launch_bounds__(256) scoreFastKernel(const ScoreParams P) {
     // out of it (150+ registers)
     KeyRegs<KPT, CBW> cur;
     loadKeys<KPT, CBW>(P, head, blockIdx.x, cur);
-    blockQueryTables(P, qBegin, lut);
+    blockQueryTables<CBITS>(P, qBegin, lut);
     scoreTile<KPT, CBW, CBITS>(P, lut, cur, blockIdx.x, qBegin);
   } else {
     for (size_t q = qBegin; q < qEnd; ++q) {
       KeyRegs<KPT, CBW> cur;
       if (blockIdx.x < tiles) loadKeys<KPT, CBW>(P, head, blockIdx.x, cur);
-      blockQueryTables(P, q, lut);
+      blockQueryTables<CBITS>(P, q, lut);
       for (size_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
         KeyRegs<KPT, CBW> nxt;
         const size_t tn = tile + gridDim.x;
@@ -522,7 +589,7 @@ void prepareQueries(Context& ctx, const DevPlan& p, const float* q, size_t nq, f
   // few queries (decode): m / 32 blocks per query, each staging a d x 32 slice of S^T in shared memory
   const bool stage = !noStage && p.projDim > 0 && p.projDim % kSlice == 0 && static_cast<size_t>(p.dim) * kSlice * sizeof(float) <= 48 * 1024 &&
                      nq <= 4 * static_cast<size_t>(ctx.multiprocessors());
-  const size_t smem = (stage ? base + static_cast<size_t>(p.dim) * kSlice : base) * sizeof(float);
+  const size_t smem = (stage ? base + static_cast<size_t>(p.dim) * kSlice + kSlice * 8 : base) * sizeof(float);  // 8 warps' partials
   ensureSmem(reinterpret_cast<const void*>(prepareKernel), smem, ctx.device());
   const dim3 grid(static_cast<unsigned>(nq), stage ? static_cast<unsigned>(p.projDim / kSlice) : 1u);
   prepareKernel<<<grid, 256, smem, static_cast<cudaStream_t>(ctx.stream())>>>(Q, rq, sq, static_cast<int>(base), stage ? kSlice : 0);

@@ -37,64 +37,101 @@ __device__ __forceinline__ uint32_t laneBits(uint32_t word, int bits, int lane) 
   return sh ? ((lo >> sh) | (hi << (32 - sh))) : lo;
 }
 
-/// d = 128, one Hadamard block: a warp per vector, 4 coordinates per lane, butterflies across lanes.
+/// d = 128, one Hadamard block, BITS = 1..8: four lanes per vector, lane s of a group owning the 32
+/// coordinates [32 s, 32 s + 32) (its BITS code words are one contiguous load). Butterflies h = 1..16 run
+/// in registers, h = 32 and 64 across the group's lanes; each butterfly is the same a + b / a - b as
+/// tq::fwht, so the output is bit-identical to the CPU's. A warp decodes 8 vectors per step and issues
+/// the loads of its next U steps together.
+template <int BITS>
 __global__ void __launch_bounds__(256) decompressFastKernel(const DecParams P) {
   __shared__ float cen[256];
-  for (int i = threadIdx.x; i < (1 << P.bits); i += blockDim.x) cen[i] = P.cen[i];
+  for (int i = threadIdx.x; i < (1 << BITS); i += blockDim.x) cen[i] = P.cen[i];
   __syncthreads();
-  const int lane = threadIdx.x & 31;
+  __shared__ uint4 stageAll[8][256];  // per warp: 8 rows of fp32 output (4 KB)
+  const int lane = threadIdx.x & 31, s = lane & 3, grp = lane >> 2;
+  uint4* stage = stageAll[threadIdx.x >> 5];
   const size_t warp = (static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
   const size_t warps = (static_cast<size_t>(gridDim.x) * blockDim.x) >> 5;
-  const float4 sg = reinterpret_cast<const float4*>(P.signs)[lane];
-  const int cbw = P.cb / 4, bits = P.bits;
-  const uint32_t mask = (1u << bits) - 1u;
-  constexpr int U = 4;  // vectors per iteration: their loads are issued together
-  for (size_t vb = warp; vb < P.n; vb += warps * U) {
-    uint32_t word[U];
+  // Hadamard signs of this lane's 32 coordinates as a bit mask (bit k: coordinate 32 s + k negative)
+  uint32_t neg = 0u;
+#pragma unroll
+  for (int k = 0; k < 32; ++k) neg |= (P.signs[32 * s + k] < 0.0f ? 1u : 0u) << k;
+  constexpr uint32_t kMask = (1u << BITS) - 1u;
+  constexpr int U = 2;  // warp steps whose loads are issued together (8 vectors each)
+  for (size_t vb = warp * 8; vb < P.n; vb += warps * 8 * U) {
+    uint32_t word[U][BITS];
     float n16[U];
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-      const size_t v = vb + u * warps;
+      const size_t v = vb + static_cast<size_t>(u) * warps * 8 + grp;
       const bool ok = v < P.n;
-      word[u] = (ok && lane < cbw) ? __ldg(reinterpret_cast<const uint32_t*>(P.codes + v * P.cb) + lane) : 0u;
+      const uint32_t* src = reinterpret_cast<const uint32_t*>(P.codes + v * (16 * BITS)) + BITS * s;
+#pragma unroll
+      for (int w = 0; w < BITS; ++w) word[u][w] = ok ? __ldg(src + w) : 0u;
       n16[u] = ok ? h2f(P.norms[v]) : 0.0f;
     }
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-      const size_t v = vb + u * warps;
-      if (v >= P.n) break;  // warp-uniform
-      const uint32_t b = laneBits(word[u], bits, lane);
-      float a[4];
+      if (vb + static_cast<size_t>(u) * warps * 8 >= P.n) break;  // warp-uniform
+      float a[32];
 #pragma unroll
-      for (int e = 0; e < 4; ++e) a[e] = __fmul_rn(n16[u], cen[(b >> (e * bits)) & mask]);
-      // butterflies h = 1, 2 inside the lane
-      const float t0 = __fadd_rn(a[0], a[1]), t1 = __fsub_rn(a[0], a[1]);
-      const float t2 = __fadd_rn(a[2], a[3]), t3 = __fsub_rn(a[2], a[3]);
-      a[0] = __fadd_rn(t0, t2);
-      a[2] = __fsub_rn(t0, t2);
-      a[1] = __fadd_rn(t1, t3);
-      a[3] = __fsub_rn(t1, t3);
-      // h = 4 .. 64 across lanes
+      for (int k = 0; k < 32; ++k) {
+        const int bit = k * BITS, w = bit >> 5, sh = bit & 31;
+        uint32_t c = word[u][w] >> sh;
+        if (sh + BITS > 32) c |= word[u][w + 1] << (32 - sh);
+        a[k] = __fmul_rn(n16[u], cen[c & kMask]);
+      }
 #pragma unroll
-      for (int hl = 1; hl < 32; hl <<= 1) {
-        const bool lower = (lane & hl) == 0;
+      for (int h = 1; h < 32; h <<= 1)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const float o = __shfl_xor_sync(kFull, a[e], hl);
-          a[e] = lower ? __fadd_rn(a[e], o) : __fsub_rn(o, a[e]);
+        for (int k = 0; k < 32; ++k)
+          if ((k & h) == 0) {
+            const float x = a[k], y = a[k + h];
+            a[k] = __fadd_rn(x, y);
+            a[k + h] = __fsub_rn(x, y);
+          }
+#pragma unroll
+      for (int hl = 1; hl < 4; hl <<= 1) {  // h = 32, 64: partner lane s ^ hl
+        const bool lower = (s & hl) == 0;
+#pragma unroll
+        for (int k = 0; k < 32; ++k) {
+          const float o = __shfl_xor_sync(kFull, a[k], hl);
+          a[k] = lower ? __fadd_rn(a[k], o) : __fsub_rn(o, a[k]);
         }
       }
-      a[0] = __fmul_rn(__fmul_rn(a[0], P.scale), sg.x);
-      a[1] = __fmul_rn(__fmul_rn(a[1], P.scale), sg.y);
-      a[2] = __fmul_rn(__fmul_rn(a[2], P.scale), sg.z);
-      a[3] = __fmul_rn(__fmul_rn(a[3], P.scale), sg.w);
+#pragma unroll
+      for (int k = 0; k < 32; ++k) a[k] = __fmul_rn(__fmul_rn(a[k], P.scale), ((neg >> k) & 1u) ? -1.0f : 1.0f);
+      // Out through a per-warp staging buffer (16-byte chunks, XOR-swizzled: conflict-free both ways)
+      // so that the warp's 8 rows leave as one contiguous run of coalesced 16-byte stores.
+      const int cpl = P.half ? 4 : 8;  // 16-byte chunks per lane
       if (P.half) {
-        const uint32_t h0 = packHalf2(__half_as_ushort(__float2half_rn(a[0])), __half_as_ushort(__float2half_rn(a[1])));
-        const uint32_t h1 = packHalf2(__half_as_ushort(__float2half_rn(a[2])), __half_as_ushort(__float2half_rn(a[3])));
-        reinterpret_cast<uint2*>(static_cast<uint16_t*>(P.out) + v * 128)[lane] = make_uint2(h0, h1);
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+          uint32_t hw[4];
+#pragma unroll
+          for (int e = 0; e < 4; ++e)
+            hw[e] = packHalf2(__half_as_ushort(__float2half_rn(a[8 * q + 2 * e])), __half_as_ushort(__float2half_rn(a[8 * q + 2 * e + 1])));
+          const int c = (grp * 4 + s) * 4 + q;
+          stage[c ^ ((c >> 3) & 7)] = make_uint4(hw[0], hw[1], hw[2], hw[3]);
+        }
       } else {
-        reinterpret_cast<float4*>(static_cast<float*>(P.out) + v * 128)[lane] = make_float4(a[0], a[1], a[2], a[3]);
+#pragma unroll
+        for (int q = 0; q < 8; ++q) {
+          const int c = (grp * 4 + s) * 8 + q;
+          stage[c ^ ((c >> 3) & 7)] = make_uint4(__float_as_uint(a[4 * q]), __float_as_uint(a[4 * q + 1]), __float_as_uint(a[4 * q + 2]),
+                                                 __float_as_uint(a[4 * q + 3]));
+        }
       }
+      __syncwarp();
+      const size_t v0 = vb + static_cast<size_t>(u) * warps * 8;
+      const size_t rowChunks = static_cast<size_t>(cpl) * 4;  // 16-byte chunks per output row
+      const size_t valid = min(static_cast<size_t>(8), P.n - v0) * rowChunks;
+      uint4* dst = reinterpret_cast<uint4*>(static_cast<uint8_t*>(P.out) + v0 * rowChunks * 16);
+      for (int i = 0; i < cpl; ++i) {
+        const int c = lane + 32 * i;
+        if (static_cast<size_t>(c) < valid) dst[c] = stage[c ^ ((c >> 3) & 7)];
+      }
+      __syncwarp();
     }
   }
 }
@@ -347,8 +384,17 @@ void decompress(Context& ctx, const DevPlan& p, const DevCompressed& cv, size_t 
   P.half = half;
   const size_t sms = static_cast<size_t>(ctx.multiprocessors());
   if (p.hadamard && p.dim == 128 && p.hadBlocks.size() == 1) {
-    const size_t blocks = std::min(sms * 8, ceilDiv<size_t>(n, 8));
-    decompressFastKernel<<<static_cast<unsigned>(blocks), 256, 0, st>>>(P);
+    const size_t blocks = std::min(sms * 8, ceilDiv<size_t>(n, 64));  // 8 warps x 8 vectors per block step
+    switch (p.mseBits) {
+      case 1: decompressFastKernel<1><<<static_cast<unsigned>(blocks), 256, 0, st>>>(P); break;
+      case 2: decompressFastKernel<2><<<static_cast<unsigned>(blocks), 256, 0, st>>>(P); break;
+      case 3: decompressFastKernel<3><<<static_cast<unsigned>(blocks), 256, 0, st>>>(P); break;
+      case 4: decompressFastKernel<4><<<static_cast<unsigned>(blocks), 256, 0, st>>>(P); break;
+      case 5: decompressFastKernel<5><<<static_cast<unsigned>(blocks), 256, 0, st>>>(P); break;
+      case 6: decompressFastKernel<6><<<static_cast<unsigned>(blocks), 256, 0, st>>>(P); break;
+      case 7: decompressFastKernel<7><<<static_cast<unsigned>(blocks), 256, 0, st>>>(P); break;
+      default: decompressFastKernel<8><<<static_cast<unsigned>(blocks), 256, 0, st>>>(P); break;
+    }
     checkLaunch("fast decompression kernel");
     return;
   }

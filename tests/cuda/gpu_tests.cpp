@@ -491,7 +491,8 @@ int caseValues() {
     RotationKind rot;
   };
   for (const C& c : std::vector<C>{{128, 4, RotationKind::Hadamard}, {128, 3, RotationKind::Hadamard}, {128, 2, RotationKind::Hadamard},
-                                   {128, 8, RotationKind::Hadamard}, {128, 4, RotationKind::Haar}, {64, 3, RotationKind::Hadamard},
+                                   {128, 8, RotationKind::Hadamard}, {128, 1, RotationKind::Hadamard}, {128, 6, RotationKind::Hadamard},
+                                   {128, 4, RotationKind::Haar}, {64, 3, RotationKind::Hadamard},
                                    {80, 3, RotationKind::Hadamard}, {8, 3, RotationKind::Haar}}) {
     Quantizer q(cfg(c.d, c.bits, KeyMode::Mse, 0, c.rot, 13));
     const size_t n = 7000;
