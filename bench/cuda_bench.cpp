@@ -16,6 +16,7 @@
 #include "cuda/cuda_backend.h"
 #include "synth/synthetic.h"
 #include "sweep/sweep.h"
+#include "util/parallel.h"
 
 using namespace tq;
 
@@ -127,9 +128,20 @@ int main(int argc, char** argv) {
       sc.rotation = RotationKind::Hadamard;
       std::string why;
       auto be = makeCudaBackend(&why);
+      // the floor: producing every (layer, head)'s keys and values from the source on all cores
+      const auto tr = std::chrono::steady_clock::now();
+      parallelRanges(static_cast<size_t>(spec.layers) * spec.kvHeads, 1, [&](size_t b, size_t e) {
+        for (size_t i = b; i < e; ++i) {
+          const auto k = src.keys(static_cast<int>(i) / spec.kvHeads, static_cast<int>(i) % spec.kvHeads);
+          const auto v = src.values(static_cast<int>(i) / spec.kvHeads, static_cast<int>(i) % spec.kvHeads);
+          if (k.empty() || v.empty()) throw std::runtime_error("empty synthetic head");
+        }
+      });
+      const double sRead = std::chrono::duration<double>(std::chrono::steady_clock::now() - tr).count();
       const auto t0 = std::chrono::steady_clock::now();
       const SweepResult res = runSweep(src, sc, *be);
       const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      const auto sum = res.summary();
       BenchRecord r;
       r.operation = "evaluation_sweep_runSweep";
       r.backend = "cuda";
@@ -140,9 +152,15 @@ int main(int argc, char** argv) {
       r.seconds = s;
       r.vectorsPerSecond = static_cast<double>(r.vectors) / s;
       r.repetitions = 1;
-      r.note = "core/sweep runSweep over CudaBackend (Backend interface, host round trips, CPU-side metrics): " + std::to_string(spec.layers) +
-               " layers x 8 kv heads x 8192 tokens, " + std::to_string(keyVariants(sc, 128).size()) + " key variants, " +
-               std::to_string(res.rows.size()) + " rows, values 3-bit, 32 queries/head";
+      r.note = "core/sweep runSweep (as the CLI and the GUI run it) on " + res.backend + ", end to end from the synthetic source: " +
+               std::to_string(spec.layers) + " layers x 8 kv heads x 8192 tokens, " + std::to_string(keyVariants(sc, 128).size()) +
+               " key variants, " + std::to_string(res.rows.size()) + " rows, values 3-bit, 32 dump queries/head; " + std::to_string(cpuThreads()) +
+               " host threads; reading the source alone (all heads, keys + values, same threads) " + std::to_string(sRead) + " s" +
+               (static_cast<CudaBackend&>(*be).fellBack(true) ? "; FELL BACK: " + static_cast<CudaBackend&>(*be).fallbackReason() : "");
+      for (const auto& x : sum)
+        if (x.key.bits == 3 && (x.key.mode == KeyMode::Mse || x.key.projDim == 128))
+          r.note += "; " + std::string(keyModeName(x.key.mode)) + "3 m128: attention cos " + std::to_string(x.mean.attentionCosine) + " top-1 " +
+                    std::to_string(x.mean.top1) + " KL " + std::to_string(x.mean.kl);
       print({r});
     }
   } catch (const std::exception& e) {

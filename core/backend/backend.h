@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "quant/quantizer.h"
 
@@ -15,6 +16,29 @@ enum class BackendChoice { Auto, Cpu, Cuda };
 const char* backendChoiceName(BackendChoice c);
 /// "auto", "cpu", "cuda"; throws std::invalid_argument otherwise.
 BackendChoice parseBackendChoice(const std::string& s);
+
+/// One (layer, kv head) of an evaluation sweep: everything a backend needs to evaluate all key variants
+/// (and value bit-widths) in one go. The metrics are those of core/metrics (attentionMetrics, vectorMse).
+struct SweepTaskInput {
+  const float* keys = nullptr;     ///< seq x d
+  const float* values = nullptr;   ///< seq x dv, nullptr: values are not evaluated
+  size_t seq = 0;
+  int d = 0, dv = 0;
+  double scale = 1;                ///< softmax scale
+  const float* queries = nullptr;  ///< nq x d: the queries of every query head of this kv head, head after head
+  const int* limits = nullptr;     ///< nq: last visible key index of each query (causal mask)
+  size_t nq = 0;
+  std::vector<const Quantizer*> keyQuantizers;    ///< one per key variant
+  std::vector<const Quantizer*> valueQuantizers;  ///< one per value bit-width (empty when values is nullptr)
+};
+
+struct SweepTaskOutput {
+  static constexpr int kKeyMetrics = 9;  ///< logit cos, attention cos, KL, top-1, top-5, bias, variance, slope, correlation
+  std::vector<double> keyMetrics;   ///< [key variant][query][kKeyMetrics]
+  std::vector<double> outputError;  ///< [key variant][value variant][query]
+  std::vector<double> keyMse;       ///< per key variant (vectorMse of the MSE stage; 1 when it has none)
+  std::vector<double> valueMse;     ///< per value variant
+};
 
 class Backend {
  public:
@@ -32,6 +56,14 @@ class Backend {
   virtual void decompress(const Quantizer& q, const CompressedVectors& cv, float* out) = 0;
   /// For each of nq weight rows (nq x count): sum_i w_i x_hat_i -> out (nq x d).
   virtual void weightedSum(const Quantizer& q, const CompressedVectors& values, const float* weights, size_t nq, float* out) = 0;
+  /// Optional: evaluates a whole sweep task on the backend's device (one upload, one download). Returns
+  /// false when the backend does not offer it (or could not run it; it then says why on stderr), and the
+  /// sweep runner evaluates the task call by call.
+  virtual bool evaluateTask(const SweepTaskInput& in, SweepTaskOutput& out) {
+    (void)in;
+    (void)out;
+    return false;
+  }
 };
 
 /// The CPU engine (multi-threaded).

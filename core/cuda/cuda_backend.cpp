@@ -27,15 +27,18 @@ struct CudaBackend::Impl {
   std::string reason, brokenReason;
   std::mutex mutex;
 
-  const cuda::DevPlan& plan(const Quantizer& q) {
+  const cuda::DevPlan& plan(const Quantizer& q) { return *planPtr(q); }
+  /// The cached plan of q (shared, so that a caller holding several stays valid if the cache is cleared).
+  std::shared_ptr<cuda::DevPlan> planPtr(const Quantizer& q) {
     const uint64_t fp = cuda::planFingerprint(q);
     auto it = plans.find(fp);
-    if (it != plans.end()) return *it->second;
+    if (it != plans.end()) return it->second;
     if (plans.size() >= 64) plans.clear();
     auto p = cuda::buildPlan(*ctx, q);
     plans.emplace(fp, p);
-    return *p;
+    return p;
   }
+  cuda::TaskBuffers task;
 
   /// Vectors per device round trip so that a chunk uses at most a third of the free memory.
   size_t chunkFor(size_t n, size_t bytesPerVector) {
@@ -299,6 +302,36 @@ void CudaBackend::weightedSum(const Quantizer& q, const CompressedVectors& value
         }
       },
       [&] { I.cpu->weightedSum(q, values, weights, nq, out); });
+}
+
+bool CudaBackend::evaluateTask(const SweepTaskInput& in, SweepTaskOutput& out) {
+  if (in.seq == 0 || in.nq == 0 || in.keyQuantizers.empty()) return false;
+  for (const Quantizer* q : in.keyQuantizers)
+    if (!q || q->dim() != in.d) throw std::invalid_argument("evaluateTask: a key quantizer does not match the keys' dimension");
+  for (const Quantizer* q : in.valueQuantizers)
+    if (!q || q->dim() != in.dv) throw std::invalid_argument("evaluateTask: a value quantizer does not match the values' dimension");
+  Impl& I = *m_impl;
+  bool ran = false;
+  I.guarded(
+      "evaluateTask",
+      [&] {
+        std::vector<std::shared_ptr<cuda::DevPlan>> hold;
+        std::vector<const cuda::DevPlan*> kp, vp;
+        for (const Quantizer* q : in.keyQuantizers) {
+          hold.push_back(I.planPtr(*q));
+          kp.push_back(hold.back().get());
+        }
+        if (in.values)
+          for (const Quantizer* q : in.valueQuantizers) {
+            hold.push_back(I.planPtr(*q));
+            vp.push_back(hold.back().get());
+          }
+        cuda::evaluateTask(*I.ctx, kp, vp, in, out, I.task, I.scratch);
+        ran = true;
+      },
+      [&] { ran = false; });
+  if (!ran) I.task = cuda::TaskBuffers();
+  return ran;
 }
 
 void CudaBackend::attention(const Quantizer& kq, const CompressedVectors& keys, const Quantizer& vq, const CompressedVectors& values,

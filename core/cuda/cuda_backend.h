@@ -54,6 +54,9 @@ class CudaBackend : public Backend {
   void scores(const Quantizer& q, const CompressedVectors& keys, const float* queries, size_t nq, float* out) override;
   void decompress(const Quantizer& q, const CompressedVectors& cv, float* out) override;
   void weightedSum(const Quantizer& q, const CompressedVectors& values, const float* weights, size_t nq, float* out) override;
+  /// A whole sweep task on the device (metrics computed there in double precision); false after a CUDA
+  /// error (reason on stderr, as for every call), and the sweep runner then evaluates it call by call.
+  bool evaluateTask(const SweepTaskInput& in, SweepTaskOutput& out) override;
 
   /// Compress from host data of the given element type (fp16 / bf16 bits as uint16_t, or float):
   /// the kernels convert on load, so fp16 input gives the same codes as its exact fp32 conversion.

@@ -186,6 +186,17 @@ void softmaxRows(Context& ctx, const float* s, size_t nq, size_t n, size_t ld, f
 void weightedSum(Context& ctx, const DevPlan& p, const DevCompressed& values, size_t valuesPerHead, size_t n, const float* w,
                  size_t ld, size_t nq, size_t qPerHead, float* out, Scratch& s);
 
+/// Device buffers of evaluateTask, kept between tasks (grown as needed).
+struct TaskBuffers {
+  DevBuf keys, values, valuesD, queries, limits, exact, probs, exactOut, estimate, weights, estOut, recon, perVector, results;
+  DevCompressedBuf compKeys;
+  std::vector<DevCompressedBuf> compValues;
+};
+/// One sweep task on the device (see SweepTaskInput): all key variants' metrics, output errors per value
+/// bit-width, key / value vector MSE; plans in the order of in.keyQuantizers / in.valueQuantizers.
+void evaluateTask(Context& ctx, const std::vector<const DevPlan*>& keyPlans, const std::vector<const DevPlan*>& valuePlans,
+                  const SweepTaskInput& in, SweepTaskOutput& out, TaskBuffers& b, Scratch& s);
+
 /// fp32 -> fp16/bf16 bits conversion on the device (benchmarks, tests).
 void convertF32(Context& ctx, const float* in, size_t n, CudaInput type, void* out);
 /// Synthetic data on the device: keys with per-channel offsets/scales and a few outlier channels.

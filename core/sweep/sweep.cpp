@@ -202,10 +202,12 @@ SweepResult runSweep(const KvSource& src, const SweepConfig& cfg, Backend& backe
   std::mutex mutex;  // rows, quantizer cache, progress calls
   std::map<std::tuple<int, int, int, int>, std::shared_ptr<Quantizer>> qcache;
   auto quantizer = [&](KeyMode mode, int bits, int m, int layer, bool isValue) {
-    std::lock_guard<std::mutex> lock(mutex);
     const auto key = std::make_tuple(static_cast<int>(mode) * 100 + bits + (isValue ? 1000 : 0), m, layer, 0);
-    auto it = qcache.find(key);
-    if (it != qcache.end()) return it->second;
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      auto it = qcache.find(key);
+      if (it != qcache.end()) return it->second;
+    }
     QuantConfig qc;
     qc.dim = isValue ? dv : d;
     qc.bits = bits;
@@ -215,12 +217,120 @@ SweepResult runSweep(const KvSource& src, const SweepConfig& cfg, Backend& backe
     qc.law = cfg.law;
     qc.seed = layerSeed(cfg.seed, layer, isValue);
     qc.referenceOneBit = cfg.referenceOneBit;
-    auto q = std::make_shared<Quantizer>(qc);
-    qcache.emplace(key, q);
-    return q;
+    auto q = std::make_shared<Quantizer>(qc);  // built outside the lock (deterministic: a racing twin is identical)
+    std::lock_guard<std::mutex> lock(mutex);
+    return qcache.emplace(key, q).first->second;
   };
   const double scale = src.softmaxScale();
   std::exception_ptr failure;
+  // Build every quantizer of the grid up front on all cores (a Prod quantizer draws its QJL matrix; on a
+  // GPU the tasks are short and would otherwise wait for them one by one).
+  {
+    struct Need {
+      KeyMode mode;
+      int bits, m, layer;
+      bool isValue;
+    };
+    std::vector<Need> needs;
+    for (int l : layers) {
+      for (const auto& v : variants) needs.push_back({v.mode, v.bits, v.projDim, l, false});
+      for (int vb : vbits) needs.push_back({KeyMode::Mse, vb, 0, l, true});
+    }
+    parallelRanges(needs.size(), 1, [&](size_t b, size_t e) {
+      for (size_t i = b; i < e; ++i) quantizer(needs[i].mode, needs[i].bits, needs[i].m, needs[i].layer, needs[i].isValue);
+    });
+  }
+
+  // Backends with a device (CUDA) evaluate a whole task there: one upload, one download of the metrics.
+  const bool deviceTasks = backend.name() != "CPU";
+  auto runTaskOnDevice = [&](const Task& task, const std::vector<float>& K, const std::vector<float>& V) -> bool {
+    std::vector<HeadQueries> hqs;
+    SweepTaskInput in;
+    std::vector<float> Q;
+    std::vector<int> limits;
+    for (int h : task.qHeads) {
+      hqs.push_back(makeQueries(src, cfg, task.layer, h, K, seq, d));
+      Q.insert(Q.end(), hqs.back().q.begin(), hqs.back().q.end());
+      limits.insert(limits.end(), hqs.back().position.begin(), hqs.back().position.end());
+    }
+    std::vector<std::shared_ptr<Quantizer>> kqs, vqs;
+    for (const auto& var : variants) kqs.push_back(quantizer(var.mode, var.bits, var.projDim, task.layer, false));
+    for (int vb : vbits) vqs.push_back(quantizer(KeyMode::Mse, vb, 0, task.layer, true));
+    in.keys = K.data();
+    in.values = values ? V.data() : nullptr;
+    in.seq = static_cast<size_t>(seq);
+    in.d = d;
+    in.dv = dv;
+    in.scale = scale;
+    in.queries = Q.data();
+    in.limits = limits.data();
+    in.nq = limits.size();
+    for (auto& q : kqs) in.keyQuantizers.push_back(q.get());
+    if (values)
+      for (auto& q : vqs) in.valueQuantizers.push_back(q.get());
+    SweepTaskOutput out;
+    if (!backend.evaluateTask(in, out)) return false;
+    const size_t nk = variants.size(), nq = in.nq, nvq = in.valueQuantizers.size(), nvOut = std::max<size_t>(1, nvq);
+    if (out.keyMetrics.size() != nk * nq * SweepTaskOutput::kKeyMetrics || out.outputError.size() != nk * nvOut * nq || out.keyMse.size() != nk ||
+        out.valueMse.size() != nvq)
+      throw std::runtime_error("the backend returned task results of the wrong size");
+    auto bytesPer = [](const Quantizer& q) {
+      CompressedVectors cv;
+      cv.dim = q.dim();
+      cv.mseBits = q.mseBits();
+      cv.projDim = q.projDim();
+      return cv.bytesPerVector();
+    };
+    std::vector<SweepRow> local;
+    for (size_t k = 0; k < nk; ++k) {
+      if (cancel.load()) return true;
+      size_t q0 = 0;
+      for (size_t hi = 0; hi < hqs.size(); ++hi) {
+        const size_t hn = hqs[hi].position.size();
+        for (size_t vi = 0; vi < nvOut; ++vi) {
+          SweepRow row;
+          row.key = variants[k];
+          row.layer = task.layer;
+          row.qHead = task.qHeads[hi];
+          row.kvHead = task.kvHead;
+          row.keyVectorMse = out.keyMse[k];
+          row.keyBytesPerVector = bytesPer(*kqs[k]);
+          row.tokens = static_cast<size_t>(seq);
+          if (nvq > 0) {
+            row.valueBits = vbits[vi];
+            row.valueVectorMse = out.valueMse[vi];
+            row.valueBytesPerVector = bytesPer(*vqs[vi]);
+          }
+          for (size_t i = q0; i < q0 + hn; ++i) {
+            const double* km = out.keyMetrics.data() + (k * nq + i) * SweepTaskOutput::kKeyMetrics;
+            AttentionMetrics m;
+            m.logitCosine = km[0];
+            m.attentionCosine = km[1];
+            m.kl = km[2];
+            m.top1 = km[3];
+            m.top5 = km[4];
+            m.bias = km[5];
+            m.variance = km[6];
+            m.slope = km[7];
+            m.correlation = km[8];
+            if (nvq > 0) m.outputError = out.outputError[(k * nvOut + vi) * nq + i];
+            m.count = 0;
+            row.m.accumulate(m);
+          }
+          row.m.finish();
+          local.push_back(row);
+        }
+        q0 += hn;
+      }
+    }
+    std::lock_guard<std::mutex> lock(mutex);
+    res.rows.insert(res.rows.end(), local.begin(), local.end());
+    for (size_t k = 0; k < nk; ++k) {
+      const size_t dn = ++done;
+      if (progress && !cancel.load() && !progress(dn, total)) cancel.store(true);
+    }
+    return true;
+  };
 
   auto runTask = [&](const Task& task) {
     const auto K = src.keys(task.layer, task.kvHead);
@@ -230,6 +340,7 @@ SweepResult runSweep(const KvSource& src, const SweepConfig& cfg, Backend& backe
       V = src.values(task.layer, task.kvHead);
       if (V.size() != static_cast<size_t>(seq) * dv) throw std::runtime_error("values of layer " + std::to_string(task.layer) + " have the wrong size");
     }
+    if (deviceTasks && runTaskOnDevice(task, K, V)) return;
     // Per query head: queries, exact logits, exact softmax and exact outputs.
     struct QH {
       int head;
@@ -351,16 +462,14 @@ SweepResult runSweep(const KvSource& src, const SweepConfig& cfg, Backend& backe
       }
     }
   };
-  if (backend.name() == "CPU") {
-    // Interleave tasks over threads so progress advances evenly.
-    const size_t threads = static_cast<size_t>(std::max(1, cpuThreads()));
-    parallelRanges(threads, 1, [&](size_t tb, size_t te) {
-      for (size_t t = tb; t < te; ++t)
-        for (size_t i = t; i < tasks.size() && !cancel.load(); i += threads) guarded(i, i + 1);
-    });
-  } else {
-    guarded(0, tasks.size());
-  }
+  // Interleave tasks over threads so progress advances evenly. With a device backend the threads read the
+  // source and build the queries while another thread's task runs on the device (the backend serialises
+  // its device calls).
+  const size_t threads = static_cast<size_t>(std::max(1, cpuThreads()));
+  parallelRanges(threads, 1, [&](size_t tb, size_t te) {
+    for (size_t t = tb; t < te; ++t)
+      for (size_t i = t; i < tasks.size() && !cancel.load(); i += threads) guarded(i, i + 1);
+  });
   if (failure) std::rethrow_exception(failure);
   res.cancelled = cancel.load();
   std::sort(res.rows.begin(), res.rows.end(), [](const SweepRow& a, const SweepRow& b) {

@@ -16,6 +16,8 @@
 #include "cuda/cuda_backend.h"
 #include "cuda/device_api.h"
 #include "data/safetensors.h"
+#include "sweep/sweep.h"
+#include "synth/synthetic.h"
 #include "util/half.h"
 
 using namespace tq;
@@ -594,6 +596,75 @@ int caseRealData() {
   return g_failures ? 1 : 0;
 }
 
+/// runSweep through the CUDA backend (whole tasks on the device: evaluateTask) against the CPU backend:
+/// same grid, same rows; metrics within tolerances set by the scores' own CPU/GPU difference (<= 5e-7 of
+/// the row's largest |score|) and the fp32 exact logits (cuBLAS vs the CPU's sum order).
+int caseSweep() {
+  if (!haveDevice()) return 77;
+  std::string why;
+  auto be = makeCudaBackend(&why);
+  auto cpu = makeCpuBackend();
+  struct C {
+    SyntheticKind kind;
+    int layers, qHeads, kvHeads, tokens, dim;
+    RotationKind rot;
+    QuerySource qs;
+  };
+  for (const C& c : std::vector<C>{{SyntheticKind::OutlierChannels, 2, 4, 2, 700, 128, RotationKind::Hadamard, QuerySource::Dump},
+                                   {SyntheticKind::LowRank, 1, 3, 1, 300, 64, RotationKind::Haar, QuerySource::Dump},
+                                   {SyntheticKind::OutlierChannels, 1, 2, 2, 513, 128, RotationKind::Hadamard, QuerySource::Random}}) {
+    SyntheticSpec spec;
+    spec.kind = c.kind;
+    spec.layers = c.layers;
+    spec.qHeads = c.qHeads;
+    spec.kvHeads = c.kvHeads;
+    spec.tokens = c.tokens;
+    spec.headDim = c.dim;
+    spec.seed = 9;
+    SyntheticKv src(spec);
+    SweepConfig sc;
+    sc.keyBits = {1, 2, 3, 4};
+    sc.valueBits = {2, 4};
+    sc.modes = {KeyMode::Mse, KeyMode::Prod, KeyMode::QjlOnly};
+    sc.projDims = {c.dim / 4, c.dim};
+    sc.rotation = c.rot;
+    sc.queries = c.qs;
+    sc.maxQueries = 16;
+    const SweepResult a = runSweep(src, sc, *cpu);
+    const SweepResult b = runSweep(src, sc, *be);
+    bool ok = a.rows.size() == b.rows.size() && !static_cast<CudaBackend&>(*be).fellBack(true);
+    double worst[11] = {0};
+    size_t top1Diff = 0;
+    for (size_t i = 0; ok && i < a.rows.size(); ++i) {
+      const SweepRow &x = a.rows[i], &y = b.rows[i];
+      if (!(x.key == y.key) || x.valueBits != y.valueBits || x.layer != y.layer || x.qHead != y.qHead || x.keyBytesPerVector != y.keyBytesPerVector ||
+          x.valueBytesPerVector != y.valueBytesPerVector) {
+        ok = false;
+        break;
+      }
+      const double pairs[11][2] = {{x.m.logitCosine, y.m.logitCosine}, {x.m.attentionCosine, y.m.attentionCosine}, {x.m.kl, y.m.kl},
+                                   {x.m.top5, y.m.top5}, {x.m.outputError, y.m.outputError}, {x.m.bias, y.m.bias},
+                                   {x.m.variance, y.m.variance}, {x.m.slope, y.m.slope}, {x.m.correlation, y.m.correlation},
+                                   {x.keyVectorMse, y.keyVectorMse}, {x.valueVectorMse, y.valueVectorMse}};
+      for (int k = 0; k < 11; ++k) {
+        const double e = std::fabs(pairs[k][0] - pairs[k][1]) / std::max(1e-3, std::fabs(pairs[k][0]));
+        worst[k] = std::max(worst[k], e);
+      }
+      if (x.m.top1 != y.m.top1) ++top1Diff;
+    }
+    // relative (floor 1e-3) tolerances: 1e-4 for the metrics, 1e-6 for vector MSEs (same reconstructions)
+    for (int k = 0; k < 9; ++k) ok = ok && worst[k] <= 1e-4;
+    ok = ok && worst[9] <= 1e-6 && worst[10] <= 1e-6;
+    ok = ok && top1Diff * 50 <= a.rows.size();  // near-ties of the argmax may flip (< 2 % of rows)
+    std::printf("%s sweep %s d=%d %s %s: %zu rows (CPU %.2f s, CUDA %.2f s); worst rel. diff logitcos %.1e attcos %.1e KL %.1e top5 %.1e out %.1e "
+                "bias %.1e var %.1e slope %.1e corr %.1e kMSE %.1e vMSE %.1e; top-1 differs in %zu rows\n",
+                ok ? "ok  " : "FAIL", syntheticKindName(c.kind), c.dim, rotationName(c.rot), querySourceName(c.qs), b.rows.size(), a.seconds, b.seconds,
+                worst[0], worst[1], worst[2], worst[3], worst[4], worst[5], worst[6], worst[7], worst[8], worst[9], worst[10], top1Diff);
+    if (!ok) ++g_failures;
+  }
+  return g_failures ? 1 : 0;
+}
+
 int caseFallback() {
   if (!haveDevice()) return 77;
   // 1. a real out-of-memory error is reported, recoverable, and the context keeps working
@@ -655,7 +726,7 @@ int main(int argc, char** argv) {
   const std::map<std::string, std::function<int()>> cases = {
       {"probe", caseProbe},           {"no_device", caseNoDevice},  {"compress_fast", caseCompressFast}, {"compress_generic", caseCompressGeneric},
       {"compress_dense", caseCompressDense}, {"scores", caseScores}, {"values", caseValues},          {"real_data", caseRealData},
-      {"fallback", caseFallback}};
+      {"fallback", caseFallback},     {"sweep", caseSweep}};
   if (argc != 2 || !cases.count(argv[1])) {
     std::printf("usage: %s <case>; cases:", argv[0]);
     for (const auto& c : cases) std::printf(" %s", c.first.c_str());

@@ -1,0 +1,335 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+// Device-side evaluation of one sweep task ((layer, kv head) x every key variant and value bit-width):
+// the metrics of core/metrics (attentionMetrics, vectorMse) computed on the GPU in double precision from
+// the same compressed keys/values and scores the other kernels produce, so a task costs one upload of its
+// keys, values and queries and one download of the metric arrays instead of a host round trip per call.
+// Exact logits are an fp32 cuBLAS product (the CPU's exactScores sums in another order: differences of a
+// few fp32 ulps), exact outputs a double cuBLAS product of the exact softmax with the values. Reductions
+// use a fixed order (no atomics): results are reproducible run to run.
+#include <cublas_v2.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "cuda/common.cuh"
+#include "cuda/device_api.h"
+
+namespace tq {
+namespace cuda {
+
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
+
+void blasCheck(cublasStatus_t st, const char* what) {
+  if (st != CUBLAS_STATUS_SUCCESS) throw CudaError(std::string(what) + ": " + cublasGetStatusString(st), 10000 + static_cast<int>(st), false, false);
+}
+
+/// Block sum in a fixed order (warp shuffles, then the warps' partials in ascending order); every thread
+/// gets the result.
+__device__ double blockSum(double v, double* red) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kFull, v, o);
+  __syncthreads();
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
+  __syncthreads();
+  double s = 0;
+  for (int w = 0; w < kWarps; ++w) s += red[w];
+  return s;
+}
+
+__device__ double blockMax(double v, double* red) {
+  for (int o = 16; o > 0; o >>= 1) v = fmax(v, __shfl_xor_sync(kFull, v, o));
+  __syncthreads();
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
+  __syncthreads();
+  double s = red[0];
+  for (int w = 1; w < kWarps; ++w) s = fmax(s, red[w]);
+  return s;
+}
+
+/// Orderable key of (value, index): larger value first, then the lower index (std::max_element's first maximum).
+__device__ __forceinline__ unsigned long long argKey(float x, size_t i) {
+  const uint32_t u = __float_as_uint(x);
+  const uint32_t ord = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+  return (static_cast<unsigned long long>(ord) << 32) | (0xffffffffu - static_cast<uint32_t>(i));
+}
+
+__device__ unsigned long long blockArgMax(unsigned long long k, unsigned long long* red) {
+  for (int o = 16; o > 0; o >>= 1) {
+    const unsigned long long x = __shfl_xor_sync(kFull, k, o);
+    k = x > k ? x : k;
+  }
+  __syncthreads();
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = k;
+  __syncthreads();
+  unsigned long long b = red[0];
+  for (int w = 1; w < kWarps; ++w) b = red[w] > b ? red[w] : b;
+  return b;
+}
+
+/// Exact softmax of query row i over its visible keys (limit[i] + 1), in double like tq::softmax; zero
+/// beyond. One block per row.
+__global__ void __launch_bounds__(kThreads) exactSoftmaxKernel(const float* S, size_t seq, const int* limit, double scale, double* P) {
+  __shared__ double red[kWarps];
+  const size_t i = blockIdx.x;
+  const float* s = S + i * seq;
+  double* p = P + i * seq;
+  const size_t n = static_cast<size_t>(limit[i]) + 1;
+  double mx = -INFINITY;
+  for (size_t t = threadIdx.x; t < n; t += kThreads) mx = fmax(mx, scale * static_cast<double>(s[t]));
+  mx = blockMax(mx, red);
+  double z = 0;
+  for (size_t t = threadIdx.x; t < n; t += kThreads) z += exp(scale * static_cast<double>(s[t]) - mx);
+  z = blockSum(z, red);
+  for (size_t t = threadIdx.x; t < seq; t += kThreads) p[t] = t < n ? exp(scale * static_cast<double>(s[t]) - mx) / z : 0.0;
+}
+
+/// attentionMetrics (key part) of query row i for one key variant, in double: cosine of the logits,
+/// cosine of the softmaxes, KL(p || p_hat), top-1, top-5, bias / variance / slope / correlation of
+/// s_hat - s; writes the estimated softmax as fp32 weights (zero beyond the causal limit) for the values.
+__global__ void __launch_bounds__(kThreads) keyMetricsKernel(const float* S, const float* Sh, const double* P, size_t seq, const int* limit,
+                                                             double scale, float* W, double* out) {
+  __shared__ double red[kWarps];
+  __shared__ unsigned long long redk[kWarps];
+  const size_t i = blockIdx.x;
+  const float* s = S + i * seq;
+  const float* e = Sh + i * seq;
+  const double* p = P + i * seq;
+  float* w = W + i * seq;
+  const size_t n = static_cast<size_t>(limit[i]) + 1;
+  const double dn = static_cast<double>(n);
+  // pass 1: sums, maxima, argmaxima
+  double ab = 0, aa = 0, bb = 0, se = 0, sx = 0, sd = 0, mh = -INFINITY;
+  unsigned long long ks = 0, ke = 0;
+  for (size_t t = threadIdx.x; t < n; t += kThreads) {
+    const double a = s[t], b = e[t];
+    ab += a * b;
+    aa += a * a;
+    bb += b * b;
+    se += b;
+    sx += a;
+    sd += b - a;
+    mh = fmax(mh, scale * b);
+    const unsigned long long k1 = argKey(s[t], t), k2 = argKey(e[t], t);
+    ks = k1 > ks ? k1 : ks;
+    ke = k2 > ke ? k2 : ke;
+  }
+  ab = blockSum(ab, red);
+  aa = blockSum(aa, red);
+  bb = blockSum(bb, red);
+  const double me = blockSum(se, red) / dn, mx = blockSum(sx, red) / dn, mdiff = blockSum(sd, red) / dn;
+  mh = blockMax(mh, red);
+  const size_t am = 0xffffffffu - static_cast<uint32_t>(blockArgMax(ks, redk) & 0xffffffffull);
+  const size_t amh = 0xffffffffu - static_cast<uint32_t>(blockArgMax(ke, redk) & 0xffffffffull);
+  const float top = e[am];
+  // pass 2: centred sums, softmax normaliser of the estimate, estimates above the exact argmax
+  double vx = 0, ve = 0, cxe = 0, vd = 0, zh = 0, above = 0;
+  for (size_t t = threadIdx.x; t < n; t += kThreads) {
+    const double a = s[t], b = e[t];
+    const double dx = a - mx, de = b - me, dd = b - a - mdiff;
+    vx += dx * dx;
+    ve += de * de;
+    cxe += dx * de;
+    vd += dd * dd;
+    zh += exp(scale * b - mh);
+    above += e[t] > top ? 1.0 : 0.0;
+  }
+  vx = blockSum(vx, red);
+  ve = blockSum(ve, red);
+  cxe = blockSum(cxe, red);
+  vd = blockSum(vd, red);
+  zh = blockSum(zh, red);
+  above = blockSum(above, red);
+  // pass 3: the estimated softmax against the exact one
+  double pq = 0, pp = 0, qq = 0, kl = 0;
+  for (size_t t = threadIdx.x; t < seq; t += kThreads) {
+    if (t >= n) {
+      w[t] = 0.0f;
+      continue;
+    }
+    const double q = exp(scale * static_cast<double>(e[t]) - mh) / zh, pt = p[t];
+    w[t] = static_cast<float>(q);
+    pq += pt * q;
+    pp += pt * pt;
+    qq += q * q;
+    if (pt > 0) kl += pt * (log(pt) - log(fmax(q, 1e-300)));
+  }
+  pq = blockSum(pq, red);
+  pp = blockSum(pp, red);
+  qq = blockSum(qq, red);
+  kl = blockSum(kl, red);
+  if (threadIdx.x == 0) {
+    auto cosv = [](double x, double xx, double yy) { return (xx == 0 || yy == 0) ? (xx == yy ? 1.0 : 0.0) : x / sqrt(xx * yy); };
+    double* o = out + i * 9;
+    o[0] = cosv(ab, aa, bb);
+    o[1] = cosv(pq, pp, qq);
+    o[2] = fmax(0.0, kl);
+    o[3] = am == amh ? 1.0 : 0.0;
+    o[4] = above < 5 ? 1.0 : 0.0;
+    o[5] = mdiff;
+    o[6] = n > 1 ? vd / (dn - 1) : 0.0;
+    o[7] = vx > 0 ? cxe / vx : 0.0;
+    o[8] = (vx > 0 && ve > 0) ? cxe / sqrt(vx * ve) : 0.0;
+  }
+}
+
+/// ||O - O_hat|| / ||O|| per query row (the exact output rounded to fp32 first, like the CPU's), one warp per row.
+__global__ void outputErrorKernel(const double* Ox, const float* Oe, size_t nq, int dv, double* out) {
+  const size_t i = (static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
+  const int lane = threadIdx.x & 31;
+  if (i >= nq) return;
+  double num = 0, den = 0;
+  for (int j = lane; j < dv; j += 32) {
+    const double a = static_cast<float>(Ox[i * dv + j]);
+    const double d = a - Oe[i * dv + j];
+    num += d * d;
+    den += a * a;
+  }
+  for (int o = 16; o > 0; o >>= 1) {
+    num += __shfl_xor_sync(kFull, num, o);
+    den += __shfl_xor_sync(kFull, den, o);
+  }
+  if (lane == 0) out[i] = den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+/// Per vector ||x - x_hat||^2 / ||x||^2 (double), or -1 for a zero vector (skipped, like vectorMse).
+__global__ void vectorErrorKernel(const float* x, const float* xh, size_t n, int d, double* out) {
+  const size_t v = (static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
+  const int lane = threadIdx.x & 31;
+  if (v >= n) return;
+  double num = 0, den = 0;
+  for (int j = lane; j < d; j += 32) {
+    const double a = x[v * d + j], e = a - static_cast<double>(xh[v * d + j]);
+    num += e * e;
+    den += a * a;
+  }
+  for (int o = 16; o > 0; o >>= 1) {
+    num += __shfl_xor_sync(kFull, num, o);
+    den += __shfl_xor_sync(kFull, den, o);
+  }
+  if (lane == 0) out[v] = den > 0 ? num / den : -1.0;
+}
+
+/// Mean of the non-negative entries (one block, fixed order) into *out.
+__global__ void __launch_bounds__(kThreads) meanKernel(const double* x, size_t n, double* out) {
+  __shared__ double red[kWarps];
+  double s = 0, c = 0;
+  for (size_t i = threadIdx.x; i < n; i += kThreads)
+    if (x[i] >= 0) {
+      s += x[i];
+      c += 1;
+    }
+  s = blockSum(s, red);
+  c = blockSum(c, red);
+  if (threadIdx.x == 0) *out = c > 0 ? s / c : 0.0;
+}
+
+__global__ void setKernel(double* p, double v) { *p = v; }
+
+__global__ void floatToDoubleKernel(const float* in, size_t n, double* out) {
+  for (size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += static_cast<size_t>(gridDim.x) * blockDim.x)
+    out[i] = in[i];
+}
+
+unsigned gridFor(size_t n, size_t per, int sms) {
+  return static_cast<unsigned>(std::max<size_t>(1, std::min<size_t>(static_cast<size_t>(sms) * 16, (n + per - 1) / per)));
+}
+
+}  // namespace
+
+void evaluateTask(Context& ctx, const std::vector<const DevPlan*>& keyPlans, const std::vector<const DevPlan*>& valuePlans,
+                  const SweepTaskInput& in, SweepTaskOutput& out, TaskBuffers& b, Scratch& s) {
+  const size_t seq = in.seq, nq = in.nq, d = static_cast<size_t>(in.d), dv = static_cast<size_t>(in.dv);
+  const size_t nk = keyPlans.size(), nvq = in.values ? valuePlans.size() : 0, nvOut = std::max<size_t>(1, nvq);
+  const cudaStream_t st = static_cast<cudaStream_t>(ctx.stream());
+  const int sms = ctx.multiprocessors();
+  cublasHandle_t hb = static_cast<cublasHandle_t>(ctx.cublas());
+  // upload
+  b.keys.ensure(seq * d * 4);
+  b.queries.ensure(nq * d * 4);
+  b.limits.ensure(nq * 4);
+  ctx.copyAsyncH2D(b.keys.get(), in.keys, seq * d * 4);
+  ctx.copyAsyncH2D(b.queries.get(), in.queries, nq * d * 4);
+  ctx.copyAsyncH2D(b.limits.get(), in.limits, nq * 4);
+  // exact logits (fp32) and softmax (double)
+  b.exact.ensure(nq * seq * 4);
+  b.probs.ensure(nq * seq * 8);
+  const float one = 1.0f, zero = 0.0f;
+  blasCheck(cublasSgemm(hb, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(seq), static_cast<int>(nq), static_cast<int>(d), &one, b.keys.as<float>(),
+                        static_cast<int>(d), b.queries.as<float>(), static_cast<int>(d), &zero, b.exact.as<float>(), static_cast<int>(seq)),
+            "exact logits (cublasSgemm)");
+  exactSoftmaxKernel<<<static_cast<unsigned>(nq), kThreads, 0, st>>>(b.exact.as<float>(), seq, b.limits.as<int>(), in.scale, b.probs.as<double>());
+  checkLaunch("exact softmax kernel");
+  // results on the device, downloaded once at the end
+  const size_t nRes = nk * nq * 9 + nk * nvOut * nq + nk + nvq;
+  b.results.ensure(nRes * 8);
+  double* rKey = b.results.as<double>();
+  double* rOut = rKey + nk * nq * 9;
+  double* rKmse = rOut + nk * nvOut * nq;
+  double* rVmse = rKmse + nk;
+  b.perVector.ensure(seq * 8);
+  b.recon.ensure(seq * std::max(d, dv) * 4);
+  // values: exact outputs O = P V (double), compression, vector MSE
+  if (nvq > 0) {
+    b.values.ensure(seq * dv * 4);
+    b.valuesD.ensure(seq * dv * 8);
+    b.exactOut.ensure(nq * dv * 8);
+    ctx.copyAsyncH2D(b.values.get(), in.values, seq * dv * 4);
+    floatToDoubleKernel<<<gridFor(seq * dv, 256, sms), 256, 0, st>>>(b.values.as<float>(), seq * dv, b.valuesD.as<double>());
+    checkLaunch("fp32 -> double");
+    const double dOne = 1.0, dZero = 0.0;
+    blasCheck(cublasDgemm(hb, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(dv), static_cast<int>(nq), static_cast<int>(seq), &dOne, b.valuesD.as<double>(),
+                          static_cast<int>(dv), b.probs.as<double>(), static_cast<int>(seq), &dZero, b.exactOut.as<double>(), static_cast<int>(dv)),
+              "exact outputs (cublasDgemm)");
+    if (b.compValues.size() < nvq) b.compValues.resize(nvq);
+    for (size_t vi = 0; vi < nvq; ++vi) {
+      const DevPlan& vp = *valuePlans[vi];
+      b.compValues[vi].ensure(vp, seq);
+      compress(ctx, vp, b.values.get(), CudaInput::F32, seq, b.compValues[vi].view(), s);
+      decompress(ctx, vp, b.compValues[vi].view(), seq, b.recon.get(), false, s);
+      vectorErrorKernel<<<static_cast<unsigned>((seq + 7) / 8), 256, 0, st>>>(b.values.as<float>(), b.recon.as<float>(), seq, in.dv,
+                                                                              b.perVector.as<double>());
+      meanKernel<<<1, kThreads, 0, st>>>(b.perVector.as<double>(), seq, rVmse + vi);
+      checkLaunch("value error kernels");
+    }
+  }
+  b.estimate.ensure(nq * seq * 4);
+  b.weights.ensure(nq * seq * 4);
+  b.estOut.ensure(nq * dv * 4);
+  for (size_t ki = 0; ki < nk; ++ki) {
+    const DevPlan& kp = *keyPlans[ki];
+    b.compKeys.ensure(kp, seq);
+    compress(ctx, kp, b.keys.get(), CudaInput::F32, seq, b.compKeys.view(), s);
+    if (kp.mseBits > 0) {
+      decompress(ctx, kp, b.compKeys.view(), seq, b.recon.get(), false, s);
+      vectorErrorKernel<<<static_cast<unsigned>((seq + 7) / 8), 256, 0, st>>>(b.keys.as<float>(), b.recon.as<float>(), seq, in.d, b.perVector.as<double>());
+      meanKernel<<<1, kThreads, 0, st>>>(b.perVector.as<double>(), seq, rKmse + ki);
+      checkLaunch("key error kernels");
+    } else {
+      setKernel<<<1, 1, 0, st>>>(rKmse + ki, 1.0);  // no MSE stage: vectorMse is defined as 1
+    }
+    scores(ctx, kp, b.compKeys.view(), seq, b.queries.as<float>(), nullptr, nullptr, nq, nq, b.estimate.as<float>(), seq, s);
+    keyMetricsKernel<<<static_cast<unsigned>(nq), kThreads, 0, st>>>(b.exact.as<float>(), b.estimate.as<float>(), b.probs.as<double>(), seq,
+                                                                     b.limits.as<int>(), in.scale, b.weights.as<float>(), rKey + ki * nq * 9);
+    checkLaunch("key metrics kernel");
+    for (size_t vi = 0; vi < nvq; ++vi) {
+      weightedSum(ctx, *valuePlans[vi], b.compValues[vi].view(), seq, seq, b.weights.as<float>(), seq, nq, nq, b.estOut.as<float>(), s);
+      outputErrorKernel<<<static_cast<unsigned>((nq + 7) / 8), 256, 0, st>>>(b.exactOut.as<double>(), b.estOut.as<float>(), nq, in.dv,
+                                                                             rOut + (ki * nvOut + vi) * nq);
+      checkLaunch("output error kernel");
+    }
+    if (nvq == 0) ctx.memsetAsync(rOut + ki * nvOut * nq, 0, nq * 8);
+  }
+  std::vector<double> host(nRes);
+  ctx.copyAsyncD2H(host.data(), b.results.get(), nRes * 8);
+  ctx.sync();
+  out.keyMetrics.assign(host.begin(), host.begin() + static_cast<long>(nk * nq * 9));
+  out.outputError.assign(host.begin() + static_cast<long>(nk * nq * 9), host.begin() + static_cast<long>(nk * nq * 9 + nk * nvOut * nq));
+  out.keyMse.assign(host.begin() + static_cast<long>(nk * nq * 9 + nk * nvOut * nq), host.begin() + static_cast<long>(nk * nq * 9 + nk * nvOut * nq + nk));
+  out.valueMse.assign(host.end() - static_cast<long>(nvq), host.end());
+}
+
+}  // namespace cuda
+}  // namespace tq
