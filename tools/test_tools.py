@@ -117,6 +117,26 @@ class SmolLM2Slice(unittest.TestCase):
             self.assertTrue(np.isfinite(t[f"layers.{l}.q"]).all())
 
 
+class SyntheticDump(unittest.TestCase):
+    def test_layout_and_refusal(self):
+        try:
+            import safetensors  # noqa: F401
+        except ImportError:
+            self.skipTest("safetensors not installed")
+        import synthetic_dump as sd
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "s.safetensors")
+            self.assertEqual(sd.main([path, "--layers", "2", "--kv-heads", "2", "--q-heads", "4", "--tokens", "16", "--head-dim", "8"]), 0)
+            t, md = ln.load_kvdump(path)
+            self.assertEqual(md["format"], "tq-kvdump/1")
+            self.assertEqual(t["layers.1.q"].shape, (4, 16, 8))
+            self.assertEqual(t["layers.0.k"].shape, (2, 16, 8))
+            self.assertEqual(t["layers.0.v"].dtype, np.float16)
+            self.assertEqual(sd.main([path, "--layers", "1"]), 2)  # exists: not overwritten
+            with self.assertRaises(SystemExit):
+                sd.main([path, "--q-heads", "3", "--kv-heads", "2", "--force"])
+
+
 class DumpKvCli(unittest.TestCase):
     def run_tool(self, *args):
         return subprocess.run([sys.executable, os.path.join(HERE, "dump_kv.py"), *args],

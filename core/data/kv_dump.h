@@ -105,6 +105,8 @@ class KvDump : public KvSource {
   std::vector<float> keys(int layer, int kvHead) const override;
   std::vector<float> values(int layer, int kvHead) const override;
   std::vector<float> queries(int layer, int qHead) const override;
+  /// Converts only the requested rows (the sweep reads a few query positions of each head).
+  std::vector<float> queryRows(int layer, int qHead, const std::vector<int>& rows) const override;
   float softmaxScale() const override;
   std::vector<std::string> tokenStrings() const override;
   std::string modelName() const override;

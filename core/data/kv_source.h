@@ -33,6 +33,20 @@ class KvSource {
   virtual std::vector<float> values(int layer, int kvHead) const = 0;
   /// Row-major [seq, headDim] queries of one query head; empty when the source has none.
   virtual std::vector<float> queries(int layer, int qHead) const = 0;
+  /// The given rows (token positions, each in [0, seq)) of queries(layer, qHead), row-major
+  /// [rows.size(), headDim]; empty when the source has none. Sources that can read single rows override it.
+  virtual std::vector<float> queryRows(int layer, int qHead, const std::vector<int>& rows) const {
+    const std::vector<float> all = queries(layer, qHead);
+    if (all.empty()) return {};
+    const size_t d = static_cast<size_t>(shape().headDim);
+    std::vector<float> out;
+    out.reserve(rows.size() * d);
+    for (int r : rows) {
+      if (r < 0 || static_cast<size_t>(r + 1) * d > all.size()) return {};
+      out.insert(out.end(), all.begin() + static_cast<long>(static_cast<size_t>(r) * d), all.begin() + static_cast<long>(static_cast<size_t>(r + 1) * d));
+    }
+    return out;
+  }
   /// Logit scale (default 1/sqrt(headDim)).
   virtual float softmaxScale() const { return 1.0f / std::sqrt(static_cast<float>(shape().headDim)); }
   /// Decoded text of every token (may be empty).

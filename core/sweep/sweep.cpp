@@ -5,6 +5,8 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -75,17 +77,13 @@ HeadQueries makeQueries(const KvSource& src, const SweepConfig& cfg, int layer, 
   HeadQueries hq;
   const size_t D = static_cast<size_t>(d);
   if (cfg.queries == QuerySource::Dump) {
-    const auto all = src.queries(layer, qHead);
-    if (all.size() != static_cast<size_t>(seq) * D)
-      throw std::invalid_argument("the source has no queries for layer " + std::to_string(layer) + " head " + std::to_string(qHead) +
-                                  ": choose a proxy query source (last-key or random)");
     const int lo = std::max(0, seq / 4);
     const int n = std::min(cfg.maxQueries, seq - lo);
-    for (int i = 0; i < n; ++i) {
-      const int t = n == 1 ? seq - 1 : lo + static_cast<int>(std::llround(static_cast<double>(i) * (seq - 1 - lo) / (n - 1)));
-      hq.position.push_back(t);
-      hq.q.insert(hq.q.end(), all.begin() + static_cast<long>(t * D), all.begin() + static_cast<long>((t + 1) * D));
-    }
+    for (int i = 0; i < n; ++i) hq.position.push_back(n == 1 ? seq - 1 : lo + static_cast<int>(std::llround(static_cast<double>(i) * (seq - 1 - lo) / (n - 1))));
+    hq.q = src.queryRows(layer, qHead, hq.position);
+    if (hq.q.size() != hq.position.size() * D)
+      throw std::invalid_argument("the source has no queries for layer " + std::to_string(layer) + " head " + std::to_string(qHead) +
+                                  ": choose a proxy query source (last-key or random)");
   } else if (cfg.queries == QuerySource::LastKey) {
     hq.position.push_back(seq - 1);
     hq.q.assign(keys.end() - static_cast<long>(D), keys.end());
@@ -241,9 +239,16 @@ SweepResult runSweep(const KvSource& src, const SweepConfig& cfg, Backend& backe
     });
   }
 
+  // TQ_SWEEP_PROFILE=1: thread-seconds spent reading the source, building queries and in evaluateTask, to stderr
+  static const bool profile = std::getenv("TQ_SWEEP_PROFILE") != nullptr;
+  std::atomic<int64_t> usRead{0}, usQueries{0}, usDevice{0};
+  auto usSince = [](std::chrono::steady_clock::time_point a) {
+    return static_cast<int64_t>(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - a).count());
+  };
   // Backends with a device (CUDA) evaluate a whole task there: one upload, one download of the metrics.
   const bool deviceTasks = backend.name() != "CPU";
   auto runTaskOnDevice = [&](const Task& task, const std::vector<float>& K, const std::vector<float>& V) -> bool {
+    const auto tq0 = std::chrono::steady_clock::now();
     std::vector<HeadQueries> hqs;
     SweepTaskInput in;
     std::vector<float> Q;
@@ -269,7 +274,11 @@ SweepResult runSweep(const KvSource& src, const SweepConfig& cfg, Backend& backe
     if (values)
       for (auto& q : vqs) in.valueQuantizers.push_back(q.get());
     SweepTaskOutput out;
-    if (!backend.evaluateTask(in, out)) return false;
+    usQueries += usSince(tq0);
+    const auto tDev = std::chrono::steady_clock::now();
+    const bool ran = backend.evaluateTask(in, out);
+    usDevice += usSince(tDev);
+    if (!ran) return false;
     const size_t nk = variants.size(), nq = in.nq, nvq = in.valueQuantizers.size(), nvOut = std::max<size_t>(1, nvq);
     if (out.keyMetrics.size() != nk * nq * SweepTaskOutput::kKeyMetrics || out.outputError.size() != nk * nvOut * nq || out.keyMse.size() != nk ||
         out.valueMse.size() != nvq)
@@ -333,6 +342,7 @@ SweepResult runSweep(const KvSource& src, const SweepConfig& cfg, Backend& backe
   };
 
   auto runTask = [&](const Task& task) {
+    const auto tRead = std::chrono::steady_clock::now();
     const auto K = src.keys(task.layer, task.kvHead);
     if (K.size() != static_cast<size_t>(seq) * d) throw std::runtime_error("keys of layer " + std::to_string(task.layer) + " have the wrong size");
     std::vector<float> V;
@@ -340,6 +350,7 @@ SweepResult runSweep(const KvSource& src, const SweepConfig& cfg, Backend& backe
       V = src.values(task.layer, task.kvHead);
       if (V.size() != static_cast<size_t>(seq) * dv) throw std::runtime_error("values of layer " + std::to_string(task.layer) + " have the wrong size");
     }
+    usRead += usSince(tRead);
     if (deviceTasks && runTaskOnDevice(task, K, V)) return;
     // Per query head: queries, exact logits, exact softmax and exact outputs.
     struct QH {
@@ -477,6 +488,9 @@ SweepResult runSweep(const KvSource& src, const SweepConfig& cfg, Backend& backe
            std::make_tuple(static_cast<int>(b.key.mode), b.key.bits, b.key.projDim, b.valueBits, b.layer, b.qHead);
   });
   res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (profile)
+    std::fprintf(stderr, "runSweep profile: wall %.3f s; thread-seconds: source keys/values %.3f, queries + quantizer lookup %.3f, evaluateTask %.3f\n",
+                 res.seconds, usRead.load() * 1e-6, usQueries.load() * 1e-6, usDevice.load() * 1e-6);
   return res;
 }
 

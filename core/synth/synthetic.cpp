@@ -72,8 +72,8 @@ std::string SyntheticKv::name() const { return m_spec.describe(); }
 int SyntheticKv::needleToken() const { return m_spec.needle ? (m_spec.needlePosition >= 0 ? m_spec.needlePosition : m_spec.tokens / 2) : -1; }
 
 // role: 0 keys, 1 values, 2 queries. Keys and queries of one layer share structure (channels, bases).
-std::vector<float> SyntheticKv::generate(int layer, int head, int role) const {
-  const int d = m_spec.headDim, T = m_spec.tokens;
+std::vector<float> SyntheticKv::generate(int layer, int head, int role, const std::vector<int>* rows) const {
+  const int d = m_spec.headDim, T = rows ? static_cast<int>(rows->size()) : m_spec.tokens;
   const uint64_t base = mix64(m_spec.seed * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(layer) * 7919u);
   const uint64_t stream = kStreamSynthetic + static_cast<uint64_t>(role) * 4096u + static_cast<uint64_t>(head);
   const int kvHead = role == 2 ? head / (m_spec.qHeads / m_spec.kvHeads) : head;
@@ -81,8 +81,10 @@ std::vector<float> SyntheticKv::generate(int layer, int head, int role) const {
   std::vector<float> out(static_cast<size_t>(T) * static_cast<size_t>(d));
   auto n = [&](uint64_t s, uint64_t i) { return static_cast<float>(standardNormal(base, s, i)); };
   std::vector<float> tmp(static_cast<size_t>(d));
-  for (int t = 0; t < T; ++t) {
-    float* row = out.data() + static_cast<size_t>(t) * d;
+  for (int ri = 0; ri < T; ++ri) {
+    const int t = rows ? (*rows)[static_cast<size_t>(ri)] : ri;  // every row depends only on its position
+    if (t < 0 || t >= m_spec.tokens) throw std::out_of_range("row " + std::to_string(t) + " out of range [0, " + std::to_string(m_spec.tokens) + ")");
+    float* row = out.data() + static_cast<size_t>(ri) * d;
     const uint64_t off = static_cast<uint64_t>(t) * static_cast<uint64_t>(d);
     for (int j = 0; j < d; ++j) row[j] = n(stream, off + j);
     if (role == 1) continue;  // values: plain Gaussian
@@ -145,6 +147,10 @@ std::vector<float> SyntheticKv::values(int layer, int kvHead) const { return gen
 std::vector<float> SyntheticKv::queries(int layer, int qHead) const {
   if (!m_spec.withQueries) return {};
   return generate(layer, qHead, 2);
+}
+std::vector<float> SyntheticKv::queryRows(int layer, int qHead, const std::vector<int>& rows) const {
+  if (!m_spec.withQueries) return {};
+  return generate(layer, qHead, 2, &rows);
 }
 
 }  // namespace tq

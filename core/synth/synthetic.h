@@ -44,12 +44,13 @@ class SyntheticKv : public KvSource {
   std::vector<float> keys(int layer, int kvHead) const override;
   std::vector<float> values(int layer, int kvHead) const override;
   std::vector<float> queries(int layer, int qHead) const override;
+  std::vector<float> queryRows(int layer, int qHead, const std::vector<int>& rows) const override;
   std::string modelName() const override { return "synthetic"; }
   const SyntheticSpec& spec() const { return m_spec; }
   int needleToken() const;
 
  private:
-  std::vector<float> generate(int layer, int head, int role) const;
+  std::vector<float> generate(int layer, int head, int role, const std::vector<int>* rows = nullptr) const;
   SyntheticSpec m_spec;
 };
 

@@ -28,6 +28,22 @@ SyntheticSpec smallSpec() {
 class TstSweep : public QObject {
   Q_OBJECT
  private slots:
+  void syntheticQueryRowsEqualSelectedRows() {
+    SyntheticSpec spec = smallSpec();
+    for (SyntheticKind k : {SyntheticKind::OutlierChannels, SyntheticKind::LowRank, SyntheticKind::RopeLike}) {
+      spec.kind = k;
+      spec.needle = k == SyntheticKind::RopeLike;
+      SyntheticKv src(spec);
+      const std::vector<int> rows = {255, 0, 64, 64};
+      const auto all = src.queries(1, 3);
+      const auto some = src.queryRows(1, 3, rows);
+      QCOMPARE(some.size(), rows.size() * 32);
+      for (size_t i = 0; i < rows.size(); ++i)
+        for (size_t j = 0; j < 32; ++j) QCOMPARE(some[i * 32 + j], all[static_cast<size_t>(rows[i]) * 32 + j]);
+    }
+    QVERIFY_THROWS_EXCEPTION(std::out_of_range, SyntheticKv(smallSpec()).queryRows(0, 0, {256}));
+  }
+
   void metricsOfIdenticalScores() {
     std::vector<float> s = {1, 2, 3, -1, 0.5f};
     const auto m = attentionMetrics(s.data(), s.data(), s.size(), 1.0);

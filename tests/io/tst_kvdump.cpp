@@ -239,6 +239,19 @@ class TstKvDump : public QObject {
       for (int h = 0; h < 4; ++h) QCOMPARE(a->values(l, h), b->values(l, h));
   }
 
+  void queryRowsEqualSelectedRows() {
+    const auto d = KvDump::open(dataPath("smollm2_135m_slice.safetensors"));
+    const std::vector<int> rows = {0, 7, 511, 128, 7};
+    const auto all = d->queries(1, 4);
+    const auto some = d->queryRows(1, 4, rows);
+    const size_t D = static_cast<size_t>(d->shape().headDim);
+    QCOMPARE(some.size(), rows.size() * D);
+    for (size_t i = 0; i < rows.size(); ++i)
+      for (size_t j = 0; j < D; ++j) QCOMPARE(some[i * D + j], all[static_cast<size_t>(rows[i]) * D + j]);
+    QVERIFY_THROWS_EXCEPTION(std::out_of_range, d->queryRows(1, 4, {512}));
+    QVERIFY_THROWS_EXCEPTION(std::out_of_range, d->queryRows(1, 9, {0}));
+  }
+
   void progressAndCancel() {
     std::vector<std::pair<size_t, size_t>> calls;
     const auto d = KvDump::open(dataPath("stories260K_lily_512.safetensors"), {}, [&](size_t done, size_t total) {
