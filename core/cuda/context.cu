@@ -188,9 +188,12 @@ uint64_t hashVec(uint64_t h, const std::vector<T>& v) {
 
 template <typename T>
 void uploadVec(Context& ctx, DevBuf& buf, const std::vector<T>& v) {
+  (void)ctx;
   if (v.empty()) return;
   buf.ensure(v.size() * sizeof(T));
-  ctx.upload(buf.get(), v.data(), v.size() * sizeof(T));
+  // legacy default stream, not the context's (non-blocking) stream: a plan built by one sweep thread does
+  // not wait for the kernels another thread has queued; buildPlan synchronises the default stream at the end
+  TQ_CUDA_CHECK(cudaMemcpyAsync(buf.get(), v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice, 0));
 }
 
 std::vector<float> transpose(const std::vector<float>& a, int rows, int cols) {
@@ -300,6 +303,7 @@ std::shared_ptr<DevPlan> buildPlan(Context& ctx, const Quantizer& q) {
       uploadVec(ctx, p->srtFrag, frag);
     }
   }
+  TQ_CUDA_CHECK(cudaStreamSynchronize(0));  // the uploads above are complete before any kernel uses the plan
   p->fingerprint = planFingerprint(q);
   return p;
 }

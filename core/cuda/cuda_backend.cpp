@@ -8,7 +8,9 @@
 #include <cstring>
 #include <iostream>
 #include <map>
+#include <condition_variable>
 #include <mutex>
+#include <set>
 #include <stdexcept>
 
 #include "cuda/device_api.h"
@@ -29,15 +31,42 @@ struct CudaBackend::Impl {
 
   const cuda::DevPlan& plan(const Quantizer& q) { return *planPtr(q); }
   /// The cached plan of q (shared, so that a caller holding several stays valid if the cache is cleared).
+  /// Thread-safe on its own (plansMutex): evaluateTask builds its plans outside the main lock, so sweep
+  /// threads hash and build them in parallel while another task runs on the device.
   std::shared_ptr<cuda::DevPlan> planPtr(const Quantizer& q) {
     const uint64_t fp = cuda::planFingerprint(q);
-    auto it = plans.find(fp);
-    if (it != plans.end()) return it->second;
-    if (plans.size() >= 64) plans.clear();
-    auto p = cuda::buildPlan(*ctx, q);
-    plans.emplace(fp, p);
-    return p;
+    std::unique_lock<std::mutex> lock(plansMutex);
+    for (;;) {  // one build per plan: a thread that finds it being built waits for it
+      auto it = plans.find(fp);
+      if (it != plans.end()) return it->second;
+      if (!building.count(fp)) break;
+      plansCv.wait(lock);
+    }
+    building.insert(fp);
+    lock.unlock();
+    std::shared_ptr<cuda::DevPlan> p;
+    try {
+      p = cuda::buildPlan(*ctx, q);
+    } catch (...) {
+      lock.lock();
+      building.erase(fp);
+      plansCv.notify_all();
+      throw;
+    }
+    lock.lock();
+    building.erase(fp);
+    if (plans.size() >= kMaxPlans) plans.clear();  // ~0.4 MB of device memory per plan (d = 128)
+    auto r = plans.emplace(fp, p).first->second;
+    plansCv.notify_all();
+    return r;
   }
+  static constexpr size_t kMaxPlans = 1024;
+  std::mutex plansMutex;
+  std::condition_variable plansCv;
+  std::set<uint64_t> building;
+  /// Page-locked staging buffers for evaluateTask's inputs (filled outside the main lock, one per thread at a time).
+  std::mutex stagingMutex;
+  std::vector<std::unique_ptr<cuda::PinnedBuf>> staging;
   cuda::TaskBuffers task;
 
   /// Vectors per device round trip so that a chunk uses at most a third of the free memory.
@@ -312,21 +341,68 @@ bool CudaBackend::evaluateTask(const SweepTaskInput& in, SweepTaskOutput& out) {
     if (!q || q->dim() != in.dv) throw std::invalid_argument("evaluateTask: a value quantizer does not match the values' dimension");
   Impl& I = *m_impl;
   bool ran = false;
+  // plans first, outside the main lock (hashing and building them is host work)
+  std::vector<std::shared_ptr<cuda::DevPlan>> hold;
+  std::vector<const cuda::DevPlan*> kp, vp;
+  {
+    std::unique_lock<std::mutex> lock(I.mutex);
+    if (I.broken) return false;
+  }
+  try {
+    for (const Quantizer* q : in.keyQuantizers) {
+      hold.push_back(I.planPtr(*q));
+      kp.push_back(hold.back().get());
+    }
+    if (in.values)
+      for (const Quantizer* q : in.valueQuantizers) {
+        hold.push_back(I.planPtr(*q));
+        vp.push_back(hold.back().get());
+      }
+  } catch (const cuda::CudaError& e) {
+    std::cerr << "tqstudio: CUDA error while preparing a sweep task: " << e.what() << "; the task runs call by call\n";
+    return false;
+  }
+  // inputs into page-locked memory, also outside the main lock: the uploads then run asynchronously
+  std::unique_ptr<cuda::PinnedBuf> stage;
+  {
+    std::lock_guard<std::mutex> lock(I.stagingMutex);
+    if (!I.staging.empty()) {
+      stage = std::move(I.staging.back());
+      I.staging.pop_back();
+    }
+  }
+  if (!stage) stage = std::make_unique<cuda::PinnedBuf>();
+  SweepTaskInput pin = in;
+  try {
+    const size_t kb = in.seq * static_cast<size_t>(in.d) * 4, vb = in.values ? in.seq * static_cast<size_t>(in.dv) * 4 : 0,
+                 qb = in.nq * static_cast<size_t>(in.d) * 4, lb = in.nq * 4;
+    stage->ensure(kb + vb + qb + lb);
+    uint8_t* base = static_cast<uint8_t*>(stage->get());
+    std::memcpy(base, in.keys, kb);
+    pin.keys = reinterpret_cast<const float*>(base);
+    if (in.values) {
+      std::memcpy(base + kb, in.values, vb);
+      pin.values = reinterpret_cast<const float*>(base + kb);
+    }
+    std::memcpy(base + kb + vb, in.queries, qb);
+    pin.queries = reinterpret_cast<const float*>(base + kb + vb);
+    std::memcpy(base + kb + vb + qb, in.limits, lb);
+    pin.limits = reinterpret_cast<const int*>(base + kb + vb + qb);
+  } catch (const cuda::CudaError&) {
+    pin = in;  // no page-locked memory: pageable uploads (slower, same results)
+  }
+  struct Return {
+    Impl& I;
+    std::unique_ptr<cuda::PinnedBuf>& b;
+    ~Return() {
+      std::lock_guard<std::mutex> lock(I.stagingMutex);
+      I.staging.push_back(std::move(b));
+    }
+  } giveBack{I, stage};
   I.guarded(
       "evaluateTask",
       [&] {
-        std::vector<std::shared_ptr<cuda::DevPlan>> hold;
-        std::vector<const cuda::DevPlan*> kp, vp;
-        for (const Quantizer* q : in.keyQuantizers) {
-          hold.push_back(I.planPtr(*q));
-          kp.push_back(hold.back().get());
-        }
-        if (in.values)
-          for (const Quantizer* q : in.valueQuantizers) {
-            hold.push_back(I.planPtr(*q));
-            vp.push_back(hold.back().get());
-          }
-        cuda::evaluateTask(*I.ctx, kp, vp, in, out, I.task, I.scratch);
+        cuda::evaluateTask(*I.ctx, kp, vp, pin, out, I.task, I.scratch);
         ran = true;
       },
       [&] { ran = false; });

@@ -9,7 +9,11 @@
 #include <cublas_v2.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <string>
 
 #include "cuda/common.cuh"
@@ -241,6 +245,12 @@ unsigned gridFor(size_t n, size_t per, int sms) {
 
 void evaluateTask(Context& ctx, const std::vector<const DevPlan*>& keyPlans, const std::vector<const DevPlan*>& valuePlans,
                   const SweepTaskInput& in, SweepTaskOutput& out, TaskBuffers& b, Scratch& s) {
+  // TQ_SWEEP_PROFILE=1: host-side time per phase (uploads, enqueueing the variants, waiting at the end)
+  static const bool profile = std::getenv("TQ_SWEEP_PROFILE") != nullptr;
+  static std::atomic<int64_t> usUpload{0}, usEnqueue{0}, usWait{0}, tasks{0};
+  using Clock = std::chrono::steady_clock;
+  auto us = [](Clock::time_point a) { return static_cast<int64_t>(std::chrono::duration<double, std::micro>(Clock::now() - a).count()); };
+  const auto t0 = Clock::now();
   const size_t seq = in.seq, nq = in.nq, d = static_cast<size_t>(in.d), dv = static_cast<size_t>(in.dv);
   const size_t nk = keyPlans.size(), nvq = in.values ? valuePlans.size() : 0, nvOut = std::max<size_t>(1, nvq);
   const cudaStream_t st = static_cast<cudaStream_t>(ctx.stream());
@@ -295,6 +305,11 @@ void evaluateTask(Context& ctx, const std::vector<const DevPlan*>& keyPlans, con
       checkLaunch("value error kernels");
     }
   }
+  if (profile) {
+    ctx.sync();
+    usUpload += us(t0);
+  }
+  const auto t1 = Clock::now();
   b.estimate.ensure(nq * seq * 4);
   b.weights.ensure(nq * seq * 4);
   b.estOut.ensure(nq * dv * 4);
@@ -323,8 +338,16 @@ void evaluateTask(Context& ctx, const std::vector<const DevPlan*>& keyPlans, con
     if (nvq == 0) ctx.memsetAsync(rOut + ki * nvOut * nq, 0, nq * 8);
   }
   std::vector<double> host(nRes);
+  const auto t2 = Clock::now();
   ctx.copyAsyncD2H(host.data(), b.results.get(), nRes * 8);
   ctx.sync();
+  if (profile) {
+    usEnqueue += static_cast<int64_t>(std::chrono::duration<double, std::micro>(t2 - t1).count());
+    usWait += us(t2);
+    if (++tasks % 64 == 0)
+      std::fprintf(stderr, "evaluateTask profile after %lld tasks: uploads + exact references (synced) %.3f s, enqueueing variants %.3f s, final wait %.3f s\n",
+                   static_cast<long long>(tasks.load()), usUpload.load() * 1e-6, usEnqueue.load() * 1e-6, usWait.load() * 1e-6);
+  }
   out.keyMetrics.assign(host.begin(), host.begin() + static_cast<long>(nk * nq * 9));
   out.outputError.assign(host.begin() + static_cast<long>(nk * nq * 9), host.begin() + static_cast<long>(nk * nq * 9 + nk * nvOut * nq));
   out.keyMse.assign(host.begin() + static_cast<long>(nk * nq * 9 + nk * nvOut * nq), host.begin() + static_cast<long>(nk * nq * 9 + nk * nvOut * nq + nk));
