@@ -27,16 +27,6 @@ struct DecParams {
   bool half;
 };
 
-/// Extracts the 4*bits code bits of lane `lane` (coordinates 4 lane .. 4 lane + 3) of a 128-coordinate row
-/// whose cb / 4 words were loaded one per lane into `word`.
-__device__ __forceinline__ uint32_t laneBits(uint32_t word, int bits, int lane) {
-  const int bitoff = 4 * bits * lane;
-  const int w0 = bitoff >> 5, sh = bitoff & 31;
-  const uint32_t lo = __shfl_sync(kFull, word, w0);
-  const uint32_t hi = __shfl_sync(kFull, word, min(w0 + 1, 31));
-  return sh ? ((lo >> sh) | (hi << (32 - sh))) : lo;
-}
-
 /// d = 128, one Hadamard block, BITS = 1..8: four lanes per vector, lane s of a group owning the 32
 /// coordinates [32 s, 32 s + 32) (its BITS code words are one contiguous load). Butterflies h = 1..16 run
 /// in registers, h = 32 and 64 across the group's lanes; each butterfly is the same a + b / a - b as
@@ -255,49 +245,67 @@ struct AggParams {
   float* partial;  // [q][part][d]
 };
 
-/// d = 128: 8 warps per block, each lane accumulates 4 coordinates over its warp's tokens.
+/// d = 128, BITS = 1..8: the decompression kernel's layout — 4 lanes per token, lane s of a group
+/// accumulating the 32 coordinates [32 s, 32 s + 32) of its group's tokens (one contiguous load of its
+/// BITS code words, no shuffles per token); a warp takes 8 tokens per step, the loads of U steps in
+/// flight. Steps whose 8 weights are all zero (beyond a causal limit) are skipped. At the end the 8 groups
+/// of a warp and the 8 warps of the block are summed in a fixed order into the block's partial.
+template <int BITS>
 __global__ void __launch_bounds__(256) aggFastKernel(const AggParams P) {
   __shared__ float cen[256];
   __shared__ float red[8][128];
-  for (int i = threadIdx.x; i < (1 << P.bits); i += blockDim.x) cen[i] = P.cen[i];
+  for (int i = threadIdx.x; i < (1 << BITS); i += blockDim.x) cen[i] = P.cen[i];
   __syncthreads();
   const size_t qi = blockIdx.y, part = blockIdx.x;
   const size_t head = qi / P.qPerHead;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, s = lane & 3, grp = lane >> 2;
   const size_t t0 = part * P.chunk, t1 = min(P.n, t0 + P.chunk);
   const float* wrow = P.w + qi * P.ld;
-  const uint8_t* codes = P.codes + head * P.valuesPerHead * P.cb;
+  const uint8_t* codes = P.codes + head * P.valuesPerHead * (16 * BITS);
   const uint16_t* norms = P.norms + head * P.valuesPerHead;
-  const int cbw = P.cb / 4, bits = P.bits;
-  const uint32_t mask = (1u << bits) - 1u;
-  float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-  constexpr int U = 16;  // tokens per warp iteration: their loads are issued together
-  for (size_t tb = t0 + warp; tb < t1; tb += 8 * U) {
-    uint32_t word[U];
+  constexpr uint32_t kMask = (1u << BITS) - 1u;
+  float acc[32];
+#pragma unroll
+  for (int k = 0; k < 32; ++k) acc[k] = 0.0f;
+  constexpr int U = 2;
+  for (size_t tb = t0 + static_cast<size_t>(warp) * 8; tb < t1; tb += 64 * U) {
+    uint32_t word[U][BITS];
     float wn[U];
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-      const size_t t = tb + 8 * u;
+      const size_t t = tb + u * 64 + grp;
       const bool ok = t < t1;
-      wn[u] = ok ? __ldg(wrow + t) * h2f(norms[t]) : 0.0f;
-      word[u] = (ok && lane < cbw) ? __ldg(reinterpret_cast<const uint32_t*>(codes + t * P.cb) + lane) : 0u;
+      wn[u] = ok ? __ldg(wrow + t) : 0.0f;
+      const bool use = wn[u] != 0.0f;
+      const uint32_t* src = reinterpret_cast<const uint32_t*>(codes + t * (16 * BITS)) + BITS * s;
+#pragma unroll
+      for (int w = 0; w < BITS; ++w) word[u][w] = use ? __ldg(src + w) : 0u;
+      wn[u] = use ? wn[u] * h2f(norms[t]) : 0.0f;
     }
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-      const uint32_t b = laneBits(word[u], bits, lane);
-      if (wn[u] != 0.0f) {
+      if (!__any_sync(kFull, wn[u] != 0.0f)) continue;
 #pragma unroll
-        for (int e = 0; e < 4; ++e) acc[e] = fmaf(wn[u], cen[(b >> (e * bits)) & mask], acc[e]);
+      for (int k = 0; k < 32; ++k) {
+        const int bit = k * BITS, w = bit >> 5, sh = bit & 31;
+        uint32_t c = word[u][w] >> sh;
+        if (sh + BITS > 32) c |= word[u][w + 1] << (32 - sh);
+        acc[k] = fmaf(wn[u], cen[c & kMask], acc[k]);
       }
     }
   }
 #pragma unroll
-  for (int e = 0; e < 4; ++e) red[warp][4 * lane + e] = acc[e];
+  for (int o = 4; o < 32; o <<= 1)
+#pragma unroll
+    for (int k = 0; k < 32; ++k) acc[k] += __shfl_xor_sync(kFull, acc[k], o);
+  if (grp == 0)
+#pragma unroll
+    for (int k = 0; k < 32; ++k) red[warp][32 * s + k] = acc[k];
   __syncthreads();
   if (threadIdx.x < 128) {
-    float s = 0.0f;
-    for (int w = 0; w < 8; ++w) s += red[w][threadIdx.x];
-    P.partial[(qi * P.parts + part) * 128 + threadIdx.x] = s;
+    float sum = 0.0f;
+    for (int w = 0; w < 8; ++w) sum += red[w][threadIdx.x];
+    P.partial[(qi * P.parts + part) * 128 + threadIdx.x] = sum;
   }
 }
 
@@ -484,7 +492,16 @@ void weightedSum(Context& ctx, const DevPlan& p, const DevCompressed& values, si
   A.partial = s.c.as<float>();
   const dim3 grid(static_cast<unsigned>(parts), static_cast<unsigned>(nq));
   if (p.dim == 128) {
-    aggFastKernel<<<grid, 256, 0, st>>>(A);
+    switch (p.mseBits) {
+      case 1: aggFastKernel<1><<<grid, 256, 0, st>>>(A); break;
+      case 2: aggFastKernel<2><<<grid, 256, 0, st>>>(A); break;
+      case 3: aggFastKernel<3><<<grid, 256, 0, st>>>(A); break;
+      case 4: aggFastKernel<4><<<grid, 256, 0, st>>>(A); break;
+      case 5: aggFastKernel<5><<<grid, 256, 0, st>>>(A); break;
+      case 6: aggFastKernel<6><<<grid, 256, 0, st>>>(A); break;
+      case 7: aggFastKernel<7><<<grid, 256, 0, st>>>(A); break;
+      default: aggFastKernel<8><<<grid, 256, 0, st>>>(A); break;
+    }
   } else {
     const size_t smem = d * sizeof(float);
     TQ_CUDA_CHECK(cudaFuncSetAttribute(aggGenericKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));

@@ -521,6 +521,9 @@ int caseValues() {
       for (size_t t = 0; t < n; ++t) w[i * n + t] = static_cast<float>(w[i * n + t] / s);
     }
     w[3] = 0.0f;
+    // row 1: a causal-style mask (weights zero beyond token 1000, and a zero run inside): whole warp steps skipped
+    for (size_t t = 0; t < n; ++t)
+      if (t > 1000 || (t >= 200 && t < 460)) w[n + t] = 0.0f;
     std::vector<float> oa(nq * c.d), ob(nq * c.d, NAN);
     cpu->weightedSum(q, cv, w.data(), nq, oa.data());
     be->weightedSum(q, cv, w.data(), nq, ob.data());
