@@ -179,22 +179,30 @@ __global__ void __launch_bounds__(kThreads) keyMetricsKernel(const float* S, con
   }
 }
 
-/// ||O - O_hat|| / ||O|| per query row (the exact output rounded to fp32 first, like the CPU's), one warp per row.
-__global__ void outputErrorKernel(const double* Ox, const float* Oe, size_t nq, int dv, double* out) {
-  const size_t i = (static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
-  const int lane = threadIdx.x & 31;
-  if (i >= nq) return;
-  double num = 0, den = 0;
-  for (int j = lane; j < dv; j += 32) {
-    const double a = static_cast<float>(Ox[i * dv + j]);
-    const double d = a - Oe[i * dv + j];
-    num += d * d;
-    den += a * a;
+/// Warp-wide sums of (a_j - e_j)^2 and a_j^2 over j = lane, lane + 32, ... < d (double); every lane gets both.
+template <typename A, typename E>
+__device__ __forceinline__ void warpErrorSums(A a, E e, int d, int lane, double& num, double& den) {
+  num = 0;
+  den = 0;
+  for (int j = lane; j < d; j += 32) {
+    const double x = a(j), r = x - e(j);
+    num += r * r;
+    den += x * x;
   }
   for (int o = 16; o > 0; o >>= 1) {
     num += __shfl_xor_sync(kFull, num, o);
     den += __shfl_xor_sync(kFull, den, o);
   }
+}
+
+/// ||O - O_hat|| / ||O|| per query row (the exact output rounded to fp32 first, like the CPU's), one warp per row.
+__global__ void outputErrorKernel(const double* Ox, const float* Oe, size_t nq, int dv, double* out) {
+  const size_t i = (static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
+  const int lane = threadIdx.x & 31;
+  if (i >= nq) return;
+  double num, den;
+  warpErrorSums([&](int j) { return static_cast<double>(static_cast<float>(Ox[i * dv + j])); }, [&](int j) { return static_cast<double>(Oe[i * dv + j]); },
+                dv, lane, num, den);
   if (lane == 0) out[i] = den > 0 ? sqrt(num / den) : sqrt(num);
 }
 
@@ -203,16 +211,8 @@ __global__ void vectorErrorKernel(const float* x, const float* xh, size_t n, int
   const size_t v = (static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
   const int lane = threadIdx.x & 31;
   if (v >= n) return;
-  double num = 0, den = 0;
-  for (int j = lane; j < d; j += 32) {
-    const double a = x[v * d + j], e = a - static_cast<double>(xh[v * d + j]);
-    num += e * e;
-    den += a * a;
-  }
-  for (int o = 16; o > 0; o >>= 1) {
-    num += __shfl_xor_sync(kFull, num, o);
-    den += __shfl_xor_sync(kFull, den, o);
-  }
+  double num, den;
+  warpErrorSums([&](int j) { return static_cast<double>(x[v * d + j]); }, [&](int j) { return static_cast<double>(xh[v * d + j]); }, d, lane, num, den);
   if (lane == 0) out[v] = den > 0 ? num / den : -1.0;
 }
 

@@ -312,7 +312,8 @@ struct KvDump::Impl {
   void readMetadata();
   void scan(const Progress& progress);
   std::vector<float> convert(int layer, Role role, int head) const;
-  std::vector<float> convertRows(int layer, Role role, int head, const std::vector<int>& rows) const;
+  /// rows == nullptr: the whole head
+  std::vector<float> convertRows(int layer, Role role, int head, const std::vector<int>* rows) const;
 };
 
 // [heads, seq, dim] or [1, heads, seq, dim] of a float dtype.
@@ -607,34 +608,9 @@ void KvDump::Impl::scan(const Progress& progress) {
     summary.warnings.push_back(std::to_string(summary.nonfiniteCount) + " NaN/Inf value(s) will be replaced by 0");
 }
 
-std::vector<float> KvDump::Impl::convert(int layer, Role role, int head) const {
-  if (layer < 0 || layer >= summary.layers) throw std::out_of_range("layer " + std::to_string(layer) + " out of range [0, " + std::to_string(summary.layers) + ")");
-  const Slice& s = layers[static_cast<size_t>(layer)].s[role];
-  if (!s.present()) return {};
-  if (head < 0 || head >= s.heads) throw std::out_of_range(std::string(roleName(role)) + " head " + std::to_string(head) + " out of range [0, " + std::to_string(s.heads) + ")");
-  const StoreTensor& st = store->tensors[static_cast<size_t>(s.tensor)];
-  const size_t n = static_cast<size_t>(s.seq) * static_cast<size_t>(s.dim);
-  const uint64_t first = s.offset + static_cast<uint64_t>(head) * n;
-  const SharedBytes b = store->bytes(static_cast<size_t>(s.tensor));
-  const size_t esz = dtypeSize(st.dtype);
-  if ((first + n) * esz > b.size) fail("tensor " + quote(st.name) + " is shorter than its shape says");  // cannot happen after validation
-  const uint8_t* p = b.data + first * esz;
-  std::vector<float> out(n);
-  convertToFloat(p, st.dtype, n, out.data());
-  store->file->release(p, n * esz);
-  uint64_t bad = 0;
-  for (float v : out) bad += !std::isfinite(v);
-  if (bad) {
-    if (options.nonFinite == NonFinitePolicy::Refuse)
-      fail("tensor " + quote(st.name) + " holds " + std::to_string(bad) + " NaN/Inf value(s) in head " + std::to_string(head) + " (refused; the 'zero' policy replaces them by 0)");
-    for (float& v : out)
-      if (!std::isfinite(v)) v = 0.0f;
-    replaced += bad;
-  }
-  return out;
-}
+std::vector<float> KvDump::Impl::convert(int layer, Role role, int head) const { return convertRows(layer, role, head, nullptr); }
 
-std::vector<float> KvDump::Impl::convertRows(int layer, Role role, int head, const std::vector<int>& rows) const {
+std::vector<float> KvDump::Impl::convertRows(int layer, Role role, int head, const std::vector<int>* rows) const {
   if (layer < 0 || layer >= summary.layers) throw std::out_of_range("layer " + std::to_string(layer) + " out of range [0, " + std::to_string(summary.layers) + ")");
   const Slice& s = layers[static_cast<size_t>(layer)].s[role];
   if (!s.present()) return {};
@@ -645,10 +621,19 @@ std::vector<float> KvDump::Impl::convertRows(int layer, Role role, int head, con
   const SharedBytes b = store->bytes(static_cast<size_t>(s.tensor));
   const size_t esz = dtypeSize(st.dtype);
   if ((first + n) * esz > b.size) fail("tensor " + quote(st.name) + " is shorter than its shape says");  // cannot happen after validation
-  std::vector<float> out(rows.size() * dim);
-  for (size_t i = 0; i < rows.size(); ++i) {
-    if (rows[i] < 0 || rows[i] >= s.seq) throw std::out_of_range("row " + std::to_string(rows[i]) + " out of range [0, " + std::to_string(s.seq) + ")");
-    convertToFloat(b.data + (first + static_cast<uint64_t>(rows[i]) * dim) * esz, st.dtype, dim, out.data() + i * dim);
+  const uint8_t* p = b.data + first * esz;
+  std::vector<float> out;
+  if (!rows) {  // the whole head, then its pages are dropped from the process
+    out.resize(n);
+    convertToFloat(p, st.dtype, n, out.data());
+    store->file->release(p, n * esz);
+  } else {
+    out.resize(rows->size() * dim);
+    for (size_t i = 0; i < rows->size(); ++i) {
+      const int r = (*rows)[i];
+      if (r < 0 || r >= s.seq) throw std::out_of_range("row " + std::to_string(r) + " out of range [0, " + std::to_string(s.seq) + ")");
+      convertToFloat(p + static_cast<uint64_t>(r) * dim * esz, st.dtype, dim, out.data() + i * dim);
+    }
   }
   uint64_t bad = 0;
   for (float v : out) bad += !std::isfinite(v);
@@ -712,7 +697,7 @@ std::string KvDump::name() const { return d->displayName; }
 std::vector<float> KvDump::keys(int layer, int kvHead) const { return d->convert(layer, kKeys, kvHead); }
 std::vector<float> KvDump::values(int layer, int kvHead) const { return d->convert(layer, kValues, kvHead); }
 std::vector<float> KvDump::queries(int layer, int qHead) const { return d->convert(layer, kQueries, qHead); }
-std::vector<float> KvDump::queryRows(int layer, int qHead, const std::vector<int>& rows) const { return d->convertRows(layer, kQueries, qHead, rows); }
+std::vector<float> KvDump::queryRows(int layer, int qHead, const std::vector<int>& rows) const { return d->convertRows(layer, kQueries, qHead, &rows); }
 std::vector<float> KvDump::keysPreRope(int layer, int kvHead) const { return d->convert(layer, kPreRope, kvHead); }
 float KvDump::softmaxScale() const { return d->softmaxScale; }
 std::vector<std::string> KvDump::tokenStrings() const { return d->tokenStrings; }
