@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
+#include <future>
 #include <iomanip>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -699,7 +701,21 @@ int cmdEvaluate(const Args& a, std::ostream& out, std::ostream& err) {
   a.allow({"key-bits", "value-bits", "proj-dim", "mode", "layers", "heads", "queries", "max-queries", "rotation", "law", "seed", "backend",
            "nonfinite", "json", "csv", "reference-one-bit"});
   if (a.flag("json") && a.flag("csv")) throw UsageError("choose one of --json and --csv");
+  using Clock = std::chrono::steady_clock;
+  const auto tStart = Clock::now();
+  auto secs = [](Clock::time_point from) { return std::chrono::duration<double>(Clock::now() - from).count(); };
+  // The backend starts (CUDA: driver, context, cuBLAS) while the dump is opened and scanned.
+  const BackendChoice choice = parseOr("--backend", [&] { return parseBackendChoice(a.str("backend", "auto")); });
+  std::string note;
+  double initSeconds = 0;
+  auto backendReady = std::async(std::launch::async, [&] {
+    const auto t = Clock::now();
+    auto b = chooseBackend(choice, &note);
+    initSeconds = secs(t);
+    return b;
+  });
   const auto dump = KvDump::open(onlyFile(a, "evaluate"), loadOptions(a));
+  const double openSeconds = secs(tStart);
   SweepConfig c;
   c.keyBits = a.intList("key-bits", {1, 2, 3, 4}, 1, 8);
   c.valueBits = a.intList("value-bits", {4}, 1, 8);
@@ -713,11 +729,22 @@ int cmdEvaluate(const Args& a, std::ostream& out, std::ostream& err) {
   c.law = parseOr("--law", [&] { return parseLaw(a.str("law", "exact")); });
   c.seed = static_cast<uint64_t>(a.integer("seed", 42, 0, (1LL << 62)));
   c.referenceOneBit = a.flag("reference-one-bit");
-  const BackendChoice choice = parseOr("--backend", [&] { return parseBackendChoice(a.str("backend", "auto")); });
-  std::string note;
-  auto backend = chooseBackend(choice, &note);
+  auto backend = backendReady.get();
   if (!note.empty() && choice == BackendChoice::Cuda) err << "tqstudio-cli evaluate: " << note << "; running on the CPU\n";
   const SweepResult r = parseOr("evaluate", [&] { return runSweep(*dump, c, *backend); });
+  const auto tOut = Clock::now();
+  struct ProfileLine {  // TQ_SWEEP_PROFILE=1: where the command's time went, once the output is written
+    bool on;
+    std::ostream& err;
+    double init, open, sweep;
+    Clock::time_point tOut, tStart;
+    ~ProfileLine() {
+      if (on)
+        err << "evaluate profile: backend start " << init << " s (concurrent with opening the dump " << open << " s), sweep " << sweep
+            << " s, output " << std::chrono::duration<double>(Clock::now() - tOut).count() << " s, total "
+            << std::chrono::duration<double>(Clock::now() - tStart).count() << " s\n";
+    }
+  } profileLine{std::getenv("TQ_SWEEP_PROFILE") != nullptr, err, initSeconds, openSeconds, r.seconds, tOut, tStart};
   if (a.flag("csv")) {
     writeCsv(r, out);
     return 0;

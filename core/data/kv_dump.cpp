@@ -2,14 +2,17 @@
 #include "data/kv_dump.h"
 
 #include <algorithm>
+#include <atomic>
 #include <climits>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "data/io_util.h"
+#include "util/parallel.h"
 #include "data/npy.h"
 #include "data/npz.h"
 
@@ -580,22 +583,41 @@ void KvDump::Impl::scan(const Progress& progress) {
     if (progress && !progress(1, 1)) throw LoadCancelled(path());
     return;
   }
-  uint64_t done = 0;
   if (progress && !progress(0, static_cast<size_t>(total))) throw LoadCancelled(path());
-  for (int t : used) {
-    const StoreTensor& st = ts[static_cast<size_t>(t)];
+  // Memory-mapped containers: tensors scanned on all cores (a 1.6 GB dump took 0.6 s on one); progress
+  // calls stay serialised. Zip members are inflated one at a time, as before.
+  std::mutex mu;
+  uint64_t done = 0;
+  std::atomic<bool> cancelled{false};
+  std::vector<uint64_t> counts(used.size(), 0);
+  auto scanOne = [&](size_t k) {
+    const StoreTensor& st = ts[static_cast<size_t>(used[k])];
     NonFiniteCounter counter(st.dtype);
-    const bool ok = store->stream(static_cast<size_t>(t), [&](const uint8_t* p, size_t n) {
+    const bool ok = store->stream(static_cast<size_t>(used[k]), [&](const uint8_t* p, size_t n) {
+      if (cancelled.load()) return false;
       counter.feed(p, n);
+      std::lock_guard<std::mutex> lock(mu);
+      if (cancelled.load()) return false;  // no progress call after one returned false
       done += n;
-      return !progress || progress(static_cast<size_t>(done), static_cast<size_t>(total));
+      if (progress && !progress(static_cast<size_t>(done), static_cast<size_t>(total))) cancelled.store(true);
+      return !cancelled.load();
     });
-    if (!ok) throw LoadCancelled(path());
-    if (counter.count()) {
-      summary.nonfiniteCount += counter.count();
-      summary.nonfiniteTensors.emplace_back(st.name, counter.count());
-    }
+    if (!ok) cancelled.store(true);
+    counts[k] = counter.count();
+  };
+  if (store->container == Container::Npz) {
+    for (size_t k = 0; k < used.size() && !cancelled.load(); ++k) scanOne(k);
+  } else {
+    parallelRanges(used.size(), 1, [&](size_t b, size_t e) {
+      for (size_t k = b; k < e && !cancelled.load(); ++k) scanOne(k);
+    });
   }
+  if (cancelled.load()) throw LoadCancelled(path());
+  for (size_t k = 0; k < used.size(); ++k)
+    if (counts[k]) {
+      summary.nonfiniteCount += counts[k];
+      summary.nonfiniteTensors.emplace_back(ts[static_cast<size_t>(used[k])].name, counts[k]);
+    }
   summary.nonfiniteScanned = true;
   if (summary.nonfiniteCount && options.nonFinite == NonFinitePolicy::Refuse) {
     std::string list;
