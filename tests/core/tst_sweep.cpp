@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cmath>
 
+#include "attention/attention.h"
 #include "backend/backend.h"
 #include "metrics/metrics.h"
 #include "sweep/sweep.h"
@@ -23,6 +24,78 @@ SyntheticSpec smallSpec() {
   s.seed = 3;
   return s;
 }
+/// A "device" backend for the tests: the CPU engine behind a name other than "CPU", with evaluateTask
+/// computed on the host from the same core functions the per-call path uses. runSweep's device-task
+/// path (the one the CUDA backend takes) must then give exactly the rows of the per-call path, on
+/// machines without a GPU too.
+class TaskBackend : public Backend {
+ public:
+  std::string name() const override { return "test-device"; }
+  std::string device() const override { return "CPU engine behind evaluateTask"; }
+  void compress(const Quantizer& q, const float* x, size_t n, CompressedVectors& out) override { cpu->compress(q, x, n, out); }
+  void scores(const Quantizer& q, const CompressedVectors& k, const float* qs, size_t nq, float* out) override { cpu->scores(q, k, qs, nq, out); }
+  void decompress(const Quantizer& q, const CompressedVectors& cv, float* out) override { cpu->decompress(q, cv, out); }
+  void weightedSum(const Quantizer& q, const CompressedVectors& v, const float* w, size_t nq, float* out) override {
+    cpu->weightedSum(q, v, w, nq, out);
+  }
+  bool evaluateTask(const SweepTaskInput& in, SweepTaskOutput& out) override {
+    ++tasks;
+    if (refuse) return false;
+    const size_t seq = in.seq, nq = in.nq, d = static_cast<size_t>(in.d), dv = static_cast<size_t>(in.dv);
+    const size_t nvq = in.values ? in.valueQuantizers.size() : 0, nvOut = std::max<size_t>(1, nvq);
+    std::vector<float> exact(nq * seq), exactOut(nq * dv);
+    exactScores(in.queries, nq, in.keys, seq, d, exact.data());
+    std::vector<double> p(seq);
+    for (size_t i = 0; i < nq && in.values; ++i) {
+      const size_t n = static_cast<size_t>(in.limits[i]) + 1;
+      softmax(exact.data() + i * seq, n, in.scale, p.data());
+      weightedValues(p.data(), n, in.values, dv, exactOut.data() + i * dv);
+    }
+    std::vector<CompressedVectors> vcs(nvq);
+    for (size_t vi = 0; vi < nvq; ++vi) {
+      cpu->compress(*in.valueQuantizers[vi], in.values, seq, vcs[vi]);
+      std::vector<float> rec(seq * dv);
+      cpu->decompress(*in.valueQuantizers[vi], vcs[vi], rec.data());
+      out.valueMse.push_back(vectorMse(in.values, rec.data(), seq, dv));
+    }
+    const size_t nk = in.keyQuantizers.size();
+    out.keyMetrics.assign(nk * nq * SweepTaskOutput::kKeyMetrics, 0.0);
+    out.outputError.assign(nk * nvOut * nq, 0.0);
+    for (size_t k = 0; k < nk; ++k) {
+      const Quantizer& q = *in.keyQuantizers[k];
+      CompressedVectors kc;
+      cpu->compress(q, in.keys, seq, kc);
+      std::vector<float> rec(seq * d), est(nq * seq), w(nq * seq, 0.0f), eo(nq * dv);
+      cpu->decompress(q, kc, rec.data());
+      out.keyMse.push_back(q.mseBits() > 0 ? vectorMse(in.keys, rec.data(), seq, d) : 1.0);
+      cpu->scores(q, kc, in.queries, nq, est.data());
+      for (size_t i = 0; i < nq; ++i) {
+        const size_t n = static_cast<size_t>(in.limits[i]) + 1;
+        const AttentionMetrics m = attentionMetrics(exact.data() + i * seq, est.data() + i * seq, n, in.scale);
+        const double v[9] = {m.logitCosine, m.attentionCosine, m.kl, m.top1, m.top5, m.bias, m.variance, m.slope, m.correlation};
+        std::copy(v, v + 9, out.keyMetrics.begin() + static_cast<long>((k * nq + i) * 9));
+        softmax(est.data() + i * seq, n, in.scale, p.data());
+        for (size_t t = 0; t < n; ++t) w[i * seq + t] = static_cast<float>(p[t]);
+      }
+      for (size_t vi = 0; vi < nvq; ++vi) {
+        cpu->weightedSum(*in.valueQuantizers[vi], vcs[vi], w.data(), nq, eo.data());
+        for (size_t i = 0; i < nq; ++i) {
+          double num = 0, den = 0;
+          for (size_t j = 0; j < dv; ++j) {
+            const double e = static_cast<double>(exactOut[i * dv + j]) - eo[i * dv + j];
+            num += e * e;
+            den += static_cast<double>(exactOut[i * dv + j]) * exactOut[i * dv + j];
+          }
+          out.outputError[(k * nvOut + vi) * nq + i] = den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+        }
+      }
+    }
+    return true;
+  }
+  std::unique_ptr<Backend> cpu = makeCpuBackend();
+  std::atomic<int> tasks{0};
+  bool refuse = false;
+};
 }  // namespace
 
 class TstSweep : public QObject {
@@ -42,6 +115,56 @@ class TstSweep : public QObject {
         for (size_t j = 0; j < 32; ++j) QCOMPARE(some[i * 32 + j], all[static_cast<size_t>(rows[i]) * 32 + j]);
     }
     QVERIFY_THROWS_EXCEPTION(std::out_of_range, SyntheticKv(smallSpec()).queryRows(0, 0, {256}));
+  }
+
+  void deviceTaskPathGivesTheSameRows() {
+    auto cpu = makeCpuBackend();
+    QVERIFY(!cpu->evaluateTask(SweepTaskInput{}, *std::make_unique<SweepTaskOutput>()));  // the CPU backend has none
+    for (QuerySource qs : {QuerySource::Dump, QuerySource::Random, QuerySource::LastKey}) {
+      SyntheticKv src(smallSpec());  // GQA 4 q / 2 kv heads, 2 layers
+      SweepConfig c;
+      c.keyBits = {1, 3};
+      c.valueBits = {2, 4};
+      c.modes = {KeyMode::Mse, KeyMode::Prod, KeyMode::QjlOnly};
+      c.projDims = {16, 32};
+      c.maxQueries = 6;
+      c.queries = qs;
+      const SweepResult a = runSweep(src, c, *cpu);
+      TaskBackend dev;
+      const SweepResult b = runSweep(src, c, dev);
+      QCOMPARE(dev.tasks.load(), 4);  // 2 layers x 2 kv heads, each in one evaluateTask
+      QCOMPARE(b.backend, std::string("test-device"));
+      QCOMPARE(b.rows.size(), a.rows.size());
+      for (size_t i = 0; i < a.rows.size(); ++i) {
+        const SweepRow &x = a.rows[i], &y = b.rows[i];
+        QVERIFY(x.key == y.key);
+        QCOMPARE(y.valueBits, x.valueBits);
+        QCOMPARE(y.layer, x.layer);
+        QCOMPARE(y.qHead, x.qHead);
+        QCOMPARE(y.kvHead, x.kvHead);
+        QCOMPARE(y.tokens, x.tokens);
+        QCOMPARE(y.keyBytesPerVector, x.keyBytesPerVector);
+        QCOMPARE(y.valueBytesPerVector, x.valueBytesPerVector);
+        QCOMPARE(y.keyVectorMse, x.keyVectorMse);
+        QCOMPARE(y.valueVectorMse, x.valueVectorMse);
+        QCOMPARE(y.m.count, x.m.count);
+        const double pairs[10][2] = {{x.m.logitCosine, y.m.logitCosine}, {x.m.attentionCosine, y.m.attentionCosine}, {x.m.kl, y.m.kl},
+                                     {x.m.top1, y.m.top1}, {x.m.top5, y.m.top5}, {x.m.outputError, y.m.outputError},
+                                     {x.m.bias, y.m.bias}, {x.m.variance, y.m.variance}, {x.m.slope, y.m.slope},
+                                     {x.m.correlation, y.m.correlation}};
+        for (const auto& pr : pairs) QCOMPARE(pr[1], pr[0]);  // same host arithmetic: identical
+      }
+    }
+    // a backend that declines a task: the runner evaluates it call by call, same rows
+    SyntheticKv src(smallSpec());
+    SweepConfig c;
+    c.keyBits = {2};
+    TaskBackend dev;
+    dev.refuse = true;
+    const SweepResult a = runSweep(src, c, *cpu), b = runSweep(src, c, dev);
+    QCOMPARE(dev.tasks.load(), 4);
+    QCOMPARE(b.rows.size(), a.rows.size());
+    for (size_t i = 0; i < a.rows.size(); ++i) QCOMPARE(b.rows[i].m.attentionCosine, a.rows[i].m.attentionCosine);
   }
 
   void metricsOfIdenticalScores() {
