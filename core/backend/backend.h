@@ -3,6 +3,7 @@
 /// Where the heavy work runs. The CPU backend is always available and is the reference; a CUDA backend
 /// (core/cuda, built when nvcc is found) implements the same interface and must produce bit-identical
 /// codes. Callers always learn which backend and device actually ran.
+#include <atomic>
 #include <cstddef>
 #include <memory>
 #include <string>
@@ -30,6 +31,7 @@ struct SweepTaskInput {
   size_t nq = 0;
   std::vector<const Quantizer*> keyQuantizers;    ///< one per key variant
   std::vector<const Quantizer*> valueQuantizers;  ///< one per value bit-width (empty when values is nullptr)
+  const std::atomic<bool>* cancel = nullptr;      ///< checked between key variants: when set, the output is incomplete
 };
 
 struct SweepTaskOutput {
@@ -65,6 +67,12 @@ class Backend {
     return false;
   }
 };
+
+/// The CPU evaluation of a sweep task (core/backend/cpu_task.cpp): the same codes as Quantizer::compress,
+/// the estimator in dense form (matrix products over the MSE reconstruction and the stored signs). Single
+/// threaded: the sweep runs tasks in parallel. Returns early (incomplete output) when in.cancel is set.
+void cpuEvaluateTask(const SweepTaskInput& in, SweepTaskOutput& out);
+bool cancelRequested(const SweepTaskInput& in);
 
 /// The CPU engine (multi-threaded).
 std::unique_ptr<Backend> makeCpuBackend();

@@ -55,6 +55,10 @@ class CpuBackend : public Backend {
       for (size_t i = b; i < e; ++i) q.weightedSum(values, weights + i * values.count, out + i * d);
     });
   }
+  bool evaluateTask(const SweepTaskInput& in, SweepTaskOutput& out) override {
+    cpuEvaluateTask(in, out);
+    return true;
+  }
 };
 
 }  // namespace

@@ -1,2 +1,3 @@
 list(APPEND TQ_CORE_SOURCES
-  ${CMAKE_CURRENT_SOURCE_DIR}/backend/cpu_backend.cpp)
+  ${CMAKE_CURRENT_SOURCE_DIR}/backend/cpu_backend.cpp
+  ${CMAKE_CURRENT_SOURCE_DIR}/backend/cpu_task.cpp)

@@ -86,18 +86,38 @@ void innerProductStats(const double* exact, const double* est, size_t n, Attenti
   m.correlation = (vx > 0 && ve > 0) ? cxe / std::sqrt(vx * ve) : 0.0;
 }
 
-AttentionMetrics attentionMetrics(const float* exact, const float* estimated, size_t n, double scale, const float* exactOut,
-                                  const float* estimatedOut, size_t dv) {
+void logSoftmax(const float* s, size_t n, double scale, double* p, double* logp) {
+  if (n == 0) return;
+  double mx = -INFINITY;
+  for (size_t i = 0; i < n; ++i) mx = std::max(mx, scale * s[i]);
+  double sum = 0;
+  for (size_t i = 0; i < n; ++i) {
+    p[i] = std::exp(scale * s[i] - mx);
+    sum += p[i];
+  }
+  const double lse = std::log(sum);
+  for (size_t i = 0; i < n; ++i) {
+    p[i] /= sum;
+    logp[i] = scale * s[i] - mx - lse;
+  }
+}
+
+AttentionMetrics attentionMetrics(const float* exact, const double* exactP, const double* exactLogP, const float* estimated, size_t n, double scale,
+                                  double* estP) {
   AttentionMetrics m;
   if (n == 0) return m;
-  std::vector<double> s(exact, exact + n), sh(estimated, estimated + n), p(n), ph(n);
+  std::vector<double> s(exact, exact + n), sh(estimated, estimated + n), lph(n);
+  std::vector<double> local;
+  if (!estP) {
+    local.resize(n);
+    estP = local.data();
+  }
   m.logitCosine = cosine(s.data(), sh.data(), n);
-  softmax(exact, n, scale, p.data());
-  softmax(estimated, n, scale, ph.data());
-  m.attentionCosine = cosine(p.data(), ph.data(), n);
+  logSoftmax(estimated, n, scale, estP, lph.data());
+  m.attentionCosine = cosine(exactP, estP, n);
   double kl = 0;
   for (size_t i = 0; i < n; ++i)
-    if (p[i] > 0) kl += p[i] * (std::log(p[i]) - std::log(std::max(ph[i], 1e-300)));
+    if (exactP[i] > 0) kl += exactP[i] * (exactLogP[i] - lph[i]);
   m.kl = std::max(0.0, kl);
   const size_t am = static_cast<size_t>(std::max_element(s.begin(), s.end()) - s.begin());
   const size_t amh = static_cast<size_t>(std::max_element(sh.begin(), sh.end()) - sh.begin());
@@ -108,17 +128,28 @@ AttentionMetrics attentionMetrics(const float* exact, const float* estimated, si
     if (sh[i] > sh[am]) ++above;
   m.top5 = above < 5 ? 1.0 : 0.0;
   innerProductStats(s.data(), sh.data(), n, m);
-  if (exactOut && estimatedOut && dv > 0) {
-    double num = 0, den = 0;
-    for (size_t j = 0; j < dv; ++j) {
-      const double d = static_cast<double>(exactOut[j]) - estimatedOut[j];
-      num += d * d;
-      den += static_cast<double>(exactOut[j]) * exactOut[j];
-    }
-    m.outputError = den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-  }
   m.count = 1;
   return m;
+}
+
+AttentionMetrics attentionMetrics(const float* exact, const float* estimated, size_t n, double scale, const float* exactOut,
+                                  const float* estimatedOut, size_t dv) {
+  if (n == 0) return {};
+  std::vector<double> p(n), lp(n);
+  logSoftmax(exact, n, scale, p.data(), lp.data());
+  AttentionMetrics m = attentionMetrics(exact, p.data(), lp.data(), estimated, n, scale, nullptr);
+  if (exactOut && estimatedOut && dv > 0) m.outputError = outputError(exactOut, estimatedOut, dv);
+  return m;
+}
+
+double outputError(const float* exactOut, const float* estimatedOut, size_t dv) {
+  double num = 0, den = 0;
+  for (size_t j = 0; j < dv; ++j) {
+    const double d = static_cast<double>(exactOut[j]) - estimatedOut[j];
+    num += d * d;
+    den += static_cast<double>(exactOut[j]) * exactOut[j];
+  }
+  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
 }
 
 double vectorMse(const float* x, const float* xhat, size_t n, size_t d) {

@@ -35,6 +35,14 @@ void softmax(const float* s, size_t n, double scale, double* p);
 AttentionMetrics attentionMetrics(const float* exact, const float* estimated, size_t n, double scale,
                                   const float* exactOut = nullptr, const float* estimatedOut = nullptr, size_t dv = 0);
 
+/// softmax(scale * s) and its logarithm (log p = scale s - logsumexp, no per-entry log).
+void logSoftmax(const float* s, size_t n, double scale, double* p, double* logp);
+/// The same metrics with the exact softmax precomputed (logSoftmax of `exact`): what a sweep evaluating
+/// many estimates against one exact row uses. estP (n, may be nullptr) receives softmax(scale * estimated).
+AttentionMetrics attentionMetrics(const float* exact, const double* exactP, const double* exactLogP, const float* estimated, size_t n, double scale,
+                                  double* estP);
+/// ||o - o_hat|| / ||o|| (||o - o_hat|| when o = 0).
+double outputError(const float* exactOut, const float* estimatedOut, size_t dv);
 /// Inner-product error statistics only (bias, variance, slope, correlation) over pairs.
 void innerProductStats(const double* exact, const double* estimated, size_t n, AttentionMetrics& m);
 

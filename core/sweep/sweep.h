@@ -9,19 +9,11 @@
 
 #include "backend/backend.h"
 #include "data/kv_source.h"
+#include "explore/queries.h"
 #include "metrics/metrics.h"
 #include "quant/quantizer.h"
 
 namespace tq {
-
-enum class QuerySource {
-  Dump,     ///< the dump's real queries (causal: query t sees keys 0..t)
-  LastKey,  ///< proxy: the last token's key as the query (overstates fidelity)
-  Random,   ///< proxy: Gaussian queries with the keys' mean norm
-};
-const char* querySourceName(QuerySource q);
-/// "dump", "last-key", "random"; throws std::invalid_argument otherwise.
-QuerySource parseQuerySource(const std::string& s);
 
 struct SweepConfig {
   std::vector<int> keyBits{3};
@@ -35,14 +27,12 @@ struct SweepConfig {
   std::vector<int> layers;  ///< empty = all
   std::vector<int> qHeads;  ///< empty = all query heads
   QuerySource queries = QuerySource::Dump;
-  int maxQueries = 32;      ///< queries per head (Dump: evenly spaced positions in [seq/4, seq))
+  int maxQueries = 32;      ///< queries per head (evaluationPositions: evenly spaced in [seq/4, seq); last-key: one)
+  size_t sampleCells = 0;   ///< 0 = every (layer, kv head) cell; N = the first N cells of the seeded order (an estimate)
   bool evaluateValues = true;
   /// Throws std::invalid_argument naming the problem (bits out of range, empty lists...).
   void validate() const;
 };
-
-/// Seeds: one rotation per (layer, K/V) shared by all heads (ALGORITHM.md section 3).
-uint64_t layerSeed(uint64_t seed, int layer, bool values);
 
 struct KeyVariant {
   KeyMode mode = KeyMode::Prod;
@@ -83,14 +73,34 @@ struct SweepResult {
   std::vector<SweepRow> rows;
   double seconds = 0;
   bool cancelled = false;
+  size_t cellsDone = 0, cellsTotal = 0;  ///< (layer, kv head) cells evaluated / in the grid (after sampleCells)
+  size_t cellsInGrid = 0;                ///< cells of the whole grid (before sampleCells)
+  size_t cpuFallbackCells = 0;           ///< cells a device backend declined, evaluated on the CPU instead
+  bool partial() const { return cellsDone < cellsTotal; }
   std::vector<SweepSummary> summary() const;
 };
 
 /// Progress: called with (done, total) units; return false to cancel. May be called from worker
-/// threads (serialised by the runner).
+/// threads (serialised by the runner). The sweep counts (layer, kv head) cells.
 using ProgressFn = std::function<bool(size_t done, size_t total)>;
+/// Partial results of a progressive sweep: every row of the cells evaluated so far (sorted as the final
+/// result), called from a worker thread (serialised) at most every `intervalMs` and not after a cancel.
+struct PartialSink {
+  std::function<void(const SweepResult& partial)> fn;
+  int intervalMs = 200;
+};
 
-/// Runs the grid. Throws std::invalid_argument / DataError for bad configurations or input.
-SweepResult runSweep(const KvSource& src, const SweepConfig& cfg, Backend& backend, const ProgressFn& progress = {});
+/// The (layer, kv head) cells of a grid in the order a sweep visits them: a random permutation seeded
+/// by cfg.seed, so that any prefix is an unbiased sample of the grid (the first sampleCells when set).
+struct SweepCell {
+  int layer = 0, kvHead = 0;
+  std::vector<int> qHeads;  ///< the query heads (or proxy heads) that read this kv head
+};
+std::vector<SweepCell> sweepCells(const KvShape& shape, const SweepConfig& cfg, size_t* cellsInGrid = nullptr);
+
+/// Runs the grid, cells in the seeded order of sweepCells, streaming partial results to `partial`. The
+/// final rows are sorted by (mode, bits, m, value bits, layer, head) and do not depend on the order or on
+/// the number of threads. Throws std::invalid_argument / DataError for bad configurations or input.
+SweepResult runSweep(const KvSource& src, const SweepConfig& cfg, Backend& backend, const ProgressFn& progress = {}, const PartialSink& partial = {});
 
 }  // namespace tq

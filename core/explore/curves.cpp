@@ -1,0 +1,67 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#include "explore/curves.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <tuple>
+
+namespace tq {
+
+const std::vector<CurveMetric>& curveMetrics() {
+  static const std::vector<CurveMetric> m = {
+      {"attention-weight cosine", "attention_cosine", [](const AttentionMetrics& a) { return a.attentionCosine; }, false, true},
+      {"top-1 agreement", "top1", [](const AttentionMetrics& a) { return a.top1; }, false, true},
+      {"top-5 recall", "top5", [](const AttentionMetrics& a) { return a.top5; }, false, true},
+      {"KL(exact \u2016 TQ), nats (log)", "kl", [](const AttentionMetrics& a) { return a.kl; }, true, false},
+      {"raw-logit cosine", "logit_cosine", [](const AttentionMetrics& a) { return a.logitCosine; }, false, true},
+      {"output error \u2016pV \u2212 p\u0302V\u0302\u2016/\u2016pV\u2016", "output_error", [](const AttentionMetrics& a) { return a.outputError; }, false, false},
+  };
+  return m;
+}
+
+std::vector<CurvePoint> fidelityCurves(const SweepResult& r) {
+  const auto& metrics = curveMetrics();
+  const size_t nm = metrics.size();
+  struct Acc {
+    CurvePoint p;
+    std::vector<double> s1, s2;
+  };
+  std::map<std::tuple<int, int, int, int>, Acc> acc;
+  for (const SweepRow& row : r.rows) {
+    auto& a = acc[std::make_tuple(static_cast<int>(row.key.mode), row.key.bits, row.key.projDim, row.valueBits)];
+    if (a.p.rows == 0) {
+      a.p.key = row.key;
+      a.p.valueBits = row.valueBits;
+      a.p.min.assign(nm, 1e300);
+      a.p.max.assign(nm, -1e300);
+      a.s1.assign(nm, 0.0);
+      a.s2.assign(nm, 0.0);
+    }
+    ++a.p.rows;
+    for (size_t i = 0; i < nm; ++i) {
+      const double v = metrics[i].get(row.m);
+      a.s1[i] += v;
+      a.s2[i] += v * v;
+      a.p.min[i] = std::min(a.p.min[i], v);
+      a.p.max[i] = std::max(a.p.max[i], v);
+    }
+  }
+  std::vector<CurvePoint> out;
+  out.reserve(acc.size());
+  for (auto& [k, a] : acc) {
+    const double n = static_cast<double>(a.p.rows);
+    a.p.mean.resize(nm);
+    a.p.ci95.resize(nm);
+    for (size_t i = 0; i < nm; ++i) {
+      const double mu = a.s1[i] / n;
+      const double var = a.p.rows > 1 ? std::max(0.0, (a.s2[i] - n * mu * mu) / (n - 1)) : 0.0;
+      a.p.mean[i] = mu;
+      a.p.ci95[i] = a.p.rows > 1 ? 1.96 * std::sqrt(var / n) : 0.0;
+    }
+    out.push_back(std::move(a.p));
+  }
+  return out;
+}
+
+}  // namespace tq

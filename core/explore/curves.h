@@ -1,0 +1,36 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#pragma once
+/// Fidelity curves: the aggregation of sweep rows (one per layer x query head) into one point per key
+/// variant and metric, as the fidelity view draws them and the CLI summarises them. Partial results
+/// (a progressive sweep that has visited some cells) aggregate the same way; the point then carries the
+/// 95 % confidence band of the mean over the cells seen so far.
+#include <string>
+#include <vector>
+
+#include "metrics/metrics.h"
+#include "sweep/sweep.h"
+
+namespace tq {
+
+/// A metric the fidelity curves show.
+struct CurveMetric {
+  const char* title;   ///< e.g. "attention-weight cosine"
+  const char* column;  ///< e.g. "attention_cosine" (the CSV column of core/explore/export)
+  double (*get)(const AttentionMetrics&);
+  bool logScale;
+  bool higherIsBetter;
+};
+/// attention cosine, top-1, top-5, KL, raw-logit cosine, output error (the fidelity view's six panels).
+const std::vector<CurveMetric>& curveMetrics();
+
+struct CurvePoint {
+  KeyVariant key;
+  int valueBits = 0;
+  size_t rows = 0;                ///< (layer, query head) rows aggregated
+  std::vector<double> mean, min, max, ci95;  ///< per curveMetrics() entry; ci95 = 1.96 sd / sqrt(rows) (0 for one row)
+};
+
+/// One point per (key variant, value bits) present in the rows, in the rows' order (mode, bits, m).
+std::vector<CurvePoint> fidelityCurves(const SweepResult& r);
+
+}  // namespace tq
