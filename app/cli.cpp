@@ -19,7 +19,7 @@
 #include "backend/bench_record.h"
 #include "codebook/codebook.h"
 #include "backend_select.h"
-#include "data/export.h"
+#include "explore/export.h"
 #include "data/kv_dump.h"
 #include "data/safetensors.h"
 #include "sweep/sweep.h"

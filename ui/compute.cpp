@@ -16,6 +16,7 @@
 #endif
 
 #include "attention/attention.h"
+#include "explore/queries.h"
 #include "metrics/metrics.h"
 #include "quant/quantizer.h"
 #include "util/rng.h"
@@ -80,45 +81,8 @@ tq::QuantConfig keyConfig(const Experiment& e, tq::KeyMode mode, int bits, int d
   return c;
 }
 
-/// seq x d queries of the selected head: the dump's, each position's own key (proxy), or random.
-std::vector<float> headQueries(const DataContext& dc, const Experiment& e, const std::vector<float>& K) {
-  const int seq = dc.shape.seq, d = dc.shape.headDim;
-  const size_t D = static_cast<size_t>(d);
-  switch (e.querySource) {
-    case tq::QuerySource::Dump: {
-      auto q = dc.source->queries(e.layer, e.qHead);
-      if (q.size() != static_cast<size_t>(seq) * D)
-        throw std::invalid_argument("this data has no queries: choose a proxy query source (last key or random)");
-      return q;
-    }
-    case tq::QuerySource::LastKey: return K;
-    default: {
-      double meanNorm = 0;
-      for (int t = 0; t < seq; ++t) {
-        double s = 0;
-        for (size_t j = 0; j < D; ++j) s += static_cast<double>(K[t * D + j]) * K[t * D + j];
-        meanNorm += std::sqrt(s);
-      }
-      meanNorm /= std::max(1, seq);
-      std::vector<float> q(static_cast<size_t>(seq) * D);
-      const uint64_t sd = tq::layerSeed(e.seed, e.layer, false) ^ 0x7a11c0ffeeull;
-      for (int t = 0; t < seq; ++t) {
-        double s = 0;
-        for (size_t j = 0; j < D; ++j) {
-          const float v = static_cast<float>(tq::standardNormal(sd, tq::kStreamValidate + 31 + static_cast<uint64_t>(e.qHead), t * D + j));
-          q[t * D + j] = v;
-          s += static_cast<double>(v) * v;
-        }
-        const float sc = static_cast<float>(meanNorm / std::max(1e-12, std::sqrt(s)));
-        for (size_t j = 0; j < D; ++j) q[t * D + j] *= sc;
-      }
-      return q;
-    }
-  }
-}
-
 Heatmap computeHeat(const DataContext& dc, const Experiment& e, const HeatRegion& reg, tq::Backend& be, const tq::Quantizer& kq,
-                    const tq::CompressedVectors& kcv, const std::vector<float>& K, const std::vector<float>& Q) {
+                    const tq::CompressedVectors& kcv, const std::vector<float>& K) {
   const int seq = dc.shape.seq, d = dc.shape.headDim;
   Heatmap h;
   h.softmax = e.softmaxWeights;
@@ -132,12 +96,8 @@ Heatmap computeHeat(const DataContext& dc, const Experiment& e, const HeatRegion
   h.rows = (h.row1 - h.row0 + h.rowStride - 1) / h.rowStride;
   h.cols = (h.col1 - h.col0 + h.colStride - 1) / h.colStride;
   const size_t D = static_cast<size_t>(d), S = static_cast<size_t>(seq), R = static_cast<size_t>(h.rows), C = static_cast<size_t>(h.cols);
-  std::vector<float> Qr(R * D);
-  for (int i = 0; i < h.rows; ++i) {
-    const int t = std::min(h.row1 - 1, h.row0 + i * h.rowStride + h.rowStride / 2);
-    h.rowToken.push_back(t);
-    std::copy_n(Q.begin() + static_cast<long>(static_cast<size_t>(t) * D), D, Qr.begin() + static_cast<long>(static_cast<size_t>(i) * D));
-  }
+  for (int i = 0; i < h.rows; ++i) h.rowToken.push_back(std::min(h.row1 - 1, h.row0 + i * h.rowStride + h.rowStride / 2));
+  const std::vector<float> Qr = tq::queryVectors(*dc.source, e.querySource, e.seed, e.layer, e.qHead, K, h.rowToken);
   std::vector<float> ex(R * S), ap(R * S);
   tq::exactScores(Qr.data(), R, K.data(), S, D, ex.data());
   be.scores(kq, kcv, Qr.data(), R, ap.data());
@@ -189,15 +149,6 @@ Heatmap computeHeat(const DataContext& dc, const Experiment& e, const HeatRegion
   return h;
 }
 
-std::vector<int> estimatorPositions(const Experiment& e, int seq) {
-  std::vector<int> pos;
-  const int lo = std::max(0, seq / 4);
-  const int n = std::max(1, std::min(e.sweepQueries, seq - lo));
-  for (int i = 0; i < n; ++i)
-    pos.push_back(n == 1 ? seq - 1 : lo + static_cast<int>(std::llround(static_cast<double>(i) * (seq - 1 - lo) / (n - 1))));
-  return pos;
-}
-
 double sphereDensity(int d, double t) {
   if (std::fabs(t) >= 1) return 0;
   const double c = std::lgamma(d / 2.0) - 0.5 * std::log(M_PI) - std::lgamma((d - 1) / 2.0);
@@ -211,14 +162,6 @@ float dot(const float* a, const float* b, size_t n) {
 }
 
 }  // namespace
-
-std::string queryLabel(tq::QuerySource q) {
-  switch (q) {
-    case tq::QuerySource::Dump: return "dump queries";
-    case tq::QuerySource::LastKey: return "proxy: last key";
-    default: return "proxy: random queries";
-  }
-}
 
 int resolveQueryPos(const Experiment& e, int seq) { return e.queryPos < 0 || e.queryPos >= seq ? seq - 1 : e.queryPos; }
 
@@ -234,7 +177,7 @@ std::shared_ptr<DetailResult> computeDetail(const DataContext& dc, const DetailR
   out->parts = req.parts;
   out->headDim = sh.headDim;
   out->kvHead = std::min(sh.kvHeadOf(e.qHead), sh.kvHeads - 1);
-  out->queryLabel = queryLabel(e.querySource);
+  out->queryLabel = tq::querySourceLabel(e.querySource);
   tq::Backend& be = threadBackend(e.backend, &out->backendNote);
   out->backend = be.name();
   out->device = be.device();
@@ -242,7 +185,6 @@ std::shared_ptr<DetailResult> computeDetail(const DataContext& dc, const DetailR
   const size_t D = static_cast<size_t>(d), S = static_cast<size_t>(seq);
   const auto K = dc.source->keys(e.layer, out->kvHead);
   if (K.size() != S * D) throw std::runtime_error("the keys of layer " + std::to_string(e.layer) + " have the wrong size");
-  const auto Q = headQueries(dc, e, K);
   const int qpos = resolveQueryPos(e, seq);
   out->queryToken = qpos;
   static const bool profile = std::getenv("TQ_PROFILE") != nullptr;
@@ -275,7 +217,7 @@ std::shared_ptr<DetailResult> computeDetail(const DataContext& dc, const DetailR
     }
   }
   step(1);
-  if (req.parts & PartHeatmap) out->heat = computeHeat(dc, e, req.region, be, kq, kcv, K, Q);
+  if (req.parts & PartHeatmap) out->heat = computeHeat(dc, e, req.region, be, kq, kcv, K);
   step(2);
 
   // Every key mode at the current bits (estimator, how it works).
@@ -293,9 +235,10 @@ std::shared_ptr<DetailResult> computeDetail(const DataContext& dc, const DetailR
     }
   }
   if (req.parts & PartEstimator) {
-    const auto pos = estimatorPositions(e, seq);
-    std::vector<float> qs(pos.size() * D), exact(pos.size() * S), est(pos.size() * S);
-    for (size_t i = 0; i < pos.size(); ++i) std::copy_n(Q.begin() + static_cast<long>(static_cast<size_t>(pos[i]) * D), D, qs.begin() + static_cast<long>(i * D));
+    // the positions and query vectors of the fidelity sweep (core/explore/queries)
+    const auto pos = tq::evaluationPositions(e.querySource, seq, e.sweepQueries);
+    const std::vector<float> qs = tq::queryVectors(*dc.source, e.querySource, e.seed, e.layer, e.qHead, K, pos);
+    std::vector<float> exact(pos.size() * S), est(pos.size() * S);
     tq::exactScores(qs.data(), pos.size(), K.data(), S, D, exact.data());
     for (const auto& md : modes) {
       EstimatorSeries s;
@@ -323,7 +266,8 @@ std::shared_ptr<DetailResult> computeDetail(const DataContext& dc, const DetailR
     h.mseBits = kq.mseBits();
     h.projDim = kq.projDim();
     const float* x = K.data() + static_cast<size_t>(qpos) * D;
-    const float* q = Q.data() + static_cast<size_t>(qpos) * D;
+    const std::vector<float> qv = tq::queryVectors(*dc.source, e.querySource, e.seed, e.layer, e.qHead, K, {qpos});
+    const float* q = qv.data();
     h.x.assign(x, x + D);
     h.xMse.assign(D, 0.0f);
     kq.decompress(kcv, static_cast<size_t>(qpos), 1, h.xMse.data());
@@ -447,7 +391,8 @@ tq::SweepConfig sweepConfigFor(const Experiment& e, const tq::KvShape& shape) {
   return c;
 }
 
-std::shared_ptr<SweepOutput> computeSweep(const DataContext& dc, const Experiment& e, const tq::ProgressFn& progress, bool background) {
+std::shared_ptr<SweepOutput> computeSweep(const DataContext& dc, const Experiment& e, const tq::ProgressFn& progress, bool background,
+                                          const std::function<void(std::shared_ptr<const SweepOutput>)>& partial) {
 #ifdef __linux__
   // The long sweep yields to interactive work: its threads (and those it spawns, which inherit the
   // nice value) run at low priority, so a detail job after a click is not starved by the sweep.
@@ -469,7 +414,16 @@ std::shared_ptr<SweepOutput> computeSweep(const DataContext& dc, const Experimen
   auto out = std::make_shared<SweepOutput>();
   out->exp = e;
   tq::Backend& be = threadBackend(e.backend, &out->backendNote);
-  out->result = tq::runSweep(*dc.source, sweepConfigFor(e, dc.shape), be, progress);
+  tq::PartialSink sink;
+  if (partial)
+    sink.fn = [&](const tq::SweepResult& r) {
+      auto p = std::make_shared<SweepOutput>();
+      p->exp = e;
+      p->backendNote = out->backendNote;
+      p->result = r;
+      partial(p);
+    };
+  out->result = tq::runSweep(*dc.source, sweepConfigFor(e, dc.shape), be, progress, sink);
   return out;
 }
 

@@ -3,6 +3,7 @@
 /// The numbers behind the views, computed on worker threads from an immutable data snapshot and an
 /// Experiment. Qt-free apart from the Experiment (which carries QStrings); no widgets.
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -118,10 +119,9 @@ struct SweepOutput : JobOutput {
   std::string backendNote;
 };
 /// background: run at a lower CPU priority (Linux nice) so interactive jobs preempt it.
-std::shared_ptr<SweepOutput> computeSweep(const DataContext& data, const Experiment& e, const tq::ProgressFn& progress, bool background = false);
-
-/// Query positions of the heatmap rows / estimator (a label such as "proxy: last key").
-std::string queryLabel(tq::QuerySource q);
+/// partial: progressive results (every cell so far) from the sweep's worker threads.
+std::shared_ptr<SweepOutput> computeSweep(const DataContext& data, const Experiment& e, const tq::ProgressFn& progress, bool background = false,
+                                          const std::function<void(std::shared_ptr<const SweepOutput>)>& partial = {});
 
 /// Resolves queryPos (-1 = last token) against the sequence length.
 int resolveQueryPos(const Experiment& e, int seq);

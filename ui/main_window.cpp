@@ -272,7 +272,11 @@ MainWindow::MainWindow(MainWindowOptions options, QWidget* parent) : QMainWindow
     reportError("Computation failed", m, false);
     updateStatus();
   });
-  connect(m_detailRunner, &JobRunner::cancelled, this, [this] { updateStatus(); });
+  connect(m_detailRunner, &JobRunner::cancelled, this, [this] {
+    for (auto* v : m_views)
+      if (v != m_fidelity && v != m_memory && v->outdated()) v->setOutdated(true, "cancelled: out of date (F5 recomputes)");
+    updateStatus();
+  });
   connect(m_sweepRunner, &JobRunner::started, this, [this] {
     m_sweepClock.start();
     m_fidelity->setRunning("sweep running…");
@@ -282,7 +286,10 @@ MainWindow::MainWindow(MainWindowOptions options, QWidget* parent) : QMainWindow
     m_progress->setMaximum(static_cast<int>(std::min<qulonglong>(total, 1u << 30)));
     m_progress->setValue(static_cast<int>(std::min<qulonglong>(done, 1u << 30)));
     m_progress->setFormat(QString("sweep %p % · %1/%2").arg(done).arg(total));
-    m_fidelity->setRunning(QString("sweep running: %1 / %2 grid cells").arg(done).arg(total));
+    if (!m_sweep || m_sweep->result.cellsDone == 0) m_fidelity->setRunning(QString("sweep running: %1 / %2 grid cells").arg(done).arg(total));
+  });
+  connect(m_sweepRunner, &JobRunner::partial, this, [this](quint64, JobPtr out) {
+    if (auto r = std::dynamic_pointer_cast<const SweepOutput>(out)) applySweep(*r);
   });
   connect(m_sweepRunner, &JobRunner::finished, this, [this](quint64, JobPtr out, double secs) {
     m_lastSweepSeconds = secs;
@@ -296,6 +303,7 @@ MainWindow::MainWindow(MainWindowOptions options, QWidget* parent) : QMainWindow
   });
   connect(m_sweepRunner, &JobRunner::cancelled, this, [this] {
     m_fidelity->setRunning("sweep cancelled — press F5 to run it again");
+    if (m_fidelity->outdated()) m_fidelity->setOutdated(true, "cancelled: out of date (F5 recomputes)");
     updateStatus();
     emit workCancelled();
   });
@@ -717,6 +725,9 @@ void MainWindow::submitDetail(int parts) {
   const int running = m_detailRunner->busy() ? property("inflightParts").toInt() : 0;
   req.parts |= running & PartAll;
   setProperty("inflightParts", req.parts);
+  const std::pair<int, PlotView*> byPart[] = {{PartHeatmap, m_attention}, {PartEstimator, m_estimator}, {PartHow, m_how}, {PartDistortion, m_distortion}};
+  for (const auto& [part, view] : byPart)
+    if (req.parts & part) view->setOutdated(true);
   m_detailRunner->submit([data, req](const tq::ProgressFn& p) -> JobPtr { return computeDetail(*data, req, p); });
 }
 
@@ -724,7 +735,11 @@ void MainWindow::submitSweep() {
   auto data = m_data;
   const Experiment e = m_exp;
   m_progress->setValue(0);
-  m_sweepRunner->submit([data, e](const tq::ProgressFn& p) -> JobPtr { return computeSweep(*data, e, p, true); });
+  m_sweep.reset();
+  m_fidelity->setOutdated(true, "recomputing the sweep…");
+  m_sweepRunner->submit(JobRunner::ProgressiveJob([data, e](const tq::ProgressFn& p, const JobRunner::PartialFn& part) -> JobPtr {
+    return computeSweep(*data, e, p, true, [&part](std::shared_ptr<const SweepOutput> o) { part(o); });
+  }));
 }
 
 void MainWindow::applyDetail(const DetailResult& r) {
@@ -761,6 +776,10 @@ void MainWindow::applyDetail(const DetailResult& r) {
     mark("how");
   }
   if (r.parts & PartDistortion) m_detail.distortion = r.distortion;
+  const std::pair<int, PlotView*> byPart[] = {{PartHeatmap, m_attention}, {PartEstimator, m_estimator}, {PartHow, m_how}, {PartDistortion, m_distortion}};
+  for (const auto& [part, view] : byPart)
+    if (r.parts & part) view->setOutdated(false);
+  clearError();
   if (!m_detail.distortion.bits.empty()) m_distortion->setData(m_detail.distortion, m_exp.keyBits);
   mark("distortion");
   refreshMemory();
@@ -774,6 +793,8 @@ void MainWindow::applyDetail(const DetailResult& r) {
 
 void MainWindow::applySweep(const SweepOutput& s) {
   m_sweep = std::make_shared<SweepOutput>(s);
+  m_fidelity->setOutdated(false);
+  if (!s.result.partial()) clearError();
   m_fidelity->setData(s, m_exp);
   if (m_tabs->currentWidget() == m_fidelity) m_fidelity->replotNow();
   updateStatus();
@@ -795,7 +816,7 @@ QString MainWindow::backendText() const {
 
 QString MainWindow::captionText() const {
   if (!m_data) return {};
-  return m_exp.caption(QString::fromStdString(m_data->model), m_data->shape.seq, m_data->shape.headDim, QString::fromStdString(queryLabel(m_exp.querySource)),
+  return m_exp.caption(QString::fromStdString(m_data->model), m_data->shape.seq, m_data->shape.headDim, QString::fromStdString(tq::querySourceLabel(m_exp.querySource)),
                        m_backendName.isEmpty() ? QString() : m_backendName);
 }
 
@@ -809,6 +830,8 @@ void MainWindow::setData(std::shared_ptr<const DataContext> d, const Experiment&
   m_exp = e;
   m_region = HeatRegion{};
   m_sweep.reset();
+  for (auto* v : m_views)
+    if (v != m_memory) v->setOutdated(true, "computing the new data set…");
   adaptToData();
   syncControls();
   setWindowTitle(QString("TurboQuant Studio — %1").arg(QString::fromStdString(m_data->name)));
@@ -839,6 +862,12 @@ void MainWindow::adaptToData() {
     statusBar()->showMessage("This data has no queries: using a proxy (the last key), labelled as such.", 8000);
   }
   if (m_exp.projDimFor(sh.headDim) > 16384) m_exp.proj = ProjChoice::Full;
+}
+
+void MainWindow::clearError() {
+  if (m_lastError.isEmpty()) return;
+  m_lastError.clear();
+  updateStatus();
 }
 
 void MainWindow::reportError(const QString& where, const QString& message, bool dialog) {

@@ -56,6 +56,8 @@ class MainWindow : public QMainWindow {
 
   const Experiment& experiment() const { return m_exp; }
   std::shared_ptr<const DataContext> data() const { return m_data; }
+  /// The fidelity sweep shown (partial while it runs; null before the first cell).
+  std::shared_ptr<const SweepOutput> sweepOutput() const { return m_sweep; }
   QList<PlotView*> views() const { return m_views; }
   PlotView* view(const QString& id) const;
   AttentionView* attentionView() const { return m_attention; }
@@ -115,6 +117,7 @@ class MainWindow : public QMainWindow {
   void setData(std::shared_ptr<const DataContext> d, const Experiment& e);
   void adaptToData();            ///< ranges of the selection controls, query source fallback
   void reportError(const QString& where, const QString& message, bool dialog);
+  void clearError();  ///< a success clears an older error from the status bar
   void addRecent(const QString& path);
   void rebuildRecentMenu();
   void updateStatus();

@@ -6,6 +6,8 @@
 
 #include <QContextMenuEvent>
 #include <QFile>
+#include <QGraphicsOpacityEffect>
+#include <QLabel>
 #include <QMenu>
 #include <QPdfWriter>
 #include <QSvgGenerator>
@@ -15,12 +17,16 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <sstream>
 
+#include "explore/curves.h"
+#include "explore/export.h"
 #include "metrics/metrics.h"
 
 namespace tq::ui {
 
 namespace {
+const QString kHoverHint = QStringLiteral("hover a cell for token text and values · wheel: zoom · drag: pan (all three linked)");
 
 // Okabe-Ito colour-blind-safe palette.
 const QColor kBlack(0, 0, 0), kOrange(230, 159, 0), kSky(86, 180, 233), kGreen(0, 158, 115), kBlue(0, 114, 178),
@@ -191,6 +197,47 @@ PlotView::PlotView(const QString& id, const QString& title, QWidget* parent) : Q
   m_titleEl = textElement(m_plot, title, 12.5, true);
   m_plot->plotLayout()->addElement(0, 0, m_titleEl);
   m_plot->setMinimumSize(360, 260);
+  m_banner = new QLabel(this);
+  m_banner->setObjectName(id + "Outdated");
+  m_banner->setAlignment(Qt::AlignCenter);
+  m_banner->setStyleSheet("QLabel { background: rgba(255,255,255,225); color: #333; border: 1px solid #999; border-radius: 4px; padding: 6px 14px; font-weight: bold; }");
+  m_banner->hide();
+  m_outdatedTimer = new QTimer(this);
+  m_outdatedTimer->setSingleShot(true);
+  m_outdatedTimer->setInterval(150);
+  connect(m_outdatedTimer, &QTimer::timeout, this, [this] { showOutdated(m_outdated); });
+}
+
+void PlotView::setOutdated(bool on, const QString& why) {
+  m_outdated = on;
+  m_outdatedWhy = on ? why : QString();
+  m_banner->setText(why);
+  if (!on) {
+    m_outdatedTimer->stop();
+    showOutdated(false);
+  } else if (m_banner->isVisible()) {
+    showOutdated(true);  // already greyed: only the text changes
+  } else {
+    m_outdatedTimer->start();
+  }
+}
+
+void PlotView::showOutdated(bool on) {
+  if (on) {
+    if (!m_fade) {
+      m_fade = new QGraphicsOpacityEffect(m_plot);
+      m_fade->setOpacity(0.3);
+      m_plot->setGraphicsEffect(m_fade);  // owned by m_plot from here on
+    }
+    m_fade->setEnabled(true);
+    m_banner->adjustSize();
+    m_banner->move((width() - m_banner->width()) / 2, std::max(0, height() / 3 - m_banner->height() / 2));
+    m_banner->show();
+    m_banner->raise();
+  } else {
+    if (m_fade) m_fade->setEnabled(false);
+    m_banner->hide();
+  }
 }
 
 void PlotView::finishLayout() {
@@ -342,7 +389,7 @@ AttentionView::AttentionView(QWidget* parent) : PlotView("attention", "Attention
   scaleD->setGradient(diverging());
   scaleD->axis()->setLabel("Δ");
   grid->setColumnStretchFactors({1, 1, 0.01, 1, 0.01});
-  m_hoverEl = textElement(m_plot, "hover a cell for token text and values · wheel: zoom · drag: pan (all three linked)", 9, false, QColor(40, 40, 110));
+  m_hoverEl = textElement(m_plot, kHoverHint, 9, false, QColor(40, 40, 110));
   m_plot->plotLayout()->addElement(2, 0, m_hoverEl);
   m_plot->setInteractions(QCP::iRangeDrag | QCP::iRangeZoom);
   m_plot->setMouseTracking(true);
@@ -372,7 +419,15 @@ AttentionView::AttentionView(QWidget* parent) : PlotView("attention", "Attention
   finishLayout();
 }
 
+void AttentionView::clearTransient() {
+  if (m_hoverEl->text() != kHoverHint) {
+    m_hoverEl->setText(kHoverHint);
+    m_plot->replot(QCustomPlot::rpImmediateRefresh);
+  }
+}
+
 void AttentionView::setData(const Heatmap& h, std::shared_ptr<const DataContext> ctx, int layer, int qHead, int kvHead, const QString& queryLabel) {
+  m_hoverEl->setText(kHoverHint);  // a read-out of the previous data would be wrong now
   const bool newShape = !m_data || ctx->shape.seq != m_seq || ctx != m_data;
   m_heat = h;
   m_data = std::move(ctx);
@@ -520,32 +575,15 @@ int AttentionView::dataPoints() const {
 }
 
 // =============================================================== FidelityView
-namespace {
-struct MetricDef {
-  const char* name;
-  const char* column;
-  double (*get)(const tq::AttentionMetrics&);
-  bool log;
-  bool higherBetter;
-};
-const MetricDef kMetrics[] = {
-    {"attention-weight cosine", "attention_cosine", [](const tq::AttentionMetrics& m) { return m.attentionCosine; }, false, true},
-    {"top-1 agreement", "top1", [](const tq::AttentionMetrics& m) { return m.top1; }, false, true},
-    {"top-5 recall", "top5", [](const tq::AttentionMetrics& m) { return m.top5; }, false, true},
-    {"KL(exact ‖ TQ), nats (log)", "kl", [](const tq::AttentionMetrics& m) { return m.kl; }, true, false},
-    {"raw-logit cosine", "logit_cosine", [](const tq::AttentionMetrics& m) { return m.logitCosine; }, false, true},
-    {"output error ‖pV − p̂V̂‖/‖pV‖", "output_error", [](const tq::AttentionMetrics& m) { return m.outputError; }, false, false},
-};
-}  // namespace
-
 FidelityView::FidelityView(QWidget* parent) : PlotView("fidelity", "Fidelity versus key bits", parent) {
   auto* grid = new QCPLayoutGrid;
   m_plot->plotLayout()->addElement(1, 0, grid);
+  const auto& metrics = tq::curveMetrics();
   for (int i = 0; i < 6; ++i) {
-    auto* r = addPanel(m_plot, grid, i / 3, i % 3, kMetrics[i].name, nullptr);
+    auto* r = addPanel(m_plot, grid, i / 3, i % 3, QString::fromUtf8(metrics[static_cast<size_t>(i)].title), nullptr);
     r->axis(QCPAxis::atBottom)->setLabel("key bits");
     bitsTicker(r->axis(QCPAxis::atBottom));
-    if (kMetrics[i].log) setLogY(r);
+    if (metrics[static_cast<size_t>(i)].logScale) setLogY(r);
     m_rects.push_back(r);
   }
   m_legend = new QCPLegend;
@@ -573,36 +611,34 @@ void FidelityView::setData(const SweepOutput& s, const Experiment& cur) {
   const auto& res = s.result;
   const int d = res.headDim;
   const int curM = cur.keyMode == tq::KeyMode::Mse ? 0 : cur.projDimFor(d);
-  // series key: (mode, m) -> bits -> values per row, per metric
-  std::map<std::pair<int, int>, std::map<int, std::vector<const tq::SweepRow*>>> series;
-  for (const auto& r : res.rows) series[{static_cast<int>(r.key.mode), r.key.projDim}][r.key.bits].push_back(&r);
+  const auto& metrics = tq::curveMetrics();
+  // the numbers: core/explore/curves (the aggregation) and core/explore/export (the CSV of the CLI)
+  const std::vector<tq::CurvePoint> points = tq::fidelityCurves(res);
+  std::ostringstream csv;
+  tq::writeCsv(res, csv);
+  m_csv = QString::fromStdString(csv.str());
+  std::map<std::pair<int, int>, std::vector<const tq::CurvePoint*>> series;  // (mode, m) -> points by bits
+  for (const auto& p : points) series[{static_cast<int>(p.key.mode), p.key.projDim}].push_back(&p);
   std::map<int, int> variantOfMode;
-  m_csv = "mode,proj_dim,key_bits,value_bits,metric,mean,min,max,rows\n";
   m_points = 0;
-  for (const auto& [key, byBits] : series) {
+  const bool partial = res.partial();
+  for (const auto& [key, pts] : series) {
     const auto mode = static_cast<tq::KeyMode>(key.first);
     const int m = key.second;
     const bool current = mode == cur.keyMode && m == curM;
     const QColor c = modeColor(mode, variantOfMode[key.first]++);
     const QString name = keyModeLabel(mode) + (mode == tq::KeyMode::Mse ? QString() : QString(" m=%1").arg(m));
     for (int mi = 0; mi < 6; ++mi) {
+      const auto& md = metrics[static_cast<size_t>(mi)];
       QVector<double> x, mean, lo, hi;
-      for (const auto& [bits, rows] : byBits) {
-        double s1 = 0, mn = 1e300, mx = -1e300;
-        for (const auto* r : rows) {
-          double v = kMetrics[mi].get(r->m);
-          if (kMetrics[mi].log) v = std::max(v, 1e-7);
-          s1 += v;
-          mn = std::min(mn, v);
-          mx = std::max(mx, v);
-        }
-        const double mu = s1 / std::max<size_t>(1, rows.size());
-        x << bits;
-        mean << mu;
-        lo << mn;
-        hi << mx;
-        m_csv += QString("%1,%2,%3,%4,%5,%6,%7,%8,%9\n").arg(tq::keyModeName(mode)).arg(m).arg(bits).arg(cur.valueBits).arg(kMetrics[mi].column)
-                     .arg(mu, 0, 'g', 6).arg(mn, 0, 'g', 6).arg(mx, 0, 'g', 6).arg(rows.size());
+      for (const auto* p : pts) {
+        const size_t i = static_cast<size_t>(mi);
+        auto clampLog = [&](double v) { return md.logScale ? std::max(v, 1e-7) : v; };
+        x << p->key.bits;
+        mean << clampLog(p->mean[i]);
+        // band: min-max over (layer, head) rows of the full grid; 95 % interval of the mean while partial
+        lo << clampLog(partial ? p->mean[i] - p->ci95[i] : p->min[i]);
+        hi << clampLog(partial ? p->mean[i] + p->ci95[i] : p->max[i]);
         ++m_points;
       }
       auto* r = m_rects[static_cast<size_t>(mi)];
@@ -627,7 +663,7 @@ void FidelityView::setData(const SweepOutput& s, const Experiment& cur) {
           label->setPositionAlignment(Qt::AlignLeft | Qt::AlignBottom);
           label->setPadding(QMargins(8, 0, 0, 6));
           label->setFont(baseFont(8, true));
-          label->setText(QString::number(mean[idx], 'g', kMetrics[mi].log ? 2 : 3));
+          label->setText(QString::number(mean[idx], 'g', md.logScale ? 2 : 3));
         }
       }
     }
@@ -636,7 +672,7 @@ void FidelityView::setData(const SweepOutput& s, const Experiment& cur) {
     auto* r = m_rects[static_cast<size_t>(mi)];
     auto* y = r->axis(QCPAxis::atLeft);
     y->rescale(true);
-    if (kMetrics[mi].log) {
+    if (metrics[static_cast<size_t>(mi)].logScale) {
       y->setRange(y->range().lower / 2, y->range().upper * 2);
     } else {
       const auto rg = y->range();
@@ -645,13 +681,19 @@ void FidelityView::setData(const SweepOutput& s, const Experiment& cur) {
     }
     bitsTicker(r->axis(QCPAxis::atBottom));
   }
-  m_status->setText(QString("%1 rows (layers × heads) per point · band = min–max over heads · %2 · values %3 bits · %4 · %5 s%6")
-                        .arg(res.rows.empty() ? 0 : res.rows.size() / std::max<size_t>(1, res.summary().size()))
-                        .arg(QString::fromStdString(res.queryLabel))
-                        .arg(cur.valueBits)
-                        .arg(QString::fromStdString(res.backend))
-                        .arg(res.seconds, 0, 'f', 2)
-                        .arg(res.cancelled ? " · CANCELLED (partial)" : ""));
+  const size_t rowsPerPoint = points.empty() ? 0 : points.front().rows;
+  QString cells = QString("%1 of %2 cells (layer × kv head)").arg(res.cellsDone).arg(res.cellsTotal);
+  if (res.cellsTotal < res.cellsInGrid) cells += QString(", a seeded sample of %1").arg(res.cellsInGrid);
+  QString status;
+  if (res.cancelled)
+    status = QString("CANCELLED after %1 · %2 rows per point · band = 95 % interval of the mean").arg(cells).arg(rowsPerPoint);
+  else if (partial)
+    status = QString("sweep running: %1 · %2 rows per point · band = 95 % interval of the mean so far").arg(cells).arg(rowsPerPoint);
+  else
+    status = QString("%1 · %2 rows (layer × head) per point · band = min–max over heads").arg(cells).arg(rowsPerPoint);
+  status += QString(" · %1 · values %2 bits · %3 · %4 s").arg(QString::fromStdString(res.queryLabel)).arg(cur.valueBits).arg(QString::fromStdString(res.backend)).arg(res.seconds, 0, 'f', 2);
+  if (res.cpuFallbackCells) status += QString(" · %1 cells evaluated on the CPU (the device declined them)").arg(res.cpuFallbackCells);
+  m_status->setText(status);
   m_status->setTextColor(res.cancelled ? kVermillion : kGrey);
   applyStyle();
   requestReplot();
@@ -1195,6 +1237,8 @@ bool saveFigure(PlotView* view, const QString& path, FigureFormat format, QSize 
     return false;
   };
   if (!view) return fail("no view");
+  if (view->outdated()) return fail(QString("the %1 view is out of date (%2): it is not exported").arg(view->id(), view->outdatedReason()));
+  view->clearTransient();
   if (size.width() < 16 || size.height() < 16 || size.width() > 20000 || size.height() > 20000) return fail("figure size must be 16..20000 pixels");
   if (dpi < 24 || dpi > 2400) return fail("DPI must be 24..2400");
   QCustomPlot* p = view->plot();

@@ -17,6 +17,8 @@ class QCPColorMap;
 class QCPAxisRect;
 class QCPLegend;
 class QTimer;
+class QLabel;
+class QGraphicsOpacityEffect;
 
 namespace tq::ui {
 
@@ -41,6 +43,13 @@ class PlotView : public QWidget {
   void replotNow();
   /// Rescales every panel to its data.
   virtual void resetZoom();
+  /// Out of date: the plotted data belong to an older data set or configuration. The view is then greyed
+  /// with `why` over it (after a short delay, so quick recomputations do not flicker) and is never exported.
+  void setOutdated(bool on, const QString& why = QStringLiteral("recomputing…"));
+  bool outdated() const { return m_outdated; }
+  QString outdatedReason() const { return m_outdatedWhy; }
+  /// Drops transient state (hover read-outs) before an export.
+  virtual void clearTransient() {}
 
  signals:
   /// Attention view: the visible token region needs a finer level of detail.
@@ -59,6 +68,12 @@ class PlotView : public QWidget {
   void showEvent(QShowEvent* ev) override;
   void requestReplot();  ///< now if visible, else when shown
   bool m_stale = false;
+  bool m_outdated = false;
+  QString m_outdatedWhy;
+  QLabel* m_banner = nullptr;
+  QGraphicsOpacityEffect* m_fade = nullptr;
+  QTimer* m_outdatedTimer = nullptr;
+  void showOutdated(bool on);
 
   QCustomPlot* m_plot = nullptr;
   QCPTextElement* m_titleEl = nullptr;
@@ -80,6 +95,7 @@ class AttentionView : public PlotView {
   /// Zooms all three panels to a token range (linked), as a mouse wheel would.
   void zoomTo(double col0, double col1, double row0, double row1);
   void resetZoom() override;
+  void clearTransient() override;
 
  private:
   void onRangeChanged();

@@ -26,6 +26,10 @@ JobRunner::~JobRunner() {
 }
 
 quint64 JobRunner::submit(Job job) {
+  return submit(ProgressiveJob([job = std::move(job)](const tq::ProgressFn& p, const PartialFn&) { return job(p); }));
+}
+
+quint64 JobRunner::submit(ProgressiveJob job) {
   const quint64 gen = m_latest->fetch_add(1) + 1;
   ++m_pending;
   QMetaObject::invokeMethod(m_exec, [this, gen, job = std::move(job)] { run(gen, job); }, Qt::QueuedConnection);
@@ -34,7 +38,7 @@ quint64 JobRunner::submit(Job job) {
 
 void JobRunner::cancel() { m_cancelledUpTo->store(m_latest->load()); }
 
-void JobRunner::run(quint64 gen, const Job& job) {
+void JobRunner::run(quint64 gen, const ProgressiveJob& job) {
   // Runs on the worker thread. `this` outlives the thread (the destructor joins it).
   auto latest = m_latest;
   auto cancelledUpTo = m_cancelledUpTo;
@@ -55,11 +59,17 @@ void JobRunner::run(quint64 gen, const Job& job) {
     }
     return live();
   };
+  const PartialFn partialFn = [this, gen, live, post](JobPtr p) {
+    if (!live() || !p) return;
+    post([this, gen, p] {
+      if (gen == m_latest->load() && gen > m_cancelledUpTo->load()) emit partial(gen, p);
+    });
+  };
   const auto t0 = std::chrono::steady_clock::now();
   JobPtr out;
   QString error;
   try {
-    out = job(reporter);
+    out = job(reporter, partialFn);
   } catch (const std::exception& ex) {
     error = QString::fromStdString(ex.what());
   } catch (...) {

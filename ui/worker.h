@@ -23,12 +23,17 @@ class JobRunner : public QObject {
   /// The job runs on the worker thread; it must call progress() now and then and stop (return or throw)
   /// when it returns false.
   using Job = std::function<JobPtr(const tq::ProgressFn& progress)>;
+  /// A job that also delivers partial results (from any thread): each arrives as partial() on the GUI
+  /// thread unless the job has been superseded or cancelled meanwhile.
+  using PartialFn = std::function<void(JobPtr partial)>;
+  using ProgressiveJob = std::function<JobPtr(const tq::ProgressFn& progress, const PartialFn& partial)>;
 
   explicit JobRunner(const QString& name, QObject* parent = nullptr);
   ~JobRunner() override;
 
   /// Queues a job; supersedes every earlier one. Returns its generation.
   quint64 submit(Job job);
+  quint64 submit(ProgressiveJob job);
   /// Stops the current job (and drops queued ones); emits cancelled() when it has stopped.
   void cancel();
   bool busy() const { return m_pending.load() > 0; }
@@ -37,6 +42,7 @@ class JobRunner : public QObject {
  signals:
   void started(quint64 gen);
   void progress(quint64 gen, qulonglong done, qulonglong total);
+  void partial(quint64 gen, tq::ui::JobPtr out);
   void finished(quint64 gen, tq::ui::JobPtr out, double seconds);
   void failed(quint64 gen, const QString& message);
   void cancelled(quint64 gen);
@@ -44,7 +50,7 @@ class JobRunner : public QObject {
   void dropped(quint64 gen);
 
  private:
-  void run(quint64 gen, const Job& job);
+  void run(quint64 gen, const ProgressiveJob& job);
 
   QThread m_thread;
   QObject* m_exec = nullptr;

@@ -6,7 +6,7 @@
 #include <sstream>
 
 #include "backend/backend.h"
-#include "data/export.h"
+#include "explore/export.h"
 #include "data/kv_dump.h"
 
 using namespace tq;

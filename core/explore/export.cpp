@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
-#include "data/export.h"
+#include "explore/export.h"
 
 #include <cerrno>
 #include <cmath>
