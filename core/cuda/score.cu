@@ -564,16 +564,28 @@ void launchScoreFast(Context& ctx, const ScoreParams& P, dim3 grid, size_t smem,
   checkLaunch("fast scoring kernel");
 }
 
-/// The instantiated layouts: (code bits per table, code words of 4 bytes) -> CBW, CBITS.
+/// Code bits per look-up of the fast kernel's tables for a plan (0: no MSE stage), or -1 when it has no
+/// layout for the codes. 16-entry tables over 4 code bits need whole codes in every nibble: b = 1, 2, 4
+/// (4 / b coordinates per table). 64-entry tables are the CPU's own 6-bit chunks: b = 3 (2 coordinates)
+/// and b = 6 (1). b = 8 packs into bytes like 1, 2 and 4, but there a nibble is half a code (4 / b = 0
+/// coordinates per table: the scoring call divided by zero); b = 5, 7 and 8 take the generic kernel.
+int fastTableBits(const DevPlan& p) {
+  if (p.mseBits == 0) return 0;
+  if (4 % p.mseBits == 0) return 4;
+  if (p.chunkBits == 6) return 6;
+  return -1;
+}
+
+/// The instantiated layouts: (code bits per table from fastTableBits, code words of 4 bytes) -> CBW, CBITS.
 template <typename F>
-bool withLayout(int cbits, int cbw, F&& f) {
-  if (cbits == 0 && cbw == 0) f(std::integral_constant<int, 0>(), std::integral_constant<int, 0>());
-  else if (cbits == 8 && cbw == 2) f(std::integral_constant<int, 2>(), std::integral_constant<int, 4>());
-  else if (cbits == 8 && cbw == 4) f(std::integral_constant<int, 4>(), std::integral_constant<int, 4>());
-  else if (cbits == 8 && cbw == 8) f(std::integral_constant<int, 8>(), std::integral_constant<int, 4>());
-  else if (cbits == 8 && cbw == 16) f(std::integral_constant<int, 16>(), std::integral_constant<int, 4>());
-  else if (cbits == 6 && cbw == 6) f(std::integral_constant<int, 6>(), std::integral_constant<int, 6>());
-  else if (cbits == 6 && cbw == 12) f(std::integral_constant<int, 12>(), std::integral_constant<int, 6>());
+bool withLayout(int tableBits, int cbw, F&& f) {
+  if (tableBits == 0 && cbw == 0) f(std::integral_constant<int, 0>(), std::integral_constant<int, 0>());
+  else if (tableBits == 4 && cbw == 2) f(std::integral_constant<int, 2>(), std::integral_constant<int, 4>());
+  else if (tableBits == 4 && cbw == 4) f(std::integral_constant<int, 4>(), std::integral_constant<int, 4>());
+  else if (tableBits == 4 && cbw == 8) f(std::integral_constant<int, 8>(), std::integral_constant<int, 4>());
+  else if (tableBits == 4 && cbw == 16) f(std::integral_constant<int, 16>(), std::integral_constant<int, 4>());
+  else if (tableBits == 6 && cbw == 6) f(std::integral_constant<int, 6>(), std::integral_constant<int, 6>());
+  else if (tableBits == 6 && cbw == 12) f(std::integral_constant<int, 12>(), std::integral_constant<int, 6>());
   else return false;
   return true;
 }
@@ -624,20 +636,23 @@ void scores(Context& ctx, const DevPlan& p, const DevCompressed& keys, size_t ke
   const size_t sms = static_cast<size_t>(ctx.multiprocessors());
   const bool lutFits = smem <= std::min<size_t>(ctx.sharedPerBlockOptin(), 160 * 1024);
   const int cbw = (p.codeBytes % 4 == 0) ? static_cast<int>(p.codeBytes / 4) : -1;
-  const int cb8 = p.mseBits ? p.chunkBits : 0;
-  const bool instantiated = (cb8 == 0 && cbw == 0) || (cb8 == 8 && (cbw == 2 || cbw == 4 || cbw == 8 || cbw == 16)) || (cb8 == 6 && (cbw == 6 || cbw == 12));
-  const bool fastLayout = lutFits && instantiated && p.signBytes % 4 == 0 && p.signBytes <= 16;
+  const int tableBits = fastTableBits(p);
+  // the fast kernel loads whole 4-byte sign words, at most 4 per key
+  const bool fastLayout = lutFits && withLayout(tableBits, cbw, [](auto, auto) {}) && p.signBytes % 4 == 0 && p.signBytes <= 16;
   if (fastLayout) {
     // tables once per query, in the fast kernel's layout: 4-bit chunks for 1/2/4-bit codes (16 entries each),
-    // the CPU's 6-bit chunks for 3-bit codes, sign tables per 4 rows
+    // the CPU's 6-bit chunks for 3- and 6-bit codes, sign tables per 4 rows
     QPrep Qf = P.Q;
-    if (p.mseBits > 0 && p.chunkBits == 8) {
+    if (tableBits == 4) {
       Qf.group = 4 / p.mseBits;
       Qf.chunks = (p.dim + Qf.group - 1) / Qf.group;
       Qf.patterns = 16;
     }
     Qf.signBits = 4;
-    Qf.signChunks = p.projDim / 4;
+    // one table per sign nibble the kernel reads (2 per sign byte); rows >= m (the zero padding of the
+    // last byte) add nothing, as in the CPU's byte tables. (With m / 4 tables, any m % 8 != 0 made the
+    // kernel read nibbles past the tables' end; for m % 4 != 0 those nibbles held the last rows.)
+    Qf.signChunks = 2 * static_cast<int>(p.signBytes);
     const size_t lutF = static_cast<size_t>(p.mseBits ? Qf.chunks * Qf.patterns : 0) + (static_cast<size_t>(Qf.signChunks) << 4);
     P.lutFloats = lutF;
     const bool fresh = queries != nullptr;
@@ -653,7 +668,6 @@ void scores(Context& ctx, const DevPlan& p, const DevCompressed& keys, size_t ke
     ScoreParams Pf = P;
     Pf.Q = Qf;
     const size_t fsm = (lutF + static_cast<size_t>(p.dim + p.projDim)) * sizeof(float);
-    const int cbits = p.mseBits ? p.chunkBits : 0;
     static const int mode = envInt("TQ_CUDA_SCORE_MODE", 0);  // 0 auto, 1 always persistent, 2 one tile per block when it fits
     static const int perSmCap = std::max(1, envInt("TQ_CUDA_SCORE_BLOCKS_PER_SM", 6));
     bool ok = false;
@@ -662,7 +676,7 @@ void scores(Context& ctx, const DevPlan& p, const DevCompressed& keys, size_t ke
     constexpr int kSingleKpt = 2;
     const size_t tiles2 = ceilDiv<size_t>(keysPerHead, 256 * static_cast<size_t>(kSingleKpt));
     if (mode != 1) {
-      withLayout(cbits, cbw, [&](auto cw, auto cb) {
+      withLayout(tableBits, cbw, [&](auto cw, auto cb) {
         constexpr int CW = decltype(cw)::value, CB = decltype(cb)::value;
         const int per = residentBlocks(scoreFastPtr<kSingleKpt, CW, CB, false>(), fsm, ctx.device());
         const size_t cap = static_cast<size_t>(per) * sms;
@@ -684,7 +698,7 @@ void scores(Context& ctx, const DevPlan& p, const DevCompressed& keys, size_t ke
     while (bx * heads * zs < 2 * sms && zs < qPerHead) zs *= 2;
     Pf.qPerZ = ceilDiv<size_t>(qPerHead, zs);
     const dim3 grid(static_cast<unsigned>(bx), static_cast<unsigned>(heads), static_cast<unsigned>(ceilDiv<size_t>(qPerHead, Pf.qPerZ)));
-    ok = withLayout(cbits, cbw, [&](auto cw, auto cb) {
+    ok = withLayout(tableBits, cbw, [&](auto cw, auto cb) {
       launchScoreFast<1, decltype(cw)::value, decltype(cb)::value, true>(ctx, Pf, grid, fsm, fresh);
     });
     if (ok) return;
