@@ -992,6 +992,9 @@ int caseFallback() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // line-buffered: when a case dies on a signal (the grid's former SIGFPE), ctest's log keeps every line
+  // printed before it (a pipe is block-buffered, and the buffer is lost with the process)
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
   const std::map<std::string, std::function<int()>> cases = {
       {"probe", caseProbe},           {"no_device", caseNoDevice},  {"compress_fast", caseCompressFast}, {"compress_generic", caseCompressGeneric},
       {"compress_dense", caseCompressDense}, {"scores", caseScores}, {"values", caseValues},          {"real_data", caseRealData},
