@@ -421,9 +421,11 @@ std::shared_ptr<SweepOutput> computeSweep(const DataContext& dc, const Experimen
       p->exp = e;
       p->backendNote = out->backendNote;
       p->result = r;
+      p->curves = tq::fidelityCurves(r);
       partial(p);
     };
   out->result = tq::runSweep(*dc.source, sweepConfigFor(e, dc.shape), be, progress, sink);
+  out->curves = tq::fidelityCurves(out->result);
   return out;
 }
 

@@ -11,6 +11,7 @@
 #include "backend/backend.h"
 #include "data/kv_source.h"
 #include "experiment.h"
+#include "explore/curves.h"
 #include "sweep/sweep.h"
 
 namespace tq::ui {
@@ -116,6 +117,7 @@ tq::SweepConfig sweepConfigFor(const Experiment& e, const tq::KvShape& shape);
 struct SweepOutput : JobOutput {
   Experiment exp;
   tq::SweepResult result;
+  std::vector<tq::CurvePoint> curves;  ///< fidelityCurves(result), computed on the worker
   std::string backendNote;
 };
 /// background: run at a lower CPU priority (Linux nice) so interactive jobs preempt it.

@@ -411,6 +411,14 @@ int runExportFigures(const std::vector<std::string>& args, std::ostream& out, st
   return exportFigures(o, out, err);
 }
 
+bool startupExperiment(const Experiment& restored, const QStringList& args, Experiment* out, QString* error) {
+  Options o;
+  o.exp = restored;
+  if (!parseOptions(args, o, error) || !resolveData(o, args, error)) return false;
+  *out = o.exp;
+  return true;
+}
+
 int runGui(int argc, char** argv) {
   QStringList qa;
   for (int i = 1; i < argc; ++i) qa << QString::fromLocal8Bit(argv[i]);
@@ -478,6 +486,11 @@ int runGui(int argc, char** argv) {
   MainWindow w;
   w.resize(std::max(w.width(), 1200), std::max(w.height(), 760));
   if (o.presentation) w.setPresentation(true);
+  // the controls of the last session (restored by the window), with this command line on top
+  if (!startupExperiment(w.experiment(), qa, &o.exp, &e)) {
+    std::cerr << "tqstudio: " << e.toStdString() << "\n";
+    return 2;
+  }
   if (!w.openNow(o.exp, &e, false)) {
     // The file could not be opened: say so, and start on the sample rather than an empty window.
     const QString msg = e;

@@ -2,11 +2,18 @@
 #pragma once
 /// Entry points that need QtGui but no user: the tqstudio main (GUI, --screenshot, --bench-interaction,
 /// headless export when there is no display) and the `tqstudio-cli export-figures` subcommand.
+#include <QString>
+#include <QStringList>
 #include <iosfwd>
 #include <string>
 #include <vector>
 
 namespace tq::ui {
+
+class Experiment;
+/// The experiment tqstudio starts with: the one restored from the last session, with the command line's
+/// data and configuration flags applied on top (a flag not given keeps its restored value).
+bool startupExperiment(const Experiment& restored, const QStringList& args, Experiment* out, QString* error);
 
 /// The whole tqstudio program (app/gui_main.cpp only calls this).
 int runGui(int argc, char** argv);

@@ -289,11 +289,11 @@ MainWindow::MainWindow(MainWindowOptions options, QWidget* parent) : QMainWindow
     if (!m_sweep || m_sweep->result.cellsDone == 0) m_fidelity->setRunning(QString("sweep running: %1 / %2 grid cells").arg(done).arg(total));
   });
   connect(m_sweepRunner, &JobRunner::partial, this, [this](quint64, JobPtr out) {
-    if (auto r = std::dynamic_pointer_cast<const SweepOutput>(out)) applySweep(*r);
+    if (auto r = std::dynamic_pointer_cast<const SweepOutput>(out)) applySweep(r);
   });
   connect(m_sweepRunner, &JobRunner::finished, this, [this](quint64, JobPtr out, double secs) {
     m_lastSweepSeconds = secs;
-    if (auto r = std::dynamic_pointer_cast<const SweepOutput>(out)) applySweep(*r);
+    if (auto r = std::dynamic_pointer_cast<const SweepOutput>(out)) applySweep(r);
     updateStatus();
   });
   connect(m_sweepRunner, &JobRunner::failed, this, [this](quint64, const QString& m) {
@@ -706,7 +706,7 @@ void MainWindow::flush() {
   m_dirtyParts = 0;
   m_dirtySweep = false;
   // Highlights and the memory model need no computation: update them at once.
-  if (m_sweep) m_fidelity->setData(*m_sweep, m_exp);
+  if (m_sweep) m_fidelity->setData(m_sweep, m_exp);
   if (m_haveDetail && !m_detail.distortion.bits.empty()) m_distortion->setData(m_detail.distortion, m_exp.keyBits);
   if (m_dirtyMemory) refreshMemory();
   m_dirtyMemory = false;
@@ -791,11 +791,12 @@ void MainWindow::applyDetail(const DetailResult& r) {
   emit detailApplied();
 }
 
-void MainWindow::applySweep(const SweepOutput& s) {
-  m_sweep = std::make_shared<SweepOutput>(s);
+void MainWindow::applySweep(std::shared_ptr<const SweepOutput> out) {
+  m_sweep = std::move(out);
+  const SweepOutput& s = *m_sweep;
   m_fidelity->setOutdated(false);
   if (!s.result.partial()) clearError();
-  m_fidelity->setData(s, m_exp);
+  m_fidelity->setData(m_sweep, m_exp);
   if (m_tabs->currentWidget() == m_fidelity) m_fidelity->replotNow();
   updateStatus();
   emit sweepApplied();
@@ -1005,7 +1006,7 @@ void MainWindow::computeNow(bool syncSweep) {
     if (syncSweep) {
       auto s = computeSweep(*m_data, m_exp, {});
       m_lastSweepSeconds = s->result.seconds;
-      applySweep(*s);
+      applySweep(s);
     } else {
       submitSweep();
     }

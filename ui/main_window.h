@@ -111,7 +111,7 @@ class MainWindow : public QMainWindow {
   void submitDetail(int parts);
   void submitSweep();
   void applyDetail(const DetailResult& r);
-  void applySweep(const SweepOutput& s);
+  void applySweep(std::shared_ptr<const SweepOutput> s);
   void refreshMemory();
   void refreshCaptions();
   void setData(std::shared_ptr<const DataContext> d, const Experiment& e);

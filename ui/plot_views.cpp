@@ -605,18 +605,17 @@ void FidelityView::setRunning(const QString& text) {
   requestReplot();
 }
 
-void FidelityView::setData(const SweepOutput& s, const Experiment& cur) {
+void FidelityView::setData(std::shared_ptr<const SweepOutput> out, const Experiment& cur) {
   clearPanels(m_plot);
   m_legend->clearItems();
+  m_sweep = std::move(out);
+  const SweepOutput& s = *m_sweep;
   const auto& res = s.result;
   const int d = res.headDim;
   const int curM = cur.keyMode == tq::KeyMode::Mse ? 0 : cur.projDimFor(d);
   const auto& metrics = tq::curveMetrics();
   // the numbers: core/explore/curves (the aggregation) and core/explore/export (the CSV of the CLI)
-  const std::vector<tq::CurvePoint> points = tq::fidelityCurves(res);
-  std::ostringstream csv;
-  tq::writeCsv(res, csv);
-  m_csv = QString::fromStdString(csv.str());
+  const std::vector<tq::CurvePoint>& points = s.curves;
   std::map<std::pair<int, int>, std::vector<const tq::CurvePoint*>> series;  // (mode, m) -> points by bits
   for (const auto& p : points) series[{static_cast<int>(p.key.mode), p.key.projDim}].push_back(&p);
   std::map<int, int> variantOfMode;
@@ -699,7 +698,12 @@ void FidelityView::setData(const SweepOutput& s, const Experiment& cur) {
   requestReplot();
 }
 
-QString FidelityView::csv() const { return m_csv; }
+QString FidelityView::csv() const {
+  if (!m_sweep) return {};
+  std::ostringstream os;
+  tq::writeCsv(m_sweep->result, os);
+  return QString::fromStdString(os.str());
+}
 int FidelityView::dataPoints() const { return m_points; }
 
 // =============================================================== MemoryView

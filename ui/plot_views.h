@@ -115,14 +115,15 @@ class FidelityView : public PlotView {
   Q_OBJECT
  public:
   explicit FidelityView(QWidget* parent = nullptr);
-  void setData(const SweepOutput& s, const Experiment& current);
+  /// Renders s->curves; the CSV (csv()) is written from s->result when asked for (the CLI's table).
+  void setData(std::shared_ptr<const SweepOutput> s, const Experiment& current);
   void setRunning(const QString& text);  ///< shown while the sweep runs
   QString csv() const override;
   int dataPoints() const override;
 
  private:
   std::vector<QCPAxisRect*> m_rects;
-  QString m_csv;
+  std::shared_ptr<const SweepOutput> m_sweep;
   int m_points = 0;
   QCPLegend* m_legend = nullptr;
   QCPTextElement* m_status = nullptr;
