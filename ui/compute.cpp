@@ -19,6 +19,7 @@
 #include "explore/queries.h"
 #include "metrics/metrics.h"
 #include "quant/quantizer.h"
+#include "util/parallel.h"
 #include "util/rng.h"
 #ifdef TQ_HAVE_CUDA
 #include "cuda/cuda_backend.h"
@@ -81,6 +82,14 @@ tq::QuantConfig keyConfig(const Experiment& e, tq::KeyMode mode, int bits, int d
   return c;
 }
 
+/// Estimated scores for the views: on the CPU the dense form of the sweep (core/backend denseScores,
+/// rows split over the cores), on a device its own scoring.
+void viewScores(tq::Backend& be, const tq::Quantizer& q, const tq::CompressedVectors& kc, const float* queries, size_t nq, float* out) {
+  if (be.name() != "CPU") return be.scores(q, kc, queries, nq, out);
+  const size_t d = static_cast<size_t>(q.dim());
+  tq::parallelRanges(nq, 64, [&](size_t b, size_t e) { tq::denseScores(q, kc, queries + b * d, e - b, out + b * kc.count); });
+}
+
 Heatmap computeHeat(const DataContext& dc, const Experiment& e, const HeatRegion& reg, tq::Backend& be, const tq::Quantizer& kq,
                     const tq::CompressedVectors& kcv, const std::vector<float>& K) {
   const int seq = dc.shape.seq, d = dc.shape.headDim;
@@ -100,7 +109,7 @@ Heatmap computeHeat(const DataContext& dc, const Experiment& e, const HeatRegion
   const std::vector<float> Qr = tq::queryVectors(*dc.source, e.querySource, e.seed, e.layer, e.qHead, K, h.rowToken);
   std::vector<float> ex(R * S), ap(R * S);
   tq::exactScores(Qr.data(), R, K.data(), S, D, ex.data());
-  be.scores(kq, kcv, Qr.data(), R, ap.data());
+  viewScores(be, kq, kcv, Qr.data(), R, ap.data());
   const float nan = std::numeric_limits<float>::quiet_NaN();
   h.exact.assign(R * C, nan);
   h.approx.assign(R * C, nan);
@@ -165,7 +174,8 @@ float dot(const float* a, const float* b, size_t n) {
 
 int resolveQueryPos(const Experiment& e, int seq) { return e.queryPos < 0 || e.queryPos >= seq ? seq - 1 : e.queryPos; }
 
-std::shared_ptr<DetailResult> computeDetail(const DataContext& dc, const DetailRequest& req, const tq::ProgressFn& progress) {
+std::shared_ptr<DetailResult> computeDetail(const DataContext& dc, const DetailRequest& req, const tq::ProgressFn& progress,
+                                            const std::function<void(std::shared_ptr<const DetailResult>)>& partial) {
   const auto t0 = std::chrono::steady_clock::now();
   const Experiment& e = req.exp;
   const auto& sh = dc.shape;
@@ -188,6 +198,28 @@ std::shared_ptr<DetailResult> computeDetail(const DataContext& dc, const DetailR
   const int qpos = resolveQueryPos(e, seq);
   out->queryToken = qpos;
   static const bool profile = std::getenv("TQ_PROFILE") != nullptr;
+  int posted = 0;  // parts already delivered as partial results
+  auto deliver = [&](int part) {
+    if (!partial || !(req.parts & part)) return;
+    auto p = std::make_shared<DetailResult>();
+    p->exp = out->exp;
+    p->parts = part;
+    p->kvHead = out->kvHead;
+    p->headDim = out->headDim;
+    p->queryToken = out->queryToken;
+    p->queryLabel = out->queryLabel;
+    p->backend = out->backend;
+    p->device = out->device;
+    p->backendNote = out->backendNote;
+    p->keyBytesPerVector = out->keyBytesPerVector;
+    p->valueBytesPerVector = out->valueBytesPerVector;
+    if (part == PartHeatmap) p->heat = out->heat;
+    if (part == PartEstimator) p->estimator = out->estimator;
+    if (part == PartHow) p->how = out->how;
+    p->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    partial(p);
+    posted |= part;
+  };
   auto step = [&](size_t done) {
     if (profile)
       std::fprintf(stderr, "  detail step %zu at %.1f ms\n", done, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
@@ -219,6 +251,7 @@ std::shared_ptr<DetailResult> computeDetail(const DataContext& dc, const DetailR
   step(1);
   if (req.parts & PartHeatmap) out->heat = computeHeat(dc, e, req.region, be, kq, kcv, K);
   step(2);
+  deliver(PartHeatmap);
 
   // Every key mode at the current bits (estimator, how it works).
   struct ModeData {
@@ -244,7 +277,7 @@ std::shared_ptr<DetailResult> computeDetail(const DataContext& dc, const DetailR
       EstimatorSeries s;
       s.mode = md.mode;
       s.label = keyModeLabel(md.mode).toStdString() + (md.mode == tq::KeyMode::Mse ? "" : " m=" + std::to_string(e.projDimFor(d)));
-      be.scores(*md.q, md.cv, qs.data(), pos.size(), est.data());
+      viewScores(be, *md.q, md.cv, qs.data(), pos.size(), est.data());
       for (size_t i = 0; i < pos.size(); ++i)
         for (int k = 0; k <= pos[i]; ++k) {
           s.exact.push_back(exact[i * S + static_cast<size_t>(k)]);
@@ -256,6 +289,7 @@ std::shared_ptr<DetailResult> computeDetail(const DataContext& dc, const DetailR
     }
   }
   step(3);
+  deliver(PartEstimator);
   if (req.parts & PartHow) {
     HowItWorks& h = out->how;
     h.token = qpos;
@@ -339,10 +373,11 @@ std::shared_ptr<DetailResult> computeDetail(const DataContext& dc, const DetailR
     }
   }
   step(4);
+  deliver(PartHow);
   if (req.parts & PartDistortion) {
     Distortion& dd = out->distortion;
     dd.dim = d;
-    const size_t nSphere = 2048;
+    const size_t nSphere = kDistortionSphere;
     std::vector<float> sphere(nSphere * D);
     for (size_t i = 0; i < nSphere; ++i) {
       double s = 0;
@@ -352,11 +387,21 @@ std::shared_ptr<DetailResult> computeDetail(const DataContext& dc, const DetailR
       }
       for (size_t j = 0; j < D; ++j) sphere[i * D + j] /= static_cast<float>(std::sqrt(s));
     }
-    std::vector<float> rec(K.size()), recS(sphere.size());
+    // at most kDistortionKeys keys of the head, evenly spaced
+    const size_t nk = std::min(S, kDistortionKeys);
+    std::vector<float> Ks(nk * D);
+    for (size_t i = 0; i < nk; ++i) {
+      const size_t t = nk == S ? i : i * S / nk;
+      std::copy_n(K.begin() + static_cast<long>(t * D), D, Ks.begin() + static_cast<long>(i * D));
+    }
+    dd.dataVectors = nk;
+    dd.headVectors = S;
+    std::vector<float> rec(Ks.size()), recS(sphere.size());
     for (int b = 1; b <= 8; ++b) {
+      if (progress && !progress(4, 5)) throw std::runtime_error("cancelled");
       tq::Quantizer mq(keyConfig(e, tq::KeyMode::Mse, b, d));
       tq::CompressedVectors cv, cvs;
-      be.compress(mq, K.data(), S, cv);
+      be.compress(mq, Ks.data(), nk, cv);
       be.decompress(mq, cv, rec.data());
       be.compress(mq, sphere.data(), nSphere, cvs);
       be.decompress(mq, cvs, recS.data());
@@ -364,11 +409,12 @@ std::shared_ptr<DetailResult> computeDetail(const DataContext& dc, const DetailR
       dd.theory.push_back(tq::theoryDistortion(d, b, e.law));
       dd.upper.push_back(tq::paperUpperBound(b));
       dd.lower.push_back(tq::paperLowerBound(b));
-      dd.measuredData.push_back(tq::vectorMse(K.data(), rec.data(), S, D));
+      dd.measuredData.push_back(tq::vectorMse(Ks.data(), rec.data(), nk, D));
       dd.measuredSphere.push_back(tq::vectorMse(sphere.data(), recS.data(), nSphere, D));
     }
   }
   step(5);
+  out->parts &= ~posted;  // the rest (the parts delivered early are not applied twice)
   out->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return out;
 }

@@ -85,7 +85,11 @@ struct Distortion {
   int dim = 0;
   std::vector<int> bits;
   std::vector<double> theory, upper, lower, measuredData, measuredSphere;
+  size_t dataVectors = 0, headVectors = 0;  ///< keys measured (bounded: at most kDistortionKeys, evenly spaced) / keys of the head
 };
+
+/// Bounded detail work at any size: keys measured in the distortion view, vectors on the sphere.
+constexpr size_t kDistortionKeys = 2048, kDistortionSphere = 1024;
 
 enum DetailPart : int { PartHeatmap = 1, PartEstimator = 2, PartHow = 4, PartDistortion = 8, PartAll = 15 };
 
@@ -109,7 +113,10 @@ struct DetailResult : JobOutput {
 };
 
 /// Computes the requested parts for the selected layer / head / query. Throws on bad input.
-std::shared_ptr<DetailResult> computeDetail(const DataContext& data, const DetailRequest& req, const tq::ProgressFn& progress = {});
+/// partial: each of the heatmap, estimator and how-it-works parts as soon as it is ready (the final
+/// result then carries only the remaining parts).
+std::shared_ptr<DetailResult> computeDetail(const DataContext& data, const DetailRequest& req, const tq::ProgressFn& progress = {},
+                                            const std::function<void(std::shared_ptr<const DetailResult>)>& partial = {});
 
 /// The fidelity grid: key bits 1..8 x {MSE, MSE+QJL, QJL} x m in {d/2, d, 2d, current}; value bits = current.
 tq::SweepConfig sweepConfigFor(const Experiment& e, const tq::KvShape& shape);

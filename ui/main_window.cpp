@@ -268,6 +268,9 @@ MainWindow::MainWindow(MainWindowOptions options, QWidget* parent) : QMainWindow
     if (auto r = std::dynamic_pointer_cast<const DetailResult>(out)) applyDetail(*r);
     updateStatus();
   });
+  connect(m_detailRunner, &JobRunner::partial, this, [this](quint64, JobPtr out) {
+    if (auto r = std::dynamic_pointer_cast<const DetailResult>(out)) applyDetail(*r);
+  });
   connect(m_detailRunner, &JobRunner::failed, this, [this](quint64, const QString& m) {
     reportError("Computation failed", m, false);
     updateStatus();
@@ -728,7 +731,9 @@ void MainWindow::submitDetail(int parts) {
   const std::pair<int, PlotView*> byPart[] = {{PartHeatmap, m_attention}, {PartEstimator, m_estimator}, {PartHow, m_how}, {PartDistortion, m_distortion}};
   for (const auto& [part, view] : byPart)
     if (req.parts & part) view->setOutdated(true);
-  m_detailRunner->submit([data, req](const tq::ProgressFn& p) -> JobPtr { return computeDetail(*data, req, p); });
+  m_detailRunner->submit(JobRunner::ProgressiveJob([data, req](const tq::ProgressFn& p, const JobRunner::PartialFn& part) -> JobPtr {
+    return computeDetail(*data, req, p, [&part](std::shared_ptr<const DetailResult> r) { part(r); });
+  }));
 }
 
 void MainWindow::submitSweep() {

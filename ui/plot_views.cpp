@@ -893,7 +893,8 @@ void DistortionView::setData(const Distortion& d, int currentBits) {
   addGraph(m_plot, m_rect, x, vec(d.measuredSphere), pen(kGreen, 1.2), QCPScatterStyle(QCPScatterStyle::ssSquare, kGreen, Qt::white, 7))
       ->setName("measured: random unit vectors");
   addGraph(m_plot, m_rect, x, vec(d.measuredData), pen(kOrange, 1.2), QCPScatterStyle(QCPScatterStyle::ssDisc, kOrange, kOrange, 7))
-      ->setName("measured: keys of this head");
+      ->setName(d.dataVectors < d.headVectors ? QString("measured: %1 of the %2 keys of this head (evenly spaced)").arg(d.dataVectors).arg(d.headVectors)
+                                              : QString("measured: keys of this head"));
   for (int i = 0; i < m_plot->graphCount(); ++i) m_plot->graph(i)->addToLegend(m_legend);
   const int ci = currentBits - 1;
   if (ci >= 0 && ci < static_cast<int>(d.measuredData.size())) {

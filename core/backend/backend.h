@@ -5,6 +5,7 @@
 /// codes. Callers always learn which backend and device actually ran.
 #include <atomic>
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -31,7 +32,8 @@ struct SweepTaskInput {
   size_t nq = 0;
   std::vector<const Quantizer*> keyQuantizers;    ///< one per key variant
   std::vector<const Quantizer*> valueQuantizers;  ///< one per value bit-width (empty when values is nullptr)
-  const std::atomic<bool>* cancel = nullptr;      ///< checked between key variants: when set, the output is incomplete
+  const std::atomic<bool>* cancel = nullptr;      ///< checked often (CPU: every block of keys): when set, the output is incomplete
+  std::function<bool()> stop;                     ///< polled with cancel (e.g. a user's Cancel); true: stop
 };
 
 struct SweepTaskOutput {
@@ -73,6 +75,9 @@ class Backend {
 /// threaded: the sweep runs tasks in parallel. Returns early (incomplete output) when in.cancel is set.
 void cpuEvaluateTask(const SweepTaskInput& in, SweepTaskOutput& out);
 bool cancelRequested(const SweepTaskInput& in);
+/// Estimated <q, k_hat> of nq queries (nq x d) against every vector of kc (out: nq x count), in the dense
+/// form of cpuEvaluateTask: the estimator of Quantizer::scores up to float summation order. Single threaded.
+void denseScores(const Quantizer& q, const CompressedVectors& kc, const float* queries, size_t nq, float* out);
 
 /// The CPU engine (multi-threaded).
 std::unique_ptr<Backend> makeCpuBackend();

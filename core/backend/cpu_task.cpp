@@ -12,6 +12,7 @@
 /// per-call path up to float summation order (tests/core/tst_sweep.cpp compares them).
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <stdexcept>
 #include <vector>
 
@@ -47,9 +48,60 @@ void reconstruct(const Quantizer& q, const CompressedVectors& cv, std::vector<fl
   q.rotation().applyTranspose(rot.data(), out.data(), n);
 }
 
+/// Vectors [begin, begin + n) of cv as a CompressedVectors of their own (a copy of their bytes).
+CompressedVectors slice(const CompressedVectors& cv, size_t begin, size_t n) {
+  CompressedVectors p;
+  p.dim = cv.dim;
+  p.mseBits = cv.mseBits;
+  p.projDim = cv.projDim;
+  p.count = n;
+  const size_t cb = cv.codeBytes(), sb = cv.signBytes();
+  if (!cv.codes.empty()) p.codes.assign(cv.codes.begin() + static_cast<long>(begin * cb), cv.codes.begin() + static_cast<long>((begin + n) * cb));
+  if (!cv.signs.empty()) p.signs.assign(cv.signs.begin() + static_cast<long>(begin * sb), cv.signs.begin() + static_cast<long>((begin + n) * sb));
+  if (!cv.norms.empty()) p.norms.assign(cv.norms.begin() + static_cast<long>(begin), cv.norms.begin() + static_cast<long>(begin + n));
+  if (!cv.residualNorms.empty())
+    p.residualNorms.assign(cv.residualNorms.begin() + static_cast<long>(begin), cv.residualNorms.begin() + static_cast<long>(begin + n));
+  return p;
+}
+
+/// est (nq x count) += sqrt(pi/2)/m ||r||_16 <S q, z>: the QJL term, the per-key factor folded into the sign rows.
+void addQjlTerm(const Quantizer& q, const CompressedVectors& kc, const Eigen::Map<const RowMat>& Q, float* est, std::vector<float>& z, std::vector<float>& sq) {
+  if (q.projDim() <= 0) return;
+  const size_t m = static_cast<size_t>(q.projDim()), seq = kc.count, nq = static_cast<size_t>(Q.rows()), d = static_cast<size_t>(q.dim());
+  const float scale = static_cast<float>(std::sqrt(M_PI / 2.0) / static_cast<double>(m));
+  z.resize(seq * m);
+  const size_t sb = kc.signBytes();
+  for (size_t t = 0; t < seq; ++t) {
+    const float c = halfToFloat(kc.residualNorms[t]) * scale;
+    const uint8_t* bits = kc.signs.data() + t * sb;
+    float* row = z.data() + t * m;
+    for (size_t j = 0; j < m; ++j) row[j] = ((bits[j >> 3] >> (j & 7)) & 1u) ? c : -c;
+  }
+  sq.resize(nq * m);
+  Eigen::Map<RowMat> SQ(sq.data(), static_cast<long>(nq), static_cast<long>(m));
+  SQ.noalias() = Q * Eigen::Map<const RowMat>(q.qjlMatrix().data(), static_cast<long>(m), static_cast<long>(d)).transpose();
+  Eigen::Map<RowMat>(est, static_cast<long>(nq), static_cast<long>(seq)).noalias() +=
+      SQ * Eigen::Map<const RowMat>(z.data(), static_cast<long>(seq), static_cast<long>(m)).transpose();
+}
+
 }  // namespace
 
-bool cancelRequested(const SweepTaskInput& in) { return in.cancel && in.cancel->load(std::memory_order_relaxed); }
+void denseScores(const Quantizer& q, const CompressedVectors& kc, const float* queries, size_t nq, float* out) {
+  const size_t seq = kc.count, d = static_cast<size_t>(q.dim());
+  if (nq == 0 || seq == 0) return;
+  std::vector<float> rot, khat, z, sq;
+  Eigen::Map<RowMat> E(out, static_cast<long>(nq), static_cast<long>(seq));
+  Eigen::Map<const RowMat> Q(queries, static_cast<long>(nq), static_cast<long>(d));
+  if (q.mseBits() > 0) {
+    reconstruct(q, kc, rot, khat);
+    E.noalias() = Q * Eigen::Map<const RowMat>(khat.data(), static_cast<long>(seq), static_cast<long>(d)).transpose();
+  } else {
+    E.setZero();
+  }
+  addQjlTerm(q, kc, Q, out, z, sq);
+}
+
+bool cancelRequested(const SweepTaskInput& in) { return (in.cancel && in.cancel->load(std::memory_order_relaxed)) || (in.stop && in.stop()); }
 
 void cpuEvaluateTask(const SweepTaskInput& in, SweepTaskOutput& out) {
   const size_t seq = in.seq, nq = in.nq, d = static_cast<size_t>(in.d), dv = static_cast<size_t>(in.dv);
@@ -58,6 +110,10 @@ void cpuEvaluateTask(const SweepTaskInput& in, SweepTaskOutput& out) {
   out = SweepTaskOutput{};
   out.keyMetrics.assign(nk * nq * SweepTaskOutput::kKeyMetrics, 0.0);
   out.outputError.assign(nk * nvOut * nq, 0.0);
+  // Keys are processed in blocks of kBlock tokens, with a cancellation check after each: a variant on a
+  // long sequence takes seconds, a block a few milliseconds.
+  constexpr size_t kBlock = 16384;
+  auto stop = [&] { return cancelRequested(in); };
 
   // exact logits, softmax and outputs (the definitions of core/attention and core/metrics)
   std::vector<float> exact(nq * seq), exactOut(in.values ? nq * dv : 0);
@@ -65,24 +121,52 @@ void cpuEvaluateTask(const SweepTaskInput& in, SweepTaskOutput& out) {
   // exact softmax and its log once per query (every key variant is measured against them)
   std::vector<double> exactP(nq * seq), exactLogP(nq * seq), p(seq);
   for (size_t i = 0; i < nq; ++i) {
+    if (stop()) return;
     const size_t n = static_cast<size_t>(in.limits[i]) + 1;
     logSoftmax(exact.data() + i * seq, n, in.scale, exactP.data() + i * seq, exactLogP.data() + i * seq);
     if (in.values) weightedValues(exactP.data() + i * seq, n, in.values, dv, exactOut.data() + i * dv);
   }
   Eigen::Map<const RowMat> Q(in.queries, static_cast<long>(nq), static_cast<long>(d));
+  auto blocks = [&](const std::function<void(size_t b, size_t n)>& fn) {
+    for (size_t b = 0; b < seq; b += kBlock) {
+      if (stop()) return false;
+      fn(b, std::min(kBlock, seq - b));
+    }
+    return !stop();
+  };
+  // compressed in blocks (Quantizer::compress appends): the same bytes as one call
+  auto compress = [&](const Quantizer& q, const float* x, size_t dim, CompressedVectors& cv) {
+    return blocks([&](size_t b, size_t n) { q.compress(x + b * dim, n, cv); });
+  };
+  std::vector<float> scratch, recBlock;
+  auto mseOf = [&](const Quantizer& q, const CompressedVectors& cv, const float* x, size_t dim, const std::function<void(size_t, size_t)>& each) {
+    double sum = 0;
+    size_t used = 0;
+    const bool ok = blocks([&](size_t b, size_t n) {
+      CompressedVectors part = slice(cv, b, n);
+      reconstruct(q, part, scratch, recBlock);
+      vectorMseAccumulate(x + b * dim, recBlock.data(), n, dim, sum, used);
+      if (each) each(b, n);
+    });
+    return ok ? (used ? sum / static_cast<double>(used) : 0.0) : -1.0;
+  };
 
   // values: compressed and reconstructed once per width
-  std::vector<float> scratch;
   std::vector<std::vector<float>> vhat(nvq);
   for (size_t vi = 0; vi < nvq; ++vi) {
     const Quantizer& vq = *in.valueQuantizers[vi];
     CompressedVectors vc;
-    vq.compress(in.values, seq, vc);
-    reconstruct(vq, vc, scratch, vhat[vi]);
-    out.valueMse.push_back(vectorMse(in.values, vhat[vi].data(), seq, dv));
+    if (!compress(vq, in.values, dv, vc)) return;
+    vhat[vi].resize(seq * dv);
+    const double mse = mseOf(vq, vc, in.values, dv, [&](size_t b, size_t n) { std::copy_n(recBlock.begin(), n * dv, vhat[vi].begin() + static_cast<long>(b * dv)); });
+    if (mse < 0) return;
+    out.valueMse.push_back(mse);
   }
 
-  std::vector<float> khat, est(nq * seq), w(nq * seq), eo(nq * dv), z, sq;
+  std::vector<float> est(nq * seq), w(nq * seq), eo(nq * dv), z, sq;
+  // The MSE stage of MSE-only b and of MSE+QJL b+1 (any m) is the same rotation and codebook: when the
+  // codes and norms are byte-identical, its reconstruction error and <q, x_mse> are reused (while the
+  // cached products stay below ~256 MB).
   struct MseStage {
     const Quantizer* q;
     int bits;
@@ -92,51 +176,44 @@ void cpuEvaluateTask(const SweepTaskInput& in, SweepTaskOutput& out) {
     std::vector<float> est;  // <q, x_mse>, nq x seq
   };
   std::vector<MseStage> stages;
+  const size_t maxStages = std::max<size_t>(1, (size_t{256} << 20) / std::max<size_t>(1, nq * seq * sizeof(float)));
   for (size_t k = 0; k < nk; ++k) {
-    if (cancelRequested(in)) return;
+    if (stop()) return;
     const Quantizer& q = *in.keyQuantizers[k];
     CompressedVectors kc;
-    q.compress(in.keys, seq, kc);
-    // The MSE stage of MSE-only b and of MSE+QJL b+1 (any m) is the same rotation and codebook: when the
-    // codes and norms are byte-identical, its reconstruction error and <q, x_mse> are reused.
-    MseStage* stage = nullptr;
-    for (auto& st : stages)
+    if (!compress(q, in.keys, d, kc)) return;
+    const MseStage* stage = nullptr;
+    for (const auto& st : stages)
       if (st.bits == q.mseBits() && st.q->codebookPtr() == q.codebookPtr() && st.q->rotation().kind() == q.rotation().kind() &&
           st.q->rotation().matrix() == q.rotation().matrix() && st.q->rotation().hadamardSigns() == q.rotation().hadamardSigns() &&
           st.codes == kc.codes && st.norms == kc.norms)
         stage = &st;
-    if (!stage) {
-      stages.push_back(MseStage{&q, q.mseBits(), kc.codes, kc.norms, 1.0, std::vector<float>(nq * seq, 0.0f)});
-      stage = &stages.back();
-      if (q.mseBits() > 0) {
-        reconstruct(q, kc, scratch, khat);
-        stage->keyMse = vectorMse(in.keys, khat.data(), seq, d);
-        Eigen::Map<RowMat>(stage->est.data(), static_cast<long>(nq), static_cast<long>(seq)).noalias() =
-            Q * Eigen::Map<const RowMat>(khat.data(), static_cast<long>(seq), static_cast<long>(d)).transpose();
-      }
-    }
-    out.keyMse.push_back(stage->keyMse);
     Eigen::Map<RowMat> E(est.data(), static_cast<long>(nq), static_cast<long>(seq));
-    std::copy(stage->est.begin(), stage->est.end(), est.begin());
-    if (q.projDim() > 0) {
-      // QJL term: sqrt(pi/2)/m ||r||_16 <S q, z>, the per-key factor folded into the sign rows
-      const size_t m = static_cast<size_t>(q.projDim());
-      const float scale = static_cast<float>(std::sqrt(M_PI / 2.0) / static_cast<double>(m));
-      z.resize(seq * m);
-      const size_t sb = kc.signBytes();
-      for (size_t t = 0; t < seq; ++t) {
-        const float c = halfToFloat(kc.residualNorms[t]) * scale;
-        const uint8_t* bits = kc.signs.data() + t * sb;
-        float* row = z.data() + t * m;
-        for (size_t j = 0; j < m; ++j) row[j] = ((bits[j >> 3] >> (j & 7)) & 1u) ? c : -c;
-      }
-      sq.resize(nq * m);
-      Eigen::Map<RowMat> SQ(sq.data(), static_cast<long>(nq), static_cast<long>(m));
-      SQ.noalias() = Q * Eigen::Map<const RowMat>(q.qjlMatrix().data(), static_cast<long>(m), static_cast<long>(d)).transpose();
-      E.noalias() += SQ * Eigen::Map<const RowMat>(z.data(), static_cast<long>(seq), static_cast<long>(m)).transpose();
+    double keyMse = 1.0;
+    if (stage) {
+      keyMse = stage->keyMse;
+      std::copy(stage->est.begin(), stage->est.end(), est.begin());
+    } else if (q.mseBits() > 0) {
+      keyMse = mseOf(q, kc, in.keys, d, [&](size_t b, size_t n) {
+        E.middleCols(static_cast<long>(b), static_cast<long>(n)).noalias() =
+            Q * Eigen::Map<const RowMat>(recBlock.data(), static_cast<long>(n), static_cast<long>(d)).transpose();
+      });
+      if (keyMse < 0) return;
+    } else {
+      E.setZero();
     }
+    if (!stage && stages.size() < maxStages) stages.push_back(MseStage{&q, q.mseBits(), kc.codes, kc.norms, keyMse, est});
+    out.keyMse.push_back(keyMse);
+    if (q.projDim() > 0 && !blocks([&](size_t b, size_t n) {
+          CompressedVectors part = slice(kc, b, n);
+          std::vector<float> blockEst(nq * n, 0.0f);
+          addQjlTerm(q, part, Q, blockEst.data(), z, sq);
+          E.middleCols(static_cast<long>(b), static_cast<long>(n)) += Eigen::Map<const RowMat>(blockEst.data(), static_cast<long>(nq), static_cast<long>(n));
+        }))
+      return;
     std::fill(w.begin(), w.end(), 0.0f);
     for (size_t i = 0; i < nq; ++i) {
+      if (stop()) return;
       const size_t n = static_cast<size_t>(in.limits[i]) + 1;
       const AttentionMetrics mt =
           attentionMetrics(exact.data() + i * seq, exactP.data() + i * seq, exactLogP.data() + i * seq, est.data() + i * seq, n, in.scale, p.data());
@@ -147,12 +224,11 @@ void cpuEvaluateTask(const SweepTaskInput& in, SweepTaskOutput& out) {
       for (size_t t = 0; t < n; ++t) w[i * seq + t] = static_cast<float>(p[t]);
     }
     for (size_t vi = 0; vi < nvq; ++vi) {
+      if (stop()) return;
       Eigen::Map<RowMat>(eo.data(), static_cast<long>(nq), static_cast<long>(dv)).noalias() =
           Eigen::Map<const RowMat>(w.data(), static_cast<long>(nq), static_cast<long>(seq)) *
           Eigen::Map<const RowMat>(vhat[vi].data(), static_cast<long>(seq), static_cast<long>(dv));
-      for (size_t i = 0; i < nq; ++i) {
-        out.outputError[(k * nvOut + vi) * nq + i] = outputError(exactOut.data() + i * dv, eo.data() + i * dv, dv);
-      }
+      for (size_t i = 0; i < nq; ++i) out.outputError[(k * nvOut + vi) * nq + i] = outputError(exactOut.data() + i * dv, eo.data() + i * dv, dv);
     }
   }
 }

@@ -152,9 +152,7 @@ double outputError(const float* exactOut, const float* estimatedOut, size_t dv) 
   return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
 }
 
-double vectorMse(const float* x, const float* xhat, size_t n, size_t d) {
-  double sum = 0;
-  size_t used = 0;
+void vectorMseAccumulate(const float* x, const float* xhat, size_t n, size_t d, double& sum, size_t& used) {
   for (size_t i = 0; i < n; ++i) {
     double num = 0, den = 0;
     for (size_t j = 0; j < d; ++j) {
@@ -167,6 +165,12 @@ double vectorMse(const float* x, const float* xhat, size_t n, size_t d) {
       ++used;
     }
   }
+}
+
+double vectorMse(const float* x, const float* xhat, size_t n, size_t d) {
+  double sum = 0;
+  size_t used = 0;
+  vectorMseAccumulate(x, xhat, n, d, sum, used);
   return used ? sum / static_cast<double>(used) : 0.0;
 }
 

@@ -48,6 +48,8 @@ void innerProductStats(const double* exact, const double* estimated, size_t n, A
 
 /// ||x - x_hat||^2 / ||x||^2 averaged over n vectors of dimension d (zero vectors skipped).
 double vectorMse(const float* x, const float* xhat, size_t n, size_t d);
+/// The sums behind vectorMse (sum of per-vector ratios, vectors used), for blockwise evaluation.
+void vectorMseAccumulate(const float* x, const float* xhat, size_t n, size_t d, double& sum, size_t& used);
 
 // ---------------------------------------------------------------- theory
 /// Expected ||u - u_hat||^2 for a unit vector (exact-law codebook).

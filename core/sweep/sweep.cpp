@@ -172,7 +172,8 @@ size_t formulaBytes(const Quantizer& q) {
 
 /// Evaluates one cell: its queries, one evaluateTask on the backend (on the CPU when a device backend
 /// declines it), the metrics turned into rows. Returns no rows when cancelled meanwhile.
-std::vector<SweepRow> evaluateCell(SweepPlan& plan, const SweepCell& cell, Backend& backend, const std::atomic<bool>& cancel, bool* cpuFallback) {
+std::vector<SweepRow> evaluateCell(SweepPlan& plan, const SweepCell& cell, Backend& backend, const std::atomic<bool>& cancel,
+                                   const std::function<bool()>& stop, bool* cpuFallback) {
   const SweepConfig& cfg = *plan.cfg;
   const KvSource& src = *plan.src;
   const size_t seq = static_cast<size_t>(plan.seq), d = static_cast<size_t>(plan.d), dv = static_cast<size_t>(plan.dv);
@@ -203,6 +204,7 @@ std::vector<SweepRow> evaluateCell(SweepPlan& plan, const SweepCell& cell, Backe
   in.limits = limits.data();
   in.nq = limits.size();
   in.cancel = &cancel;
+  in.stop = stop;
   for (auto& q : L.keys) in.keyQuantizers.push_back(q.get());
   if (plan.values)
     for (auto& q : L.values) in.valueQuantizers.push_back(q.get());
@@ -307,11 +309,19 @@ SweepResult runSweep(const KvSource& src, const SweepConfig& cfg, Backend& backe
   std::mutex mutex;  // rows, counters, progress and partial calls
   std::exception_ptr failure;
   auto lastPartial = std::chrono::steady_clock::now() - std::chrono::hours(1);
+  // polled inside the cells: asks the progress callback (the caller's Cancel) without waiting for the lock
+  const std::function<bool()> stop = [&]() -> bool {
+    if (cancel.load()) return true;
+    if (!progress) return false;
+    std::unique_lock<std::mutex> lock(mutex, std::try_to_lock);
+    if (lock.owns_lock() && !cancel.load() && !progress(res.cellsDone, cells.size())) cancel.store(true);
+    return cancel.load();
+  };
   auto worker = [&](size_t, size_t) {
     for (size_t i = next++; i < cells.size() && !cancel.load(); i = next++) {
       try {
         bool fallback = false;
-        auto rows = evaluateCell(plan, cells[i], backend, cancel, &fallback);
+        auto rows = evaluateCell(plan, cells[i], backend, cancel, stop, &fallback);
         std::lock_guard<std::mutex> lock(mutex);
         if (cancel.load()) return;
         res.rows.insert(res.rows.end(), rows.begin(), rows.end());
