@@ -63,7 +63,8 @@ const char* kUsage =
     "  evaluate   FILE [--key-bits LIST] [--value-bits LIST] [--proj-dim LIST] [--mode mse,prod,qjl]\n"
     "             [--layers LIST] [--heads LIST] [--queries dump|last-key|random] [--max-queries N]\n"
     "             [--rotation haar|hadamard] [--law exact|gaussian] [--seed S] [--backend auto|cpu|cuda]\n"
-    "             [--nonfinite refuse|zero] [--json|--csv]   fidelity metrics per (layer, head) and summarised\n"
+    "             [--sample-cells N] [--nonfinite refuse|zero] [--json|--csv]   fidelity metrics per (layer, head)\n"
+    "             and summarised; --sample-cells N: only the first N (layer, kv head) cells of the seeded order\n"
     "exit codes: 0 ok, 1 a check failed, 2 bad usage or input\n";
 
 // Minimal option parser: --name value pairs and --flags.
@@ -699,7 +700,7 @@ json metricsJson(const AttentionMetrics& m) {
 
 int cmdEvaluate(const Args& a, std::ostream& out, std::ostream& err) {
   a.allow({"key-bits", "value-bits", "proj-dim", "mode", "layers", "heads", "queries", "max-queries", "rotation", "law", "seed", "backend",
-           "nonfinite", "json", "csv", "reference-one-bit"});
+           "nonfinite", "json", "csv", "reference-one-bit", "sample-cells"});
   if (a.flag("json") && a.flag("csv")) throw UsageError("choose one of --json and --csv");
   using Clock = std::chrono::steady_clock;
   const auto tStart = Clock::now();
@@ -729,6 +730,7 @@ int cmdEvaluate(const Args& a, std::ostream& out, std::ostream& err) {
   c.law = parseOr("--law", [&] { return parseLaw(a.str("law", "exact")); });
   c.seed = static_cast<uint64_t>(a.integer("seed", 42, 0, (1LL << 62)));
   c.referenceOneBit = a.flag("reference-one-bit");
+  c.sampleCells = static_cast<size_t>(a.integer("sample-cells", 0, 0, 100000000));
   auto backend = backendReady.get();
   if (!note.empty() && choice == BackendChoice::Cuda) err << "tqstudio-cli evaluate: " << note << "; running on the CPU\n";
   const SweepResult r = parseOr("evaluate", [&] { return runSweep(*dump, c, *backend); });
@@ -770,13 +772,17 @@ int cmdEvaluate(const Args& a, std::ostream& out, std::ostream& err) {
   json j = {{"command", "evaluate"}, {"file", dump->path()}, {"model", dump->modelName()}, {"queries", r.queryLabel},
             {"backend", r.backend}, {"device", r.device}, {"backend_note", note}, {"head_dim", r.headDim}, {"tokens", r.tokens},
             {"rotation", rotationName(c.rotation)}, {"law", lawName(c.law)}, {"seed", c.seed}, {"seconds", r.seconds},
+            {"cells_done", r.cellsDone}, {"cells_total", r.cellsTotal}, {"cells_in_grid", r.cellsInGrid}, {"cpu_fallback_cells", r.cpuFallbackCells},
             {"summary", summary}, {"per_head", perHead}};
   if (a.flag("json")) {
     out << j.dump(2) << "\n";
     return 0;
   }
   out << dump->path() << ": " << dump->summary().describe() << "\n" << r.queryLabel << " · " << r.backend << " (" << r.device << ")"
-      << (note.empty() ? "" : " · " + note) << " · " << std::setprecision(3) << r.seconds << " s\n";
+      << (note.empty() ? "" : " · " + note) << " · " << std::setprecision(3) << r.seconds << " s";
+  if (r.cellsTotal < r.cellsInGrid) out << " · a seeded sample of " << r.cellsTotal << " of " << r.cellsInGrid << " (layer, kv head) cells";
+  if (r.cpuFallbackCells) out << " · " << r.cpuFallbackCells << " cells evaluated on the CPU (the device declined them)";
+  out << "\n";
   out << " mode  K  V    m   attn-cos   top1   top5        KL  logit-cos  out-err   (mean over " << (summary.empty() ? 0 : summary[0]["heads"].get<int>())
       << " heads; worst attn-cos)\n";
   for (const auto& e : summary) {

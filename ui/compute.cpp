@@ -16,6 +16,7 @@
 #endif
 
 #include "attention/attention.h"
+#include "codebook/codebook.h"
 #include "explore/queries.h"
 #include "metrics/metrics.h"
 #include "quant/quantizer.h"
@@ -41,6 +42,13 @@ std::shared_ptr<const DataContext> makeContext(std::shared_ptr<const tq::KvSourc
   c->tokens = src->tokenStrings();
   c->scale = src->softmaxScale();
   c->source = std::move(src);
+  // the exact-law codebooks of this head size (keys and values, 1..8 bits) on all cores now: the first
+  // detail and the first sweep cell would otherwise each wait for them one by one
+  const int dv = c->shape.headDimV > 0 ? c->shape.headDimV : c->shape.headDim;
+  if (c->shape.headDim >= 2 && c->shape.headDim <= 4096 && dv >= 2 && dv <= 4096)
+    tq::parallelRanges(16, 1, [&](size_t b, size_t e) {
+      for (size_t i = b; i < e; ++i) tq::codebook(i < 8 ? c->shape.headDim : dv, static_cast<int>(i % 8) + 1, tq::CodebookLaw::Exact);
+    });
   return c;
 }
 
@@ -433,6 +441,7 @@ tq::SweepConfig sweepConfigFor(const Experiment& e, const tq::KvShape& shape) {
   c.seed = e.seed;
   c.queries = e.querySource;
   c.maxQueries = e.sweepQueries;
+  c.sampleCells = static_cast<size_t>(std::max(0, e.sweepCells));
   c.evaluateValues = shape.hasValues;
   return c;
 }

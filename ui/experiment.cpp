@@ -88,6 +88,7 @@ QJsonObject Experiment::toJson() const {
   o["querySource"] = tq::querySourceName(querySource);
   o["heatmap"] = softmaxWeights ? "softmax" : "logits";
   o["sweepQueries"] = sweepQueries;
+  o["sweepCells"] = sweepCells;
   o["modelPreset"] = modelPreset;
   o["context"] = QString::number(context);
   return o;
@@ -148,6 +149,7 @@ bool Experiment::fromJson(const QJsonObject& o, QString* error) {
     e.querySource = tq::parseQuerySource(str("querySource", tq::querySourceName(e.querySource)).toStdString());
     e.softmaxWeights = str("heatmap", e.softmaxWeights ? "softmax" : "logits") != "logits";
     e.sweepQueries = std::clamp(num("sweepQueries", e.sweepQueries), 1, 100000);
+    e.sweepCells = std::clamp(num("sweepCells", e.sweepCells), 0, 100000000);
     e.modelPreset = str("modelPreset", e.modelPreset);
     e.context = str("context", QString::number(e.context)).toLongLong(&ok);
     if (!ok || e.context < 1) throw std::invalid_argument("context must be a positive integer");
@@ -212,6 +214,7 @@ bool Experiment::applyFlag(const QString& key, const QString& value, QString* er
       context = value.toLongLong(&ok);
       if (!ok || context < 1) throw std::invalid_argument("--context expects a positive integer");
     } else if (key == "sweep-queries") sweepQueries = toInt(1, 100000);
+    else if (key == "sample-cells") sweepCells = toInt(0, 100000000);
     else throw std::invalid_argument(QString("unknown option --%1").arg(key).toStdString());
   } catch (const std::exception& ex) {
     if (error) *error = QString::fromStdString(ex.what());
@@ -224,7 +227,7 @@ QString Experiment::flagHelp() {
   return "  --key-bits N --value-bits N (1..8)   --mode mse|prod|qjl   --proj-dim d/4|d/2|d|2d|N\n"
          "  --rotation haar|hadamard   --law exact|gaussian   --seed N   --backend auto|cpu|cuda\n"
          "  --layer L --head H --query-pos T   --queries dump|last-key|random   --heatmap softmax|logits\n"
-         "  --model PRESET --context TOKENS   --sweep-queries N\n";
+         "  --model PRESET --context TOKENS   --sweep-queries N   --sample-cells N (fidelity sweep on N cells; 0 = all)\n";
 }
 
 }  // namespace tq::ui

@@ -42,6 +42,7 @@ struct Experiment {
   tq::QuerySource querySource = tq::QuerySource::Dump;
   bool softmaxWeights = true;       ///< heatmap shows softmax weights (else raw logits)
   int sweepQueries = 32;            ///< queries per head in the fidelity sweep
+  int sweepCells = 0;               ///< fidelity sweep over a seeded sample of N (layer, kv head) cells; 0 = all
   // memory view
   QString modelPreset = "llama-3.1-8b";
   qint64 context = 32768;

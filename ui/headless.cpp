@@ -304,6 +304,9 @@ int benchInteraction(Options& o, std::ostream& out, std::ostream& err) {
       visible.push_back(t.nsecsElapsed() / 1e6);
       for (auto* v : w.views()) v->replotNow();
       all.push_back(t.nsecsElapsed() / 1e6);
+      // the forced replot of the five hidden views is the benchmark's, not the app's (which replots a
+      // view when it is shown): it does not count as a stall
+      beat.restart();
     }
     return true;
   };
@@ -354,6 +357,7 @@ int benchInteraction(Options& o, std::ostream& out, std::ostream& err) {
   busy["all_six_views_replotted_ms"] = stats(allBusy);
   j["while_sweep_runs"] = busy;
   j["gui_thread_max_stall_ms"] = maxLag;
+  j["gui_thread_stall_note"] = "5 ms heartbeat over the whole run, except the benchmark's own forced replots of the hidden views";
   j["cancel_to_stopped_ms"] = cancelMs;
   out << QJsonDocument(j).toJson(QJsonDocument::Indented).toStdString();
   return 0;

@@ -459,12 +459,16 @@ void MainWindow::buildUi() {
   m_queryPos = spin(-1, 0, "Token whose key and query are studied in 'How it works' (−1: last)");
   m_queryPos->setSpecialValueText("last");
   m_heatMode = combo({{"softmax weights", 1}, {"logits", 0}}, "What the attention heatmaps show");
+  m_sweepCells = spin(0, 100000000, "Fidelity sweep over a seeded random sample of this many (layer, kv head) cells; 0: every cell "
+                                    "(the curves appear after the first cells either way and converge to the full grid)");
+  m_sweepCells->setSpecialValueText("all cells");
   fs->addRow("Layer", m_layer);
   fs->addRow("Head", m_head);
   fs->addRow("", m_gqa);
   fs->addRow("Queries", m_querySource);
   fs->addRow("Query token", m_queryPos);
   fs->addRow("Heatmap", m_heatMode);
+  fs->addRow("Sweep", m_sweepCells);
   col->addWidget(gS);
 
   // MEMORY
@@ -615,6 +619,7 @@ void MainWindow::syncControls() {
   setComboData(m_querySource, m_exp.querySource);
   m_queryPos->setValue(m_exp.queryPos);
   m_heatMode->setCurrentIndex(m_exp.softmaxWeights ? 0 : 1);
+  m_sweepCells->setValue(m_exp.sweepCells);
   const int mi = m_model->findData(m_exp.modelPreset);
   if (mi >= 0) m_model->setCurrentIndex(mi);
   m_context->setValue(static_cast<int>(std::min<qint64>(m_exp.context, 100000000)));
@@ -646,6 +651,7 @@ void MainWindow::onControl() {
   n.querySource = static_cast<tq::QuerySource>(m_querySource->currentData().toInt());
   n.queryPos = m_queryPos->value();
   n.softmaxWeights = m_heatMode->currentData().toInt() == 1;
+  n.sweepCells = m_sweepCells->value();
   n.modelPreset = m_model->currentData().toString();
   n.context = m_context->value();
   applyExperiment(n);
@@ -688,6 +694,7 @@ void MainWindow::applyExperiment(const Experiment& n) {
   if (n.queryPos != o.queryPos) parts |= PartHow;
   if (n.querySource != o.querySource) parts |= kHEH, sweep = true;
   if (n.sweepQueries != o.sweepQueries) parts |= PartEstimator, sweep = true;
+  if (n.sweepCells != o.sweepCells) sweep = true;
   if (n.softmaxWeights != o.softmaxWeights) parts |= PartHeatmap;
   if (n.modelPreset != o.modelPreset || n.context != o.context) memory = true;
   m_exp = n;
@@ -797,6 +804,8 @@ void MainWindow::applyDetail(const DetailResult& r) {
 }
 
 void MainWindow::applySweep(std::shared_ptr<const SweepOutput> out) {
+  QElapsedTimer prof;
+  prof.start();
   m_sweep = std::move(out);
   const SweepOutput& s = *m_sweep;
   m_fidelity->setOutdated(false);
@@ -804,6 +813,8 @@ void MainWindow::applySweep(std::shared_ptr<const SweepOutput> out) {
   m_fidelity->setData(m_sweep, m_exp);
   if (m_tabs->currentWidget() == m_fidelity) m_fidelity->replotNow();
   updateStatus();
+  static const bool profile = qEnvironmentVariableIsSet("TQ_PROFILE");
+  if (profile) qInfo("apply sweep (%zu of %zu cells): %.1f ms", s.result.cellsDone, s.result.cellsTotal, prof.nsecsElapsed() / 1e6);
   emit sweepApplied();
 }
 

@@ -161,6 +161,7 @@ class MainWindow : public QMainWindow {
   QComboBox* m_querySource = nullptr;
   QSpinBox* m_queryPos = nullptr;
   QComboBox* m_heatMode = nullptr;
+  QSpinBox* m_sweepCells = nullptr;
   QComboBox* m_model = nullptr;
   QSpinBox* m_context = nullptr;
   QTabWidget* m_tabs = nullptr;

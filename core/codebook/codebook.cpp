@@ -258,17 +258,23 @@ Codebook codebookFromCentroids(int dim, const std::vector<double>& centroids, Co
 }
 
 std::shared_ptr<const Codebook> codebook(int dim, int bits, CodebookLaw law) {
+  // One solve per (dim, bits, law) for the process: a second caller waits for the first one's solve
+  // instead of repeating it (the sweep and the detail views ask for the same codebooks at start-up).
+  struct Slot {
+    std::once_flag once;
+    std::shared_ptr<const Codebook> cb;
+  };
   static std::mutex mutex;
-  static std::map<std::tuple<int, int, int>, std::shared_ptr<const Codebook>> cache;
-  const auto key = std::make_tuple(dim, bits, static_cast<int>(law));
+  static std::map<std::tuple<int, int, int>, std::shared_ptr<Slot>> cache;
+  std::shared_ptr<Slot> slot;
   {
     std::lock_guard<std::mutex> lock(mutex);
-    auto it = cache.find(key);
-    if (it != cache.end()) return it->second;
+    auto& s = cache[std::make_tuple(dim, bits, static_cast<int>(law))];
+    if (!s) s = std::make_shared<Slot>();
+    slot = s;
   }
-  auto cb = std::make_shared<const Codebook>(solveCodebook(dim, bits, law));
-  std::lock_guard<std::mutex> lock(mutex);
-  return cache.emplace(key, cb).first->second;
+  std::call_once(slot->once, [&] { slot->cb = std::make_shared<const Codebook>(solveCodebook(dim, bits, law)); });
+  return slot->cb;
 }
 
 double paperUpperBound(int bits) { return std::sqrt(3.0) * M_PI / 2.0 * std::pow(4.0, -bits); }
