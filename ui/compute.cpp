@@ -8,6 +8,7 @@
 #include <cmath>
 #include <limits>
 #include <map>
+#include <mutex>
 #include <stdexcept>
 #ifdef __linux__
 #include <sys/resource.h>
@@ -114,26 +115,66 @@ Heatmap computeHeat(const DataContext& dc, const Experiment& e, const HeatRegion
   h.cols = (h.col1 - h.col0 + h.colStride - 1) / h.colStride;
   const size_t D = static_cast<size_t>(d), S = static_cast<size_t>(seq), R = static_cast<size_t>(h.rows), C = static_cast<size_t>(h.cols);
   for (int i = 0; i < h.rows; ++i) h.rowToken.push_back(std::min(h.row1 - 1, h.row0 + i * h.rowStride + h.rowStride / 2));
-  const std::vector<float> Qr = tq::queryVectors(*dc.source, e.querySource, e.seed, e.layer, e.qHead, K, h.rowToken);
-  std::vector<float> ex(R * S), ap(R * S);
-  tq::exactScores(Qr.data(), R, K.data(), S, D, ex.data());
-  viewScores(be, kq, kcv, Qr.data(), R, ap.data());
+  // The exact side (queries, exact softmax weights or scaled logits per row) does not depend on the
+  // quantizer: kept for the last (data, head, query source, rows) so a bits change computes only the estimate.
+  struct ExactRows {
+    std::weak_ptr<const tq::KvSource> src;  // weak: an address reused by a later data set never matches
+    int layer = -1, qHead = -1, source = -1;
+    uint64_t seed = 0;
+    bool softmax = true;
+    std::vector<int> rows;
+    std::vector<float> Qr;
+    std::vector<double> P;  // R x S
+  };
+  static std::mutex cacheMutex;
+  static std::shared_ptr<const ExactRows> cache;
+  const bool cacheable = R * S <= (size_t{4} << 20);
+  std::shared_ptr<const ExactRows> exact;
+  {
+    std::lock_guard<std::mutex> lock(cacheMutex);
+    if (cacheable && cache && !cache->src.expired() && cache->src.lock() == dc.source && cache->layer == e.layer && cache->qHead == e.qHead && cache->source == int(e.querySource) &&
+        cache->seed == e.seed && cache->softmax == h.softmax && cache->rows == h.rowToken)
+      exact = cache;
+  }
+  if (!exact) {
+    auto x = std::make_shared<ExactRows>();
+    x->src = dc.source;
+    x->layer = e.layer;
+    x->qHead = e.qHead;
+    x->source = int(e.querySource);
+    x->seed = e.seed;
+    x->softmax = h.softmax;
+    x->rows = h.rowToken;
+    x->Qr = tq::queryVectors(*dc.source, e.querySource, e.seed, e.layer, e.qHead, K, h.rowToken);
+    std::vector<float> ex(R * S);
+    tq::exactScores(x->Qr.data(), R, K.data(), S, D, ex.data());
+    x->P.assign(R * S, 0.0);
+    for (size_t i = 0; i < R; ++i) {
+      const size_t n = static_cast<size_t>(h.rowToken[i]) + 1;
+      if (h.softmax)
+        tq::softmax(ex.data() + i * S, n, dc.scale, x->P.data() + i * S);
+      else
+        for (size_t k = 0; k < n; ++k) x->P[i * S + k] = static_cast<double>(dc.scale) * ex[i * S + k];
+    }
+    exact = x;
+    std::lock_guard<std::mutex> lock(cacheMutex);
+    cache = cacheable ? exact : nullptr;
+  }
+  std::vector<float> ap(R * S);
+  viewScores(be, kq, kcv, exact->Qr.data(), R, ap.data());
   const float nan = std::numeric_limits<float>::quiet_NaN();
   h.exact.assign(R * C, nan);
   h.approx.assign(R * C, nan);
   h.diff.assign(R * C, nan);
-  std::vector<double> p(S), ph(S);
+  std::vector<double> ph(S);
   for (size_t i = 0; i < R; ++i) {
     const int t = h.rowToken[i];
     const size_t n = static_cast<size_t>(t) + 1;
+    const double* p = exact->P.data() + i * S;
     if (h.softmax) {
-      tq::softmax(ex.data() + i * S, n, dc.scale, p.data());
       tq::softmax(ap.data() + i * S, n, dc.scale, ph.data());
     } else {
-      for (size_t k = 0; k < n; ++k) {
-        p[k] = static_cast<double>(dc.scale) * ex[i * S + k];
-        ph[k] = static_cast<double>(dc.scale) * ap[i * S + k];
-      }
+      for (size_t k = 0; k < n; ++k) ph[k] = static_cast<double>(dc.scale) * ap[i * S + k];
     }
     for (size_t j = 0; j < C; ++j) {
       const int b = h.col0 + static_cast<int>(j) * h.colStride;
