@@ -115,9 +115,12 @@ AttentionMetrics attentionMetrics(const float* exact, const double* exactP, cons
   m.logitCosine = cosine(s.data(), sh.data(), n);
   logSoftmax(estimated, n, scale, estP, lph.data());
   m.attentionCosine = cosine(exactP, estP, n);
+  // KL(p || p_hat) with p_hat floored at 1e-300 (as the CUDA backend and the per-call path define it): an
+  // estimate that gives no representable probability to a key the exact softmax attends costs log(1e300)
+  static const double kLogFloor = std::log(1e-300);
   double kl = 0;
   for (size_t i = 0; i < n; ++i)
-    if (exactP[i] > 0) kl += exactP[i] * (exactLogP[i] - lph[i]);
+    if (exactP[i] > 0) kl += exactP[i] * (exactLogP[i] - std::max(lph[i], kLogFloor));
   m.kl = std::max(0.0, kl);
   const size_t am = static_cast<size_t>(std::max_element(s.begin(), s.end()) - s.begin());
   const size_t amh = static_cast<size_t>(std::max_element(sh.begin(), sh.end()) - sh.begin());
