@@ -17,15 +17,13 @@
 #endif
 
 #include "attention/attention.h"
+#include "backend_select.h"
 #include "codebook/codebook.h"
 #include "explore/queries.h"
 #include "metrics/metrics.h"
 #include "quant/quantizer.h"
 #include "util/parallel.h"
 #include "util/rng.h"
-#ifdef TQ_HAVE_CUDA
-#include "cuda/cuda_backend.h"
-#endif
 
 namespace tq::ui {
 
@@ -53,28 +51,13 @@ std::shared_ptr<const DataContext> makeContext(std::shared_ptr<const tq::KvSourc
   return c;
 }
 
-std::unique_ptr<tq::Backend> makeBackend(tq::BackendChoice choice, std::string* note) {
-  if (note) note->clear();
-#ifdef TQ_HAVE_CUDA
-  if (choice != tq::BackendChoice::Cpu) {
-    std::string why;
-    auto b = tq::makeCudaBackend(&why);
-    if (b) return b;
-    if (note && choice == tq::BackendChoice::Cuda) *note = "CUDA unavailable: " + why;
-  }
-#else
-  if (note && choice == tq::BackendChoice::Cuda) *note = "CUDA unavailable: this build has no CUDA backend";
-#endif
-  return tq::makeCpuBackend();
-}
-
 namespace {
 
 /// One backend per (worker thread, choice): a CUDA context is costly to create.
 tq::Backend& threadBackend(tq::BackendChoice choice, std::string* note) {
   thread_local std::map<int, std::pair<std::unique_ptr<tq::Backend>, std::string>> cache;
   auto& slot = cache[static_cast<int>(choice)];
-  if (!slot.first) slot.first = makeBackend(choice, &slot.second);
+  if (!slot.first) slot.first = tq::chooseBackend(choice, &slot.second);  // the one factory (core/backends)
   if (note) *note = slot.second;
   return *slot.first;
 }

@@ -32,9 +32,6 @@ struct DataContext {
 };
 std::shared_ptr<const DataContext> makeContext(std::shared_ptr<const tq::KvSource> src);
 
-/// The backend a choice resolves to; `note` says why CUDA was not used when it was asked for.
-std::unique_ptr<tq::Backend> makeBackend(tq::BackendChoice choice, std::string* note);
-
 /// Token range of the attention heatmap to compute (half-open; -1 = to the end).
 struct HeatRegion {
   int row0 = 0, row1 = -1, col0 = 0, col1 = -1;
