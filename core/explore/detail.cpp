@@ -1,0 +1,418 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#include "explore/detail.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <limits>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+
+#include "attention/attention.h"
+#include "metrics/metrics.h"
+#include "util/parallel.h"
+#include "util/rng.h"
+
+namespace tq {
+
+QuantConfig DetailConfig::keyConfig(KeyMode mode, int bits, int d) const {
+  QuantConfig c;
+  c.dim = d;
+  c.bits = bits;
+  c.mode = mode;
+  c.projDim = mode == KeyMode::Mse ? 0 : projDim;
+  c.rotation = rotation;
+  c.law = law;
+  c.seed = layerSeed(seed, layer, false);
+  return c;
+}
+
+const char* keyModeLabelText(KeyMode m) {
+  switch (m) {
+    case KeyMode::Mse: return "MSE-only";
+    case KeyMode::Prod: return "MSE+QJL";
+    default: return "QJL-only";
+  }
+}
+
+/// Estimated scores for the views: on the CPU the dense form of the sweep (core/backend denseScores,
+/// rows split over the cores), on a device its own scoring.
+void viewScores(Backend& be, const Quantizer& q, const CompressedVectors& kc, const float* queries, size_t nq, float* out) {
+  if (be.name() != "CPU") return be.scores(q, kc, queries, nq, out);
+  const size_t d = static_cast<size_t>(q.dim());
+  parallelRanges(nq, 64, [&](size_t b, size_t e) { denseScores(q, kc, queries + b * d, e - b, out + b * kc.count); });
+}
+
+namespace {
+
+Heatmap computeHeat(const std::shared_ptr<const KvSource>& src, const DetailConfig& e, const HeatRegion& reg, Backend& be, const Quantizer& kq,
+                    const CompressedVectors& kcv, const std::vector<float>& K) {
+  const KvShape shape = src->shape();
+  const float scale = src->softmaxScale();
+  const int seq = shape.seq, d = shape.headDim;
+  Heatmap h;
+  h.softmax = e.softmaxWeights;
+  h.row0 = std::clamp(reg.row0, 0, seq - 1);
+  h.row1 = reg.row1 < 0 ? seq : std::clamp(reg.row1, h.row0 + 1, seq);
+  h.col0 = std::clamp(reg.col0, 0, seq - 1);
+  h.col1 = reg.col1 < 0 ? seq : std::clamp(reg.col1, h.col0 + 1, seq);
+  const int B = std::max(16, reg.maxBins);
+  h.rowStride = (h.row1 - h.row0 + B - 1) / B;
+  h.colStride = (h.col1 - h.col0 + B - 1) / B;
+  h.rows = (h.row1 - h.row0 + h.rowStride - 1) / h.rowStride;
+  h.cols = (h.col1 - h.col0 + h.colStride - 1) / h.colStride;
+  const size_t D = static_cast<size_t>(d), S = static_cast<size_t>(seq), R = static_cast<size_t>(h.rows), C = static_cast<size_t>(h.cols);
+  for (int i = 0; i < h.rows; ++i) h.rowToken.push_back(std::min(h.row1 - 1, h.row0 + i * h.rowStride + h.rowStride / 2));
+  // The exact side (queries, exact softmax weights or scaled logits per row) does not depend on the
+  // quantizer: kept for the last (data, head, query source, rows) so a bits change computes only the estimate.
+  struct ExactRows {
+    std::weak_ptr<const KvSource> src;  // weak: an address reused by a later data set never matches
+    int layer = -1, qHead = -1, source = -1;
+    uint64_t seed = 0;
+    bool softmax = true;
+    std::vector<int> rows;
+    std::vector<float> Qr;
+    std::vector<double> P;  // R x S
+  };
+  static std::mutex cacheMutex;
+  static std::shared_ptr<const ExactRows> cache;
+  const bool cacheable = R * S <= (size_t{4} << 20);
+  std::shared_ptr<const ExactRows> exact;
+  {
+    std::lock_guard<std::mutex> lock(cacheMutex);
+    if (cacheable && cache && !cache->src.expired() && cache->src.lock() == src && cache->layer == e.layer && cache->qHead == e.qHead && cache->source == int(e.queries) &&
+        cache->seed == e.seed && cache->softmax == h.softmax && cache->rows == h.rowToken)
+      exact = cache;
+  }
+  if (!exact) {
+    auto x = std::make_shared<ExactRows>();
+    x->src = src;
+    x->layer = e.layer;
+    x->qHead = e.qHead;
+    x->source = int(e.queries);
+    x->seed = e.seed;
+    x->softmax = h.softmax;
+    x->rows = h.rowToken;
+    x->Qr = queryVectors(*src, e.queries, e.seed, e.layer, e.qHead, K, h.rowToken);
+    std::vector<float> ex(R * S);
+    exactScores(x->Qr.data(), R, K.data(), S, D, ex.data());
+    x->P.assign(R * S, 0.0);
+    for (size_t i = 0; i < R; ++i) {
+      const size_t n = static_cast<size_t>(h.rowToken[i]) + 1;
+      if (h.softmax)
+        softmax(ex.data() + i * S, n, scale, x->P.data() + i * S);
+      else
+        for (size_t k = 0; k < n; ++k) x->P[i * S + k] = static_cast<double>(scale) * ex[i * S + k];
+    }
+    exact = x;
+    std::lock_guard<std::mutex> lock(cacheMutex);
+    cache = cacheable ? exact : nullptr;
+  }
+  std::vector<float> ap(R * S);
+  viewScores(be, kq, kcv, exact->Qr.data(), R, ap.data());
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  h.exact.assign(R * C, nan);
+  h.approx.assign(R * C, nan);
+  h.diff.assign(R * C, nan);
+  std::vector<double> ph(S);
+  for (size_t i = 0; i < R; ++i) {
+    const int t = h.rowToken[i];
+    const size_t n = static_cast<size_t>(t) + 1;
+    const double* p = exact->P.data() + i * S;
+    if (h.softmax) {
+      softmax(ap.data() + i * S, n, scale, ph.data());
+    } else {
+      for (size_t k = 0; k < n; ++k) ph[k] = static_cast<double>(scale) * ap[i * S + k];
+    }
+    for (size_t j = 0; j < C; ++j) {
+      const int b = h.col0 + static_cast<int>(j) * h.colStride;
+      const int eEnd = std::min({h.col1, b + h.colStride, t + 1});
+      if (b >= eEnd) continue;
+      double a = h.softmax ? -1e300 : 0, bb = h.softmax ? -1e300 : 0, df = 0;
+      for (int k = b; k < eEnd; ++k) {
+        const double dk = ph[static_cast<size_t>(k)] - p[static_cast<size_t>(k)];
+        if (h.softmax) {
+          a = std::max(a, p[static_cast<size_t>(k)]);
+          bb = std::max(bb, ph[static_cast<size_t>(k)]);
+          if (std::fabs(dk) > std::fabs(df)) df = dk;
+        } else {
+          a += p[static_cast<size_t>(k)];
+          bb += ph[static_cast<size_t>(k)];
+          df += dk;
+        }
+      }
+      if (!h.softmax) {
+        const double cnt = eEnd - b;
+        a /= cnt;
+        bb /= cnt;
+        df /= cnt;
+      }
+      h.exact[i * C + j] = static_cast<float>(a);
+      h.approx[i * C + j] = static_cast<float>(bb);
+      h.diff[i * C + j] = static_cast<float>(df);
+    }
+  }
+  return h;
+}
+
+double sphereDensity(int d, double t) {
+  if (std::fabs(t) >= 1) return 0;
+  const double c = std::lgamma(d / 2.0) - 0.5 * std::log(M_PI) - std::lgamma((d - 1) / 2.0);
+  return std::exp(c + (d - 3) / 2.0 * std::log(1 - t * t));
+}
+
+float dot(const float* a, const float* b, size_t n) {
+  double s = 0;
+  for (size_t i = 0; i < n; ++i) s += static_cast<double>(a[i]) * b[i];
+  return static_cast<float>(s);
+}
+
+}  // namespace
+
+DetailData computeDetailData(const std::shared_ptr<const KvSource>& src, const std::vector<std::string>& tokens, const DetailConfig& e, int parts,
+                             const HeatRegion& region, Backend& be, const ProgressFn& progress, const std::function<void(const DetailData&)>& partial) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const KvShape sh = src->shape();
+  const float scale = src->softmaxScale();
+  if (sh.layers <= 0 || sh.seq <= 0 || sh.headDim <= 0 || sh.kvHeads <= 0) throw std::invalid_argument("the data is empty");
+  if (e.layer < 0 || e.layer >= sh.layers) throw std::invalid_argument("layer " + std::to_string(e.layer) + " out of range");
+  if (e.qHead < 0 || e.qHead >= std::max(sh.qHeads, sh.kvHeads)) throw std::invalid_argument("head " + std::to_string(e.qHead) + " out of range");
+  DetailData out;
+  out.parts = parts;
+  out.headDim = sh.headDim;
+  out.kvHead = std::min(sh.kvHeadOf(e.qHead), sh.kvHeads - 1);
+  out.queryLabel = querySourceLabel(e.queries);
+  out.backend = be.name();
+  out.device = be.device();
+  const int seq = sh.seq, d = sh.headDim;
+  const size_t D = static_cast<size_t>(d), S = static_cast<size_t>(seq);
+  const auto K = src->keys(e.layer, out.kvHead);
+  if (K.size() != S * D) throw std::runtime_error("the keys of layer " + std::to_string(e.layer) + " have the wrong size");
+  const int qpos = e.queryPos < 0 || e.queryPos >= seq ? seq - 1 : e.queryPos;
+  out.queryToken = qpos;
+  static const bool profile = std::getenv("TQ_PROFILE") != nullptr;
+  int posted = 0;  // parts already delivered as partial results
+  auto deliver = [&](int part) {
+    if (!partial || !(parts & part)) return;
+    DetailData p;
+    p.parts = part;
+    p.kvHead = out.kvHead;
+    p.headDim = out.headDim;
+    p.queryToken = out.queryToken;
+    p.queryLabel = out.queryLabel;
+    p.backend = out.backend;
+    p.device = out.device;
+    p.keyBytesPerVector = out.keyBytesPerVector;
+    p.valueBytesPerVector = out.valueBytesPerVector;
+    if (part == PartHeatmap) p.heat = out.heat;
+    if (part == PartEstimator) p.estimator = out.estimator;
+    if (part == PartHow) p.how = out.how;
+    p.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    partial(p);
+    posted |= part;
+  };
+  auto step = [&](size_t done) {
+    if (profile)
+      std::fprintf(stderr, "  detail step %zu at %.1f ms\n", done, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    if (progress && !progress(done, 5)) throw std::runtime_error("cancelled");
+  };
+
+  // Current-mode keys: heatmap, measured bytes, "how it works".
+  Quantizer kq(e.keyConfig(e.keyMode, e.keyBits, d));
+  CompressedVectors kcv;
+  be.compress(kq, K.data(), S, kcv);
+  out.keyBytesPerVector = kcv.count ? kcv.bytes() / kcv.count : 0;
+  if (sh.hasValues) {
+    const int dv = sh.headDimV > 0 ? sh.headDimV : d;
+    QuantConfig vc;
+    vc.dim = dv;
+    vc.bits = e.valueBits;
+    vc.mode = KeyMode::Mse;
+    vc.rotation = e.rotation;
+    vc.law = e.law;
+    vc.seed = layerSeed(e.seed, e.layer, true);
+    Quantizer vq(vc);
+    const auto V = src->values(e.layer, out.kvHead);
+    if (V.size() == S * static_cast<size_t>(dv)) {
+      CompressedVectors vcv;
+      be.compress(vq, V.data(), S, vcv);
+      out.valueBytesPerVector = vcv.count ? vcv.bytes() / vcv.count : 0;
+    }
+  }
+  step(1);
+  if (parts & PartHeatmap) out.heat = computeHeat(src, e, region, be, kq, kcv, K);
+  step(2);
+  deliver(PartHeatmap);
+
+  // Every key mode at the current bits (estimator, how it works).
+  struct ModeData {
+    KeyMode mode;
+    std::unique_ptr<Quantizer> q;
+    CompressedVectors cv;
+  };
+  std::vector<ModeData> modes;
+  if (parts & (PartEstimator | PartHow)) {
+    for (KeyMode m : {KeyMode::Mse, KeyMode::Prod, KeyMode::QjlOnly}) {
+      ModeData md{m, std::make_unique<Quantizer>(e.keyConfig(m, e.keyBits, d)), {}};
+      be.compress(*md.q, K.data(), S, md.cv);
+      modes.push_back(std::move(md));
+    }
+  }
+  if (parts & PartEstimator) {
+    // the positions and query vectors of the fidelity sweep (core/explore/queries)
+    const auto pos = evaluationPositions(e.queries, seq, e.sweepQueries);
+    const std::vector<float> qs = queryVectors(*src, e.queries, e.seed, e.layer, e.qHead, K, pos);
+    std::vector<float> exact(pos.size() * S), est(pos.size() * S);
+    exactScores(qs.data(), pos.size(), K.data(), S, D, exact.data());
+    for (const auto& md : modes) {
+      EstimatorSeries s;
+      s.mode = md.mode;
+      s.label = keyModeLabelText(md.mode) + (md.mode == KeyMode::Mse ? "" : " m=" + std::to_string(e.projDim));
+      viewScores(be, *md.q, md.cv, qs.data(), pos.size(), est.data());
+      for (size_t i = 0; i < pos.size(); ++i)
+        for (int k = 0; k <= pos[i]; ++k) {
+          s.exact.push_back(exact[i * S + static_cast<size_t>(k)]);
+          s.estimate.push_back(est[i * S + static_cast<size_t>(k)]);
+        }
+      std::vector<double> a(s.exact.begin(), s.exact.end()), b(s.estimate.begin(), s.estimate.end());
+      innerProductStats(a.data(), b.data(), a.size(), s.stats);
+      out.estimator.push_back(std::move(s));
+    }
+  }
+  step(3);
+  deliver(PartEstimator);
+  if (parts & PartHow) {
+    HowItWorks& h = out.how;
+    h.token = qpos;
+    h.kvHead = out.kvHead;
+    h.tokenText = qpos >= 0 && static_cast<size_t>(qpos) < tokens.size() ? tokens[static_cast<size_t>(qpos)] : "#" + std::to_string(qpos);
+    h.dim = d;
+    h.mode = e.keyMode;
+    h.mseBits = kq.mseBits();
+    h.projDim = kq.projDim();
+    const float* x = K.data() + static_cast<size_t>(qpos) * D;
+    const std::vector<float> qv = queryVectors(*src, e.queries, e.seed, e.layer, e.qHead, K, {qpos});
+    const float* q = qv.data();
+    h.x.assign(x, x + D);
+    h.xMse.assign(D, 0.0f);
+    kq.decompress(kcv, static_cast<size_t>(qpos), 1, h.xMse.data());
+    std::vector<uint8_t> idx(D);
+    h.signs.assign(static_cast<size_t>(std::max(0, h.projDim)), 0.0f);
+    kq.unpack(kcv, static_cast<size_t>(qpos), idx.data(), h.signs.empty() ? nullptr : h.signs.data(), &h.norm, &h.residualNorm);
+    if (h.projDim == 0) h.signs.clear();
+    h.norm = std::sqrt(dot(x, x, D));
+    std::vector<float> u(D);
+    for (size_t j = 0; j < D; ++j) u[j] = h.norm > 0 ? x[j] / h.norm : 0.0f;
+    h.rotated.assign(D, 0.0f);
+    kq.rotation().apply(u.data(), h.rotated.data(), 1);
+    if (const auto* cb = kq.codebookPtr()) {
+      h.centroids = cb->centroids;
+      h.boundaries = cb->boundaries;
+      for (size_t j = 0; j < D; ++j) {
+        h.codeIndex.push_back(idx[j]);
+        h.codeValue.push_back(static_cast<float>(cb->centroids[idx[j]]));
+      }
+    }
+    h.residual.resize(D);
+    for (size_t j = 0; j < D; ++j) h.residual[j] = x[j] - h.xMse[j];
+    h.residualNorm = std::sqrt(dot(h.residual.data(), h.residual.data(), D));
+    // rotated coordinates of every key of this head, and the sphere marginal
+    const double range = std::min(1.0, 5.0 / std::sqrt(static_cast<double>(d)));
+    const int nb = 40;
+    std::vector<float> U(K.size()), Y(K.size());
+    for (size_t t = 0; t < S; ++t) {
+      const float nn = std::sqrt(dot(K.data() + t * D, K.data() + t * D, D));
+      for (size_t j = 0; j < D; ++j) U[t * D + j] = nn > 0 ? K[t * D + j] / nn : 0.0f;
+    }
+    kq.rotation().apply(U.data(), Y.data(), S);
+    std::vector<double> cnt(nb, 0.0);
+    for (float y : Y) {
+      const int b = static_cast<int>(std::floor((y + range) / (2 * range) * nb));
+      if (b >= 0 && b < nb) cnt[static_cast<size_t>(b)] += 1;
+    }
+    const double w = 2 * range / nb;
+    for (int b = 0; b < nb; ++b) {
+      h.histX.push_back(-range + (b + 0.5) * w);
+      h.histDensity.push_back(cnt[static_cast<size_t>(b)] / (static_cast<double>(Y.size()) * w));
+    }
+    for (int i = 0; i <= 200; ++i) {
+      const double t = -range + 2 * range * i / 200.0;
+      h.densityX.push_back(t);
+      h.densityY.push_back(sphereDensity(d, t));
+    }
+    // estimates of <q, x> for this one vector: current seed and independent seeds
+    h.truth = dot(q, x, D);
+    for (const auto& md : modes) {
+      if (md.mode == KeyMode::QjlOnly) continue;
+      const auto pq = md.q->prepare(q);
+      float s = 0;
+      md.q->scores(pq, md.cv, static_cast<size_t>(qpos), 1, &s);
+      (md.mode == KeyMode::Mse ? h.estimateMse : h.estimateProd) = s;
+    }
+    const int trials = d <= 16 ? 128 : d <= 64 ? 48 : 24;
+    for (int s = 1; s <= trials; ++s) {
+      for (KeyMode m : {KeyMode::Mse, KeyMode::Prod}) {
+        auto c = e.keyConfig(m, e.keyBits, d);
+        c.seed = c.seed + 7919ull * static_cast<uint64_t>(s);
+        Quantizer tqz(c);
+        const auto cv = tqz.compress(x, 1);
+        const auto pq = tqz.prepare(q);
+        float est = 0;
+        tqz.scores(pq, cv, 0, 1, &est);
+        (m == KeyMode::Mse ? h.trialsMse : h.trialsProd).push_back(est);
+      }
+    }
+  }
+  step(4);
+  deliver(PartHow);
+  if (parts & PartDistortion) {
+    Distortion& dd = out.distortion;
+    dd.dim = d;
+    const size_t nSphere = kDistortionSphere;
+    std::vector<float> sphere(nSphere * D);
+    for (size_t i = 0; i < nSphere; ++i) {
+      double s = 0;
+      for (size_t j = 0; j < D; ++j) {
+        sphere[i * D + j] = static_cast<float>(standardNormal(e.seed ^ 0x5bd1e995ull, kStreamValidate + 77, i * D + j));
+        s += static_cast<double>(sphere[i * D + j]) * sphere[i * D + j];
+      }
+      for (size_t j = 0; j < D; ++j) sphere[i * D + j] /= static_cast<float>(std::sqrt(s));
+    }
+    // at most kDistortionKeys keys of the head, evenly spaced
+    const size_t nk = std::min(S, kDistortionKeys);
+    std::vector<float> Ks(nk * D);
+    for (size_t i = 0; i < nk; ++i) {
+      const size_t t = nk == S ? i : i * S / nk;
+      std::copy_n(K.begin() + static_cast<long>(t * D), D, Ks.begin() + static_cast<long>(i * D));
+    }
+    dd.dataVectors = nk;
+    dd.headVectors = S;
+    std::vector<float> rec(Ks.size()), recS(sphere.size());
+    for (int b = 1; b <= 8; ++b) {
+      if (progress && !progress(4, 5)) throw std::runtime_error("cancelled");
+      Quantizer mq(e.keyConfig(KeyMode::Mse, b, d));
+      CompressedVectors cv, cvs;
+      be.compress(mq, Ks.data(), nk, cv);
+      be.decompress(mq, cv, rec.data());
+      be.compress(mq, sphere.data(), nSphere, cvs);
+      be.decompress(mq, cvs, recS.data());
+      dd.bits.push_back(b);
+      dd.theory.push_back(theoryDistortion(d, b, e.law));
+      dd.upper.push_back(paperUpperBound(b));
+      dd.lower.push_back(paperLowerBound(b));
+      dd.measuredData.push_back(vectorMse(Ks.data(), rec.data(), nk, D));
+      dd.measuredSphere.push_back(vectorMse(sphere.data(), recS.data(), nSphere, D));
+    }
+  }
+  step(5);
+  out.parts &= ~posted;  // the rest (the parts delivered early are not applied twice)
+  out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return out;
+}
+
+
+}  // namespace tq

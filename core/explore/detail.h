@@ -1,0 +1,122 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#pragma once
+/// The detail views' numbers for one (layer, query head) of a KvSource: the attention heatmap at a level of
+/// detail, the inner-product estimator's pairs, one key stepped through the algorithm ("how it works") and
+/// the distortion against the paper's bounds. Qt-free; the GUI renders these records.
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "data/kv_source.h"
+#include "explore/queries.h"
+#include "metrics/metrics.h"
+#include "quant/quantizer.h"
+#include "sweep/sweep.h"
+
+namespace tq {
+
+/// What the detail views show: the selection and the quantizer, resolved against the data's head size.
+struct DetailConfig {
+  int layer = 0, qHead = 0;
+  KeyMode keyMode = KeyMode::Prod;
+  int keyBits = 3, valueBits = 4;
+  int projDim = 0;  ///< m of the QJL stage (Prod / QJL-only keys), resolved against the head dim
+  RotationKind rotation = RotationKind::Haar;
+  CodebookLaw law = CodebookLaw::Exact;
+  uint64_t seed = 42;
+  QuerySource queries = QuerySource::Dump;
+  int queryPos = -1;  ///< token studied in "how it works" (-1 or out of range: the last)
+  bool softmaxWeights = true;
+  int sweepQueries = 32;  ///< the estimator uses the sweep's query positions (evaluationPositions)
+  /// The key quantizer of this selection for a mode and bit-width (the layer's seed).
+  QuantConfig keyConfig(KeyMode mode, int bits, int d) const;
+};
+/// "MSE-only", "MSE+QJL", "QJL-only".
+const char* keyModeLabelText(KeyMode m);
+
+/// Token range of the attention heatmap to compute (half-open; -1 = to the end).
+struct HeatRegion {
+  int row0 = 0, row1 = -1, col0 = 0, col1 = -1;
+  int maxBins = 512;  ///< level of detail: at most this many bins per axis
+};
+
+/// Attention heatmap at some level of detail. Row bin i shows query token rowToken[i] (one
+/// representative query per bin); column bin j pools keys [col0 + j*colStride, ... + colStride):
+/// max for softmax weights, mean for logits. Masked (causal) cells are NaN.
+struct Heatmap {
+  int rows = 0, cols = 0;
+  int row0 = 0, row1 = 0, col0 = 0, col1 = 0;
+  int rowStride = 1, colStride = 1;
+  bool softmax = true;
+  std::vector<int> rowToken;
+  std::vector<float> exact, approx, diff;  ///< rows x cols, row-major
+  float at(const std::vector<float>& v, int r, int c) const { return v[static_cast<size_t>(r) * cols + c]; }
+};
+
+/// Estimated vs exact raw inner products of one head, for each key mode at the current bits.
+struct EstimatorSeries {
+  std::string label;
+  KeyMode mode = KeyMode::Mse;
+  std::vector<float> exact, estimate;  ///< all (query, key) pairs (causal)
+  AttentionMetrics stats;          ///< bias, variance, slope, correlation
+};
+
+/// One real key vector stepped through the algorithm.
+struct HowItWorks {
+  int token = 0, kvHead = 0, dim = 0, mseBits = 0, projDim = 0;
+  KeyMode mode = KeyMode::Prod;
+  std::string tokenText;
+  std::vector<float> x, xMse, residual;  ///< original, MSE reconstruction, residual (d)
+  std::vector<float> rotated;            ///< R x / ||x|| (d)
+  std::vector<float> codeValue;          ///< centroid chosen for each rotated coordinate (d)
+  std::vector<int> codeIndex;
+  std::vector<float> signs;              ///< QJL signs of S r (m), empty without a QJL stage
+  std::vector<double> centroids, boundaries;
+  float norm = 0, residualNorm = 0;
+  std::vector<double> histX, histDensity;  ///< rotated coordinates of every key of this head (density)
+  std::vector<double> densityX, densityY;  ///< sphere marginal f_d(t)
+  double truth = 0, estimateMse = 0, estimateProd = 0;  ///< <q, x> and its estimates (current seed)
+  std::vector<double> trialsMse, trialsProd;  ///< estimates over independent seeds
+};
+
+/// Vector distortion ||x - x_hat||^2 / ||x||^2 against bits 1..8.
+struct Distortion {
+  int dim = 0;
+  std::vector<int> bits;
+  std::vector<double> theory, upper, lower, measuredData, measuredSphere;
+  size_t dataVectors = 0, headVectors = 0;  ///< keys measured (bounded: at most kDistortionKeys, evenly spaced) / keys of the head
+};
+
+/// Bounded detail work at any size: keys measured in the distortion view, vectors on the sphere.
+constexpr size_t kDistortionKeys = 2048, kDistortionSphere = 1024;
+
+enum DetailPart : int { PartHeatmap = 1, PartEstimator = 2, PartHow = 4, PartDistortion = 8, PartAll = 15 };
+
+struct DetailData {
+  int parts = 0;
+  int kvHead = 0, headDim = 0, queryToken = 0;
+  std::string queryLabel, backend, device;
+  size_t keyBytesPerVector = 0, valueBytesPerVector = 0;  ///< measured from the compressed buffers
+  Heatmap heat;
+  std::vector<EstimatorSeries> estimator;
+  HowItWorks how;
+  Distortion distortion;
+  double seconds = 0;
+};
+
+/// Computes the requested parts (DetailPart bits). `partial` receives each of the heatmap, estimator and
+/// how-it-works parts as soon as it is ready (the returned record then carries only the remaining parts).
+/// Throws std::invalid_argument on bad input, std::runtime_error("cancelled") when progress returns false.
+DetailData computeDetailData(const std::shared_ptr<const KvSource>& src, const std::vector<std::string>& tokens, const DetailConfig& cfg, int parts,
+                             const HeatRegion& region, Backend& be, const ProgressFn& progress = {},
+                             const std::function<void(const DetailData&)>& partial = {});
+
+/// Estimated scores for the views: on the CPU the dense form of the sweep (denseScores, rows split over
+/// the cores), on a device its own scoring.
+void viewScores(Backend& be, const Quantizer& q, const CompressedVectors& kc, const float* queries, size_t nq, float* out);
+
+}  // namespace tq
