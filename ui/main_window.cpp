@@ -765,7 +765,9 @@ void MainWindow::applyDetail(const DetailResult& r) {
   m_haveDetail = true;
   m_backendName = QString::fromStdString(r.backend);
   m_device = QString::fromStdString(r.device);
-  m_backendNote = QString::fromStdString(r.backendNote);
+  // Auto that found no CUDA is what was asked for: the reason goes to the tooltip, not a warning
+  m_backendNote = r.exp.backend == tq::BackendChoice::Auto ? QString() : QString::fromStdString(r.backendNote);
+  m_backendLabel->setToolTip(QString::fromStdString(r.backendNote));
   m_detail.exp = r.exp;
   m_detail.kvHead = r.kvHead;
   m_detail.headDim = r.headDim;
