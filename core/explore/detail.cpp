@@ -177,7 +177,6 @@ DetailData computeDetailData(const std::shared_ptr<const KvSource>& src, const s
                              const HeatRegion& region, Backend& be, const ProgressFn& progress, const std::function<void(const DetailData&)>& partial) {
   const auto t0 = std::chrono::steady_clock::now();
   const KvShape sh = src->shape();
-  const float scale = src->softmaxScale();
   if (sh.layers <= 0 || sh.seq <= 0 || sh.headDim <= 0 || sh.kvHeads <= 0) throw std::invalid_argument("the data is empty");
   if (e.layer < 0 || e.layer >= sh.layers) throw std::invalid_argument("layer " + std::to_string(e.layer) + " out of range");
   if (e.qHead < 0 || e.qHead >= std::max(sh.qHeads, sh.kvHeads)) throw std::invalid_argument("head " + std::to_string(e.qHead) + " out of range");
@@ -215,7 +214,13 @@ DetailData computeDetailData(const std::shared_ptr<const KvSource>& src, const s
     partial(p);
     posted |= part;
   };
+  // a superseded job (the user changed something meanwhile) stops within one short step
+  size_t lastStep = 0;
+  auto checkCancel = [&] {
+    if (progress && !progress(lastStep, 5)) throw std::runtime_error("cancelled");
+  };
   auto step = [&](size_t done) {
+    lastStep = done;
     if (profile)
       std::fprintf(stderr, "  detail step %zu at %.1f ms\n", done, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
     if (progress && !progress(done, 5)) throw std::runtime_error("cancelled");
@@ -257,6 +262,7 @@ DetailData computeDetailData(const std::shared_ptr<const KvSource>& src, const s
   std::vector<ModeData> modes;
   if (parts & (PartEstimator | PartHow)) {
     for (KeyMode m : {KeyMode::Mse, KeyMode::Prod, KeyMode::QjlOnly}) {
+      checkCancel();
       ModeData md{m, std::make_unique<Quantizer>(e.keyConfig(m, e.keyBits, d)), {}};
       be.compress(*md.q, K.data(), S, md.cv);
       modes.push_back(std::move(md));
@@ -269,6 +275,7 @@ DetailData computeDetailData(const std::shared_ptr<const KvSource>& src, const s
     std::vector<float> exact(pos.size() * S), est(pos.size() * S);
     exactScores(qs.data(), pos.size(), K.data(), S, D, exact.data());
     for (const auto& md : modes) {
+      checkCancel();
       EstimatorSeries s;
       s.mode = md.mode;
       s.label = keyModeLabelText(md.mode) + (md.mode == KeyMode::Mse ? "" : " m=" + std::to_string(e.projDim));
@@ -355,6 +362,7 @@ DetailData computeDetailData(const std::shared_ptr<const KvSource>& src, const s
     }
     const int trials = d <= 16 ? 128 : d <= 64 ? 48 : 24;
     for (int s = 1; s <= trials; ++s) {
+      checkCancel();
       for (KeyMode m : {KeyMode::Mse, KeyMode::Prod}) {
         auto c = e.keyConfig(m, e.keyBits, d);
         c.seed = c.seed + 7919ull * static_cast<uint64_t>(s);
