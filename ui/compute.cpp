@@ -19,7 +19,7 @@
 #include "attention/attention.h"
 #include "backend_select.h"
 #include "codebook/codebook.h"
-#include "explore/queries.h"
+#include "data/queries.h"
 #include "metrics/metrics.h"
 #include "quant/quantizer.h"
 #include "util/parallel.h"

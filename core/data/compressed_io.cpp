@@ -8,8 +8,8 @@
 #include <stdexcept>
 
 #include "data/io_util.h"
+#include "data/queries.h"
 #include "data/safetensors.h"
-#include "sweep/sweep.h"
 
 namespace tq {
 

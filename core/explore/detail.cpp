@@ -269,7 +269,7 @@ DetailData computeDetailData(const std::shared_ptr<const KvSource>& src, const s
     }
   }
   if (parts & PartEstimator) {
-    // the positions and query vectors of the fidelity sweep (core/explore/queries)
+    // the positions and query vectors of the fidelity sweep (core/data/queries)
     const auto pos = evaluationPositions(e.queries, seq, e.sweepQueries);
     const std::vector<float> qs = queryVectors(*src, e.queries, e.seed, e.layer, e.qHead, K, pos);
     std::vector<float> exact(pos.size() * S), est(pos.size() * S);

@@ -12,7 +12,7 @@
 
 #include "backend/backend.h"
 #include "data/kv_source.h"
-#include "explore/queries.h"
+#include "data/queries.h"
 #include "metrics/metrics.h"
 #include "quant/quantizer.h"
 #include "sweep/sweep.h"

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
-#include "explore/queries.h"
+#include "data/queries.h"
 
 #include <algorithm>
 #include <cmath>

@@ -1,0 +1,96 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+// Figure and CSV export of a view (PNG / SVG / PDF), no dialogs.
+#include "figure_export.h"
+
+#include <QFile>
+#include <QFileInfo>
+#include <QPdfWriter>
+#include <QSvgGenerator>
+#include <cmath>
+
+#include "plot_common.h"
+
+namespace tq::ui {
+
+// =============================================================== export
+bool parseFigureFormat(const QString& s, FigureFormat* f) {
+  const QString l = s.toLower().trimmed();
+  if (l == "png") *f = FigureFormat::Png;
+  else if (l == "svg") *f = FigureFormat::Svg;
+  else if (l == "pdf") *f = FigureFormat::Pdf;
+  else return false;
+  return true;
+}
+
+QString figureSuffix(FigureFormat f) { return f == FigureFormat::Png ? "png" : f == FigureFormat::Svg ? "svg" : "pdf"; }
+
+bool saveFigure(PlotView* view, const QString& path, FigureFormat format, QSize size, int dpi, QString* error) {
+  auto fail = [&](const QString& m) {
+    if (error) *error = m;
+    return false;
+  };
+  if (!view) return fail("no view");
+  if (view->outdated()) return fail(QString("the %1 view is out of date (%2): it is not exported").arg(view->id(), view->outdatedReason()));
+  view->clearTransient();
+  if (size.width() < 16 || size.height() < 16 || size.width() > 20000 || size.height() > 20000) return fail("figure size must be 16..20000 pixels");
+  if (dpi < 24 || dpi > 2400) return fail("DPI must be 24..2400");
+  QCustomPlot* p = view->plot();
+  const double s = dpi / 96.0;  // layout at 96 dpi, scaled so text keeps its physical size
+  const int lw = static_cast<int>(std::ceil(size.width() / s)), lh = static_cast<int>(std::ceil(size.height() / s));
+  if (format == FigureFormat::Png) {
+    QImage img(size, QImage::Format_ARGB32);
+    img.fill(Qt::white);
+    {
+      QCPPainter painter(&img);
+      painter.setRenderHint(QPainter::Antialiasing);
+      painter.scale(s, s);
+      p->toPainter(&painter, lw, lh);
+    }
+    const int dpm = static_cast<int>(std::lround(dpi / 0.0254));
+    img.setDotsPerMeterX(dpm);
+    img.setDotsPerMeterY(dpm);
+    if (!img.save(path, "PNG")) return fail("cannot write " + path);
+  } else if (format == FigureFormat::Svg) {
+    QSvgGenerator gen;
+    gen.setFileName(path);
+    gen.setSize(size);
+    gen.setViewBox(QRect(QPoint(0, 0), size));
+    gen.setResolution(96);
+    gen.setTitle(view->title());
+    gen.setDescription(view->caption());
+    QCPPainter painter;
+    if (!painter.begin(&gen)) return fail("cannot write " + path);
+    painter.scale(s, s);
+    p->toPainter(&painter, lw, lh);
+    painter.end();
+  } else {
+    QPdfWriter pdf(path);
+    pdf.setResolution(96);
+    pdf.setPageSize(QPageSize(QSizeF(size.width() * 72.0 / dpi, size.height() * 72.0 / dpi), QPageSize::Point, QString(), QPageSize::ExactMatch));
+    pdf.setPageMargins(QMarginsF(0, 0, 0, 0));
+    pdf.setTitle(view->title());
+    pdf.setCreator("TurboQuant Studio");
+    QCPPainter painter;
+    if (!painter.begin(&pdf)) return fail("cannot write " + path);
+    painter.setMode(QCPPainter::pmVectorized);
+    painter.setMode(QCPPainter::pmNoCaching);
+    p->toPainter(&painter, pdf.width(), pdf.height());
+    painter.end();
+  }
+  if (QFileInfo(path).size() <= 0) return fail("nothing was written to " + path);
+  return true;
+}
+
+bool saveCsv(PlotView* view, const QString& path, QString* error) {
+  QFile f(path);
+  if (!f.open(QIODevice::WriteOnly | QIODevice::Truncate)) {
+    if (error) *error = "cannot write " + path + ": " + f.errorString();
+    return false;
+  }
+  const QByteArray head = ("# " + view->title() + "\n# " + view->caption() + "\n").toUtf8();
+  f.write(head);
+  f.write(view->csv().toUtf8());
+  return true;
+}
+
+}  // namespace tq::ui
