@@ -768,6 +768,8 @@ void MainWindow::applyDetail(const DetailResult& r) {
   // Auto that found no CUDA is what was asked for: the reason goes to the tooltip, not a warning
   m_backendNote = r.exp.backend == tq::BackendChoice::Auto ? QString() : QString::fromStdString(r.backendNote);
   m_backendLabel->setToolTip(QString::fromStdString(r.backendNote));
+  const bool bytesChanged = m_detail.keyBytesPerVector != r.keyBytesPerVector || m_detail.valueBytesPerVector != r.valueBytesPerVector ||
+                            !(m_detail.exp.keyBits == r.exp.keyBits && m_detail.exp.keyMode == r.exp.keyMode && m_detail.exp.valueBits == r.exp.valueBits);
   m_detail.exp = r.exp;
   m_detail.kvHead = r.kvHead;
   m_detail.headDim = r.headDim;
@@ -789,17 +791,30 @@ void MainWindow::applyDetail(const DetailResult& r) {
     m_how->setData(r.how, r.exp.keyBits);
     mark("how");
   }
-  if (r.parts & PartDistortion) m_detail.distortion = r.distortion;
+  if (r.parts & PartDistortion) {
+    m_detail.distortion = r.distortion;
+    if (!m_detail.distortion.bits.empty()) m_distortion->setData(m_detail.distortion, m_exp.keyBits);
+    mark("distortion");
+  }
   const std::pair<int, PlotView*> byPart[] = {{PartHeatmap, m_attention}, {PartEstimator, m_estimator}, {PartHow, m_how}, {PartDistortion, m_distortion}};
+  // Each partial result touches only its own view: the GUI thread's work per delivery stays one view's
+  // (several deliveries can arrive back to back).
+  PlotView* visible = qobject_cast<PlotView*>(m_tabs->currentWidget());
+  bool visibleChanged = false;
   for (const auto& [part, view] : byPart)
-    if (r.parts & part) view->setOutdated(false);
+    if (r.parts & part) {
+      view->setOutdated(false);
+      visibleChanged = visibleChanged || view == visible;
+    }
   clearError();
-  if (!m_detail.distortion.bits.empty()) m_distortion->setData(m_detail.distortion, m_exp.keyBits);
-  mark("distortion");
-  refreshMemory();
-  mark("memory");
+  if (bytesChanged || !m_haveMemory) {
+    refreshMemory();
+    m_haveMemory = true;
+    visibleChanged = visibleChanged || visible == m_memory;
+    mark("memory");
+  }
   refreshCaptions();
-  if (auto* v = qobject_cast<PlotView*>(m_tabs->currentWidget())) v->replotNow();
+  if (visible && visibleChanged) visible->replotNow();
   mark("replot visible");
   updateStatus();
   emit detailApplied();

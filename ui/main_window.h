@@ -130,6 +130,7 @@ class MainWindow : public QMainWindow {
   DetailResult m_detail;         ///< merged latest parts
   std::shared_ptr<const SweepOutput> m_sweep;
   bool m_haveDetail = false;
+  bool m_haveMemory = false;
 
   JobRunner* m_detailRunner = nullptr;
   JobRunner* m_sweepRunner = nullptr;

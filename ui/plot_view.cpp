@@ -79,6 +79,7 @@ void PlotView::finishLayout() {
 }
 
 void PlotView::setCaption(const QString& caption) {
+  if (caption == m_caption && m_captionEl) return;  // unchanged: no replot
   m_caption = caption;
   if (m_captionEl) m_captionEl->setText(caption);
   requestReplot();
