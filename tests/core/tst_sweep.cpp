@@ -11,6 +11,7 @@
 #include "metrics/metrics.h"
 #include "sweep/sweep.h"
 #include "synth/synthetic.h"
+#include "util/parallel.h"
 
 using namespace tq;
 
@@ -273,6 +274,21 @@ class TstSweep : public QObject {
     QVERIFY(askedAt >= 0);
     // the latency target (200 ms) is measured by the benchmark; this bound only catches waiting for the cell
     QVERIFY2(stoppedAt - askedAt < 1500, qPrintable(QString("stopped %1 ms after the cancel").arg(stoppedAt - askedAt)));
+  }
+
+  void parallelSectionsRethrowInsteadOfAborting() {
+    // a throw on a worker thread used to call std::terminate (issue 12): now it reaches the caller
+    setCpuThreads(2);
+    bool caught = false;
+    try {
+      parallelRanges(1000, 10, [](size_t b, size_t) {
+        if (b > 0) throw std::invalid_argument("worker failed");
+      });
+    } catch (const std::invalid_argument& e) {
+      caught = std::string(e.what()) == "worker failed";
+    }
+    setCpuThreads(0);
+    QVERIFY(caught);
   }
 
   void metricsOfIdenticalScores() {
