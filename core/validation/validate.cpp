@@ -13,11 +13,23 @@
 
 namespace tq {
 
+namespace {
+/// The quantizer of a check: the run's dimension and rotation, the given bits, mode and seed.
+QuantConfig quantConfig(const ValidateConfig& c, int bits, KeyMode mode, uint64_t seed) {
+  QuantConfig q;
+  q.dim = c.dim;
+  q.bits = bits;
+  q.mode = mode;
+  q.rotation = c.rotation;
+  q.seed = seed;
+  return q;
+}
+}  // namespace
+
 bool ValidateFailures::operator()(bool cond, const std::string& what) {
   if (!cond) list.push_back(what);
   return cond;
 }
-
 
 std::vector<float> unitVectors(size_t n, int d, uint64_t seed, uint64_t stream) {
   std::vector<float> x(n * static_cast<size_t>(d));
@@ -38,10 +50,7 @@ std::vector<float> unitVectors(size_t n, int d, uint64_t seed, uint64_t stream) 
 
 json validateCodebooks(const ValidateConfig& c, ValidateFailures& check) {
   const int d = c.dim;
-  const uint64_t seed = c.seed;
-  const RotationKind rot = c.rotation;
   const auto& bitsList = c.bits;
-  (void)d; (void)seed; (void)rot; (void)bitsList;
   // Codebook properties.
   json cbs = json::array();
   for (int b : bitsList) {
@@ -59,26 +68,18 @@ json validateCodebooks(const ValidateConfig& c, ValidateFailures& check) {
                    {"probability_sum", psum}, {"distortion_unit_vector", cb->distortionUnitVector}, {"entropy_bits", cb->entropyBits}});
   }
   return cbs;
-
 }
 
 json validateMse(const ValidateConfig& c, ValidateFailures& check) {
   const int d = c.dim;
   const uint64_t seed = c.seed;
-  const RotationKind rot = c.rotation;
   const auto& bitsList = c.bits;
-  (void)d; (void)seed; (void)rot; (void)bitsList;
   // MSE vs theory and bounds on n unit vectors.
   const size_t n = c.vectors;
   const auto X = unitVectors(n, d, seed, kStreamValidate);
   json mse = json::array();
   for (int b : bitsList) {
-    QuantConfig qc;
-    qc.dim = d;
-    qc.bits = b;
-    qc.mode = KeyMode::Mse;
-    qc.rotation = rot;
-    qc.seed = seed;
+    const QuantConfig qc = quantConfig(c, b, KeyMode::Mse, seed);
     Quantizer q(qc);
     const auto cv = q.compress(X.data(), n);
     std::vector<float> rec(X.size());
@@ -99,9 +100,7 @@ json validateMse(const ValidateConfig& c, ValidateFailures& check) {
 json validateInnerProducts(const ValidateConfig& c, ValidateFailures& check) {
   const int d = c.dim;
   const uint64_t seed = c.seed;
-  const RotationKind rot = c.rotation;
   const auto& bitsList = c.bits;
-  (void)d; (void)seed; (void)rot; (void)bitsList;
   // Inner products on correlated pairs: q = a x + sqrt(1 - a^2) w, a uniform in [-1, 1].
   const size_t n = c.vectors;
   const auto X = unitVectors(n, d, seed, kStreamValidate);
@@ -127,12 +126,7 @@ json validateInnerProducts(const ValidateConfig& c, ValidateFailures& check) {
       constexpr size_t kDraws = 8;
       std::vector<double> est(np);
       for (size_t draw = 0; draw < kDraws; ++draw) {
-        QuantConfig qc;
-        qc.dim = d;
-        qc.bits = b;
-        qc.mode = mode;
-        qc.rotation = rot;
-        qc.seed = seed + 1000 * draw;
+        const QuantConfig qc = quantConfig(c, b, mode, seed + 1000 * draw);
         Quantizer q(qc);
         const size_t lo = np * draw / kDraws, hi = np * (draw + 1) / kDraws;
         const auto cv = q.compress(X.data() + lo * d, hi - lo);
@@ -171,20 +165,13 @@ json validateNeedle(const ValidateConfig& c, ValidateFailures& check) {
   (void)check;  // informational: the hit rates are reported, not checked
   const int d = c.dim;
   const uint64_t seed = c.seed;
-  const RotationKind rot = c.rotation;
   const auto& bitsList = c.bits;
-  (void)d; (void)seed; (void)rot; (void)bitsList;
   // Needle retrieval: 4096 random unit keys, one of them correlated (0.6) with the query; top-1 found?
   json needle = json::array();
   const int trials = 20, keysN = 4096;
   for (int b : bitsList) {
     for (KeyMode mode : {KeyMode::Mse, KeyMode::Prod}) {
-      QuantConfig qc;
-      qc.dim = d;
-      qc.bits = b;
-      qc.mode = mode;
-      qc.rotation = rot;
-      qc.seed = seed;
+      const QuantConfig qc = quantConfig(c, b, mode, seed);
       Quantizer q(qc);
       int hits = 0;
       for (int t = 0; t < trials; ++t) {
@@ -212,21 +199,14 @@ json validateNeedle(const ValidateConfig& c, ValidateFailures& check) {
 json validateKvCache(const ValidateConfig& c, ValidateFailures& check) {
   const int d = c.dim;
   const uint64_t seed = c.seed;
-  const RotationKind rot = c.rotation;
   const auto& bitsList = c.bits;
-  (void)d; (void)seed; (void)rot; (void)bitsList;
   // KV cache compression from bytes actually held (2 kv heads x 1024 tokens), vs the formula.
   json kv = json::array();
   {
     const int heads = 2, tokens = 1024;
     const auto K = unitVectors(static_cast<size_t>(heads) * tokens, d, seed + 7, kStreamValidate + 6);
     for (int b : bitsList) {
-      QuantConfig kc;
-      kc.dim = d;
-      kc.bits = b;
-      kc.mode = KeyMode::Prod;
-      kc.rotation = rot;
-      kc.seed = seed;
+      const QuantConfig kc = quantConfig(c, b, KeyMode::Prod, seed);
       QuantConfig vc = kc;
       vc.mode = KeyMode::Mse;
       vc.seed = seed + 500;
