@@ -35,6 +35,7 @@ struct Options {
   QString out;                  ///< export folder
   QString screenshot;
   QString tab;                  ///< view shown in the screenshot
+  int screenshotAfterMs = -1;   ///< >= 0: the sweep runs in the background, the shot is taken after this many ms
   bool bench = false, presentation = false, csv = true, help = false, version = false;
   QList<FigureFormat> formats{FigureFormat::Png, FigureFormat::Svg, FigureFormat::Pdf};
   QSize size{1500, 850};
@@ -79,6 +80,14 @@ bool parseOptions(const QStringList& args, Options& o, QString* error) {
     else if (key == "no-csv") o.csv = false;
     else if (key == "screenshot") {
       if (!value(&o.screenshot)) return false;
+    } else if (key == "screenshot-after-ms") {
+      if (!value(&v)) return false;
+      bool ok = false;
+      o.screenshotAfterMs = v.toInt(&ok);
+      if (!ok || o.screenshotAfterMs < 0 || o.screenshotAfterMs > 3600000) {
+        *error = "--screenshot-after-ms expects 0..3600000";
+        return false;
+      }
     } else if (key == "tab") {
       if (!value(&o.tab)) return false;
     } else if (key == "out") {
@@ -369,6 +378,7 @@ const char* kGuiUsage =
     "  already computed. Without a display it exports the figures of the sample to ./tqstudio-figures.\n"
     "Options:\n"
     "  --screenshot OUT.png [--tab attention|fidelity|memory|distortion|estimator|how] [--window-size WxH]\n"
+    "                       [--screenshot-after-ms N]  (N >= 0: the sweep runs in the background; the shot after N ms)\n"
     "                       render the main window after the first experiment and exit\n"
     "  --bench-interaction  measure bits change -> plots updated, print JSON\n"
     "  --out DIR --format png,svg,pdf --size WxH --dpi N --no-csv   (headless export)\n"
@@ -463,7 +473,8 @@ int runGui(int argc, char** argv) {
     MainWindow w(mo);
     w.resize(o.window);
     if (o.presentation) w.setPresentation(true);
-    if (!w.openNow(o.exp, &e)) {
+    // --screenshot-after-ms N: the views as a user sees them N ms into the sweep (partial curves)
+    if (!w.openNow(o.exp, &e, o.screenshotAfterMs < 0)) {
       std::cerr << "tqstudio: " << e.toStdString() << "\n";
       return 2;
     }
@@ -476,6 +487,7 @@ int runGui(int argc, char** argv) {
       w.findChild<QTabWidget*>()->setCurrentWidget(v);
     }
     w.show();
+    if (o.screenshotAfterMs >= 0) waitUntil([] { return false; }, o.screenshotAfterMs);
     for (int i = 0; i < 5; ++i) QApplication::processEvents();
     for (auto* v : w.views()) v->replotNow();
     QApplication::processEvents();

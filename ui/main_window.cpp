@@ -288,7 +288,7 @@ MainWindow::MainWindow(MainWindowOptions options, QWidget* parent) : QMainWindow
   connect(m_sweepRunner, &JobRunner::progress, this, [this](quint64, qulonglong done, qulonglong total) {
     m_progress->setMaximum(static_cast<int>(std::min<qulonglong>(total, 1u << 30)));
     m_progress->setValue(static_cast<int>(std::min<qulonglong>(done, 1u << 30)));
-    m_progress->setFormat(QString("sweep %p % · %1/%2").arg(done).arg(total));
+    m_progress->setFormat(QString("%1 / %2 cells").arg(done).arg(total));
     if (!m_sweep || m_sweep->result.cellsDone == 0) m_fidelity->setRunning(QString("sweep running: %1 / %2 grid cells").arg(done).arg(total));
   });
   connect(m_sweepRunner, &JobRunner::partial, this, [this](quint64, JobPtr out) {
@@ -936,7 +936,8 @@ void MainWindow::updateStatus() {
   m_backendLabel->setText(m_backendNote.isEmpty() ? be : "<b style='color:#b05000'>" + be.toHtmlEscaped() + "</b>");
   m_backendUsed->setText(m_backendName.isEmpty() ? QString() : (m_backendNote.isEmpty() ? QString("running on %1 · %2").arg(m_backendName, m_device)
                                                                                         : QString("running on CPU — %1").arg(m_backendNote)));
-  m_elapsedLabel->setText(QString("detail %1 · sweep %2").arg(humanSeconds(m_lastDetailSeconds), humanSeconds(m_lastSweepSeconds)));
+  m_elapsedLabel->setText(QString("detail %1 · sweep %2")
+                              .arg(humanSeconds(m_lastDetailSeconds), m_sweepRunner->busy() ? QString("running") : humanSeconds(m_lastSweepSeconds)));
 }
 
 void MainWindow::cancelWork() {
