@@ -115,6 +115,8 @@ tq::SweepConfig sweepConfigFor(const Experiment& e, const tq::KvShape& shape) {
   c.queries = e.querySource;
   c.maxQueries = e.sweepQueries;
   c.sampleCells = static_cast<size_t>(std::max(0, e.sweepCells));
+  // the current series (mode, m) first on every cell, the other series after
+  for (int b : c.keyBits) c.firstVariants.push_back({e.keyMode, b, e.keyMode == tq::KeyMode::Mse ? 0 : e.projDimFor(d)});
   c.evaluateValues = shape.hasValues;
   return c;
 }

@@ -125,6 +125,9 @@ void FidelityView::setData(std::shared_ptr<const SweepOutput> out, const Experim
   QString status;
   if (res.cancelled)
     status = QString("CANCELLED after %1 · %2 rows per point · band = 95 % interval of the mean").arg(cells).arg(rowsPerPoint);
+  else if (partial && res.firstPassCells > res.cellsDone)
+    status = QString("sweep running: the current series on %1 of %2 cells first, then the others (%3 cells complete) · band = 95 % interval of the mean so far")
+                 .arg(res.firstPassCells).arg(res.cellsTotal).arg(res.cellsDone);
   else if (partial)
     status = QString("sweep running: %1 · %2 rows per point · band = 95 % interval of the mean so far").arg(cells).arg(rowsPerPoint);
   else

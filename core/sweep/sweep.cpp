@@ -172,8 +172,8 @@ size_t formulaBytes(const Quantizer& q) {
 
 /// Evaluates one cell: its queries, one evaluateTask on the backend (on the CPU when a device backend
 /// declines it), the metrics turned into rows. Returns no rows when cancelled meanwhile.
-std::vector<SweepRow> evaluateCell(SweepPlan& plan, const SweepCell& cell, Backend& backend, const std::atomic<bool>& cancel,
-                                   const std::function<bool()>& stop, bool* cpuFallback) {
+std::vector<SweepRow> evaluateCell(SweepPlan& plan, const SweepCell& cell, const std::vector<size_t>& variantIdx, Backend& backend,
+                                   const std::atomic<bool>& cancel, const std::function<bool()>& stop, bool* cpuFallback) {
   const SweepConfig& cfg = *plan.cfg;
   const KvSource& src = *plan.src;
   const size_t seq = static_cast<size_t>(plan.seq), d = static_cast<size_t>(plan.d), dv = static_cast<size_t>(plan.dv);
@@ -205,7 +205,7 @@ std::vector<SweepRow> evaluateCell(SweepPlan& plan, const SweepCell& cell, Backe
   in.nq = limits.size();
   in.cancel = &cancel;
   in.stop = stop;
-  for (auto& q : L.keys) in.keyQuantizers.push_back(q.get());
+  for (size_t k : variantIdx) in.keyQuantizers.push_back(L.keys[k].get());
   if (plan.values)
     for (auto& q : L.values) in.valueQuantizers.push_back(q.get());
   SweepTaskOutput out;
@@ -214,7 +214,7 @@ std::vector<SweepRow> evaluateCell(SweepPlan& plan, const SweepCell& cell, Backe
     cpuEvaluateTask(in, out);
   }
   if (cancel.load()) return {};
-  const size_t nk = plan.variants.size(), nq = in.nq, nvq = in.valueQuantizers.size(), nvOut = std::max<size_t>(1, nvq);
+  const size_t nk = variantIdx.size(), nq = in.nq, nvq = in.valueQuantizers.size(), nvOut = std::max<size_t>(1, nvq);
   if (out.keyMetrics.size() != nk * nq * SweepTaskOutput::kKeyMetrics || out.outputError.size() != nk * nvOut * nq || out.keyMse.size() != nk ||
       out.valueMse.size() != nvq)
     throw std::runtime_error("the backend returned task results of the wrong size");
@@ -225,12 +225,12 @@ std::vector<SweepRow> evaluateCell(SweepPlan& plan, const SweepCell& cell, Backe
     for (size_t hi = 0; hi < cell.qHeads.size(); ++hi)
       for (size_t vi = 0; vi < nvOut; ++vi) {
         SweepRow row;
-        row.key = plan.variants[k];
+        row.key = plan.variants[variantIdx[k]];
         row.layer = cell.layer;
         row.qHead = cell.qHeads[hi];
         row.kvHead = cell.kvHead;
         row.keyVectorMse = out.keyMse[k];
-        row.keyBytesPerVector = formulaBytes(*L.keys[k]);
+        row.keyBytesPerVector = formulaBytes(*L.keys[variantIdx[k]]);
         row.tokens = seq;
         if (nvq > 0) {
           row.valueBits = plan.vbits[vi];
@@ -304,6 +304,23 @@ SweepResult runSweep(const KvSource& src, const SweepConfig& cfg, Backend& backe
   res.cellsTotal = cells.size();
   res.cellsInGrid = inGrid;
 
+  // Work items: (cell, variant subset). With firstVariants, a first pass evaluates those variants on
+  // every cell, then a second pass the others; each variant of a cell is evaluated once either way.
+  std::vector<size_t> firstIdx, restIdx;
+  for (size_t k = 0; k < plan.variants.size(); ++k)
+    (std::find(cfg.firstVariants.begin(), cfg.firstVariants.end(), plan.variants[k]) != cfg.firstVariants.end() ? firstIdx : restIdx).push_back(k);
+  struct Item {
+    size_t cell;
+    const std::vector<size_t>* variants;
+    bool last;  // completes the cell
+  };
+  std::vector<Item> items;
+  if (!firstIdx.empty() && !restIdx.empty()) {
+    for (size_t i = 0; i < cells.size(); ++i) items.push_back({i, &firstIdx, false});
+    for (size_t i = 0; i < cells.size(); ++i) items.push_back({i, &restIdx, true});
+  } else {
+    for (size_t i = 0; i < cells.size(); ++i) items.push_back({i, firstIdx.empty() ? &restIdx : &firstIdx, true});
+  }
   std::atomic<size_t> next{0};
   std::atomic<bool> cancel{false};
   std::mutex mutex;  // rows, counters, progress and partial calls
@@ -318,15 +335,17 @@ SweepResult runSweep(const KvSource& src, const SweepConfig& cfg, Backend& backe
     return cancel.load();
   };
   auto worker = [&](size_t, size_t) {
-    for (size_t i = next++; i < cells.size() && !cancel.load(); i = next++) {
+    for (size_t i = next++; i < items.size() && !cancel.load(); i = next++) {
       try {
         bool fallback = false;
-        auto rows = evaluateCell(plan, cells[i], backend, cancel, stop, &fallback);
+        const Item& item = items[i];
+        auto rows = evaluateCell(plan, cells[item.cell], *item.variants, backend, cancel, stop, &fallback);
         std::lock_guard<std::mutex> lock(mutex);
         if (cancel.load()) return;
         res.rows.insert(res.rows.end(), rows.begin(), rows.end());
-        ++res.cellsDone;
-        if (fallback) ++res.cpuFallbackCells;
+        if (item.last) ++res.cellsDone;
+        if (item.variants == &firstIdx) ++res.firstPassCells;
+        if (fallback && item.last) ++res.cpuFallbackCells;
         if (progress && !progress(res.cellsDone, cells.size())) {
           cancel.store(true);
           return;
@@ -348,7 +367,7 @@ SweepResult runSweep(const KvSource& src, const SweepConfig& cfg, Backend& backe
   };
   // one cell per thread at a time; with a device backend the threads read the source and build the
   // queries while another thread's cell runs on the device (the backend serialises its device calls)
-  const size_t threads = std::min(cells.size(), static_cast<size_t>(std::max(1, cpuThreads())));
+  const size_t threads = std::min(items.size(), static_cast<size_t>(std::max(1, cpuThreads())));
   parallelRanges(threads, 1, worker);
   if (failure) std::rethrow_exception(failure);
   res.cancelled = cancel.load();

@@ -15,6 +15,13 @@
 
 namespace tq {
 
+struct KeyVariant {
+  KeyMode mode = KeyMode::Prod;
+  int bits = 3;
+  int projDim = 0;  ///< resolved (0 for MSE)
+  bool operator==(const KeyVariant& o) const { return mode == o.mode && bits == o.bits && projDim == o.projDim; }
+};
+
 struct SweepConfig {
   std::vector<int> keyBits{3};
   std::vector<int> valueBits{3};
@@ -29,17 +36,14 @@ struct SweepConfig {
   QuerySource queries = QuerySource::Dump;
   int maxQueries = 32;      ///< queries per head (evaluationPositions: evenly spaced in [seq/4, seq); last-key: one)
   size_t sampleCells = 0;   ///< 0 = every (layer, kv head) cell; N = the first N cells of the seeded order (an estimate)
+  /// Progressive order only (the rows do not depend on it): these key variants (e.g. the GUI's current
+  /// series) are evaluated on every cell first, the others after.
+  std::vector<KeyVariant> firstVariants;
   bool evaluateValues = true;
   /// Throws std::invalid_argument naming the problem (bits out of range, empty lists...).
   void validate() const;
 };
 
-struct KeyVariant {
-  KeyMode mode = KeyMode::Prod;
-  int bits = 3;
-  int projDim = 0;  ///< resolved (0 for MSE)
-  bool operator==(const KeyVariant& o) const { return mode == o.mode && bits == o.bits && projDim == o.projDim; }
-};
 /// Expands the grid's key axes (MSE ignores projDims; projDim 0 resolved to head_dim).
 std::vector<KeyVariant> keyVariants(const SweepConfig& c, int headDim);
 
@@ -76,6 +80,7 @@ struct SweepResult {
   size_t cellsDone = 0, cellsTotal = 0;  ///< (layer, kv head) cells evaluated / in the grid (after sampleCells)
   size_t cellsInGrid = 0;                ///< cells of the whole grid (before sampleCells)
   size_t cpuFallbackCells = 0;           ///< cells a device backend declined, evaluated on the CPU instead
+  size_t firstPassCells = 0;             ///< cells on which config.firstVariants have been evaluated
   bool partial() const { return cellsDone < cellsTotal; }
   std::vector<SweepSummary> summary() const;
 };

@@ -210,6 +210,30 @@ class TstSweep : public QObject {
       QCOMPARE(prog.rows[i].m.attentionCosine, one.rows[i].m.attentionCosine);
       QCOMPARE(prog.rows[i].m.kl, one.rows[i].m.kl);
     }
+    // the current series first: during the first pass only its rows exist; the final rows are the same
+    SweepConfig cf = c;
+    cf.firstVariants = {{KeyMode::Prod, 2, 32}, {KeyMode::Prod, 3, 32}};
+    bool sawFirstPassOnly = false;
+    PartialSink sink2;
+    sink2.intervalMs = 0;
+    sink2.fn = [&](const SweepResult& p) {
+      if (p.cellsDone == 0 && !p.rows.empty()) {
+        sawFirstPassOnly = true;
+        for (const auto& r : p.rows) QVERIFY(r.key.mode == KeyMode::Prod);
+      }
+    };
+    setCpuThreads(1);
+    const SweepResult firstFirst = runSweep(src, cf, *cpu, {}, sink2);
+    setCpuThreads(0);
+    QVERIFY(sawFirstPassOnly);
+    QCOMPARE(firstFirst.firstPassCells, size_t(8));
+    QCOMPARE(firstFirst.rows.size(), one.rows.size());
+    for (size_t i = 0; i < one.rows.size(); ++i) {
+      QVERIFY(firstFirst.rows[i].key == one.rows[i].key);
+      QCOMPARE(firstFirst.rows[i].layer, one.rows[i].layer);
+      QCOMPARE(firstFirst.rows[i].m.attentionCosine, one.rows[i].m.attentionCosine);
+      QCOMPARE(firstFirst.rows[i].m.outputError, one.rows[i].m.outputError);
+    }
     // the visiting order is a seeded permutation: every cell once, the same for the same seed
     const auto cells = sweepCells(src.shape(), c), again = sweepCells(src.shape(), c);
     QCOMPARE(cells.size(), size_t(8));
