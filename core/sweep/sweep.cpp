@@ -304,23 +304,27 @@ SweepResult runSweep(const KvSource& src, const SweepConfig& cfg, Backend& backe
   res.cellsTotal = cells.size();
   res.cellsInGrid = inGrid;
 
-  // Work items: (cell, variant subset). With firstVariants, a first pass evaluates those variants on
-  // every cell, then a second pass the others; each variant of a cell is evaluated once either way.
-  std::vector<size_t> firstIdx, restIdx;
-  for (size_t k = 0; k < plan.variants.size(); ++k)
+  // Work items: (cell, variant subset). With firstVariants, a first pass evaluates those variants on the
+  // first kFirstPassCells cells of the order (a split cell repeats its exact side, so only these are
+  // split), then the others on them, then every variant on the remaining cells. Each variant of a cell
+  // is evaluated once either way.
+  constexpr size_t kFirstPassCells = 32;
+  std::vector<size_t> firstIdx, restIdx, allIdx;
+  for (size_t k = 0; k < plan.variants.size(); ++k) {
     (std::find(cfg.firstVariants.begin(), cfg.firstVariants.end(), plan.variants[k]) != cfg.firstVariants.end() ? firstIdx : restIdx).push_back(k);
+    allIdx.push_back(k);
+  }
   struct Item {
     size_t cell;
     const std::vector<size_t>* variants;
-    bool last;  // completes the cell
+    bool last;   // completes the cell
+    bool first;  // evaluates the first variants
   };
   std::vector<Item> items;
-  if (!firstIdx.empty() && !restIdx.empty()) {
-    for (size_t i = 0; i < cells.size(); ++i) items.push_back({i, &firstIdx, false});
-    for (size_t i = 0; i < cells.size(); ++i) items.push_back({i, &restIdx, true});
-  } else {
-    for (size_t i = 0; i < cells.size(); ++i) items.push_back({i, firstIdx.empty() ? &restIdx : &firstIdx, true});
-  }
+  const size_t split = !firstIdx.empty() && !restIdx.empty() ? std::min(cells.size(), kFirstPassCells) : 0;
+  for (size_t i = 0; i < split; ++i) items.push_back({i, &firstIdx, false, true});
+  for (size_t i = 0; i < split; ++i) items.push_back({i, &restIdx, true, false});
+  for (size_t i = split; i < cells.size(); ++i) items.push_back({i, &allIdx, true, true});
   std::atomic<size_t> next{0};
   std::atomic<bool> cancel{false};
   std::mutex mutex;  // rows, counters, progress and partial calls
@@ -344,7 +348,7 @@ SweepResult runSweep(const KvSource& src, const SweepConfig& cfg, Backend& backe
         if (cancel.load()) return;
         res.rows.insert(res.rows.end(), rows.begin(), rows.end());
         if (item.last) ++res.cellsDone;
-        if (item.variants == &firstIdx) ++res.firstPassCells;
+        if (item.first) ++res.firstPassCells;
         if (fallback && item.last) ++res.cpuFallbackCells;
         if (progress && !progress(res.cellsDone, cells.size())) {
           cancel.store(true);

@@ -37,7 +37,7 @@ struct SweepConfig {
   int maxQueries = 32;      ///< queries per head (evaluationPositions: evenly spaced in [seq/4, seq); last-key: one)
   size_t sampleCells = 0;   ///< 0 = every (layer, kv head) cell; N = the first N cells of the seeded order (an estimate)
   /// Progressive order only (the rows do not depend on it): these key variants (e.g. the GUI's current
-  /// series) are evaluated on every cell first, the others after.
+  /// series) are evaluated first, on the first 32 cells of the order, before the others.
   std::vector<KeyVariant> firstVariants;
   bool evaluateValues = true;
   /// Throws std::invalid_argument naming the problem (bits out of range, empty lists...).
@@ -80,7 +80,7 @@ struct SweepResult {
   size_t cellsDone = 0, cellsTotal = 0;  ///< (layer, kv head) cells evaluated / in the grid (after sampleCells)
   size_t cellsInGrid = 0;                ///< cells of the whole grid (before sampleCells)
   size_t cpuFallbackCells = 0;           ///< cells a device backend declined, evaluated on the CPU instead
-  size_t firstPassCells = 0;             ///< cells on which config.firstVariants have been evaluated
+  size_t firstPassCells = 0;             ///< cells on which config.firstVariants have been evaluated (>= cellsDone)
   bool partial() const { return cellsDone < cellsTotal; }
   std::vector<SweepSummary> summary() const;
 };
