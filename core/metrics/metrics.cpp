@@ -49,15 +49,25 @@ double cosine(const double* a, const double* b, size_t n) {
   return ab / std::sqrt(aa * bb);
 }
 
-void softmax(const float* s, size_t n, double scale, double* p) {
-  if (n == 0) return;
-  double mx = -INFINITY;
-  for (size_t i = 0; i < n; ++i) mx = std::max(mx, scale * s[i]);
+namespace {
+/// p_i = exp(scale s_i - max); returns their sum, *mx = max_i scale s_i.
+double shiftedExp(const float* s, size_t n, double scale, double* p, double* mx) {
+  double m = -INFINITY;
+  for (size_t i = 0; i < n; ++i) m = std::max(m, scale * s[i]);
   double sum = 0;
   for (size_t i = 0; i < n; ++i) {
-    p[i] = std::exp(scale * s[i] - mx);
+    p[i] = std::exp(scale * s[i] - m);
     sum += p[i];
   }
+  *mx = m;
+  return sum;
+}
+}  // namespace
+
+void softmax(const float* s, size_t n, double scale, double* p) {
+  if (n == 0) return;
+  double mx = 0;
+  const double sum = shiftedExp(s, n, scale, p, &mx);
   for (size_t i = 0; i < n; ++i) p[i] /= sum;
 }
 
@@ -88,13 +98,8 @@ void innerProductStats(const double* exact, const double* est, size_t n, Attenti
 
 void logSoftmax(const float* s, size_t n, double scale, double* p, double* logp) {
   if (n == 0) return;
-  double mx = -INFINITY;
-  for (size_t i = 0; i < n; ++i) mx = std::max(mx, scale * s[i]);
-  double sum = 0;
-  for (size_t i = 0; i < n; ++i) {
-    p[i] = std::exp(scale * s[i] - mx);
-    sum += p[i];
-  }
+  double mx = 0;
+  const double sum = shiftedExp(s, n, scale, p, &mx);
   const double lse = std::log(sum);
   for (size_t i = 0; i < n; ++i) {
     p[i] /= sum;

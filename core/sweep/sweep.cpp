@@ -308,7 +308,7 @@ SweepResult runSweep(const KvSource& src, const SweepConfig& cfg, Backend& backe
   // first kFirstPassCells cells of the order (a split cell repeats its exact side, so only these are
   // split), then the others on them, then every variant on the remaining cells. Each variant of a cell
   // is evaluated once either way.
-  constexpr size_t kFirstPassCells = 32;
+  constexpr size_t kFirstPassCells = 8;
   std::vector<size_t> firstIdx, restIdx, allIdx;
   for (size_t k = 0; k < plan.variants.size(); ++k) {
     (std::find(cfg.firstVariants.begin(), cfg.firstVariants.end(), plan.variants[k]) != cfg.firstVariants.end() ? firstIdx : restIdx).push_back(k);

@@ -37,7 +37,7 @@ struct SweepConfig {
   int maxQueries = 32;      ///< queries per head (evaluationPositions: evenly spaced in [seq/4, seq); last-key: one)
   size_t sampleCells = 0;   ///< 0 = every (layer, kv head) cell; N = the first N cells of the seeded order (an estimate)
   /// Progressive order only (the rows do not depend on it): these key variants (e.g. the GUI's current
-  /// series) are evaluated first, on the first 32 cells of the order, before the others.
+  /// series) are evaluated first, on the first 8 cells of the order, before the others.
   std::vector<KeyVariant> firstVariants;
   bool evaluateValues = true;
   /// Throws std::invalid_argument naming the problem (bits out of range, empty lists...).

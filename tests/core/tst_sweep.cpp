@@ -226,7 +226,7 @@ class TstSweep : public QObject {
     const SweepResult firstFirst = runSweep(src, cf, *cpu, {}, sink2);
     setCpuThreads(0);
     QVERIFY(sawFirstPassOnly);
-    QCOMPARE(firstFirst.firstPassCells, size_t(8));  // 8 cells, all in the first pass (at most 32 are)
+    QCOMPARE(firstFirst.firstPassCells, size_t(8));  // 8 cells, all in the first pass (at most 8 are)
     QCOMPARE(firstFirst.rows.size(), one.rows.size());
     for (size_t i = 0; i < one.rows.size(); ++i) {
       QVERIFY(firstFirst.rows[i].key == one.rows[i].key);
