@@ -335,6 +335,10 @@ void CudaBackend::weightedSum(const Quantizer& q, const CompressedVectors& value
 
 bool CudaBackend::evaluateTask(const SweepTaskInput& in, SweepTaskOutput& out) {
   if (in.seq == 0 || in.nq == 0 || in.keyQuantizers.empty()) return false;
+  if (cancelRequested(in)) {
+    out = SweepTaskOutput{};
+    return true;
+  }
   for (const Quantizer* q : in.keyQuantizers)
     if (!q || q->dim() != in.d) throw std::invalid_argument("evaluateTask: a key quantizer does not match the keys' dimension");
   for (const Quantizer* q : in.valueQuantizers)
@@ -402,7 +406,13 @@ bool CudaBackend::evaluateTask(const SweepTaskInput& in, SweepTaskOutput& out) {
   I.guarded(
       "evaluateTask",
       [&] {
-        cuda::evaluateTask(*I.ctx, kp, vp, pin, out, I.task, I.scratch);
+        // a task that waited for the device while the sweep was cancelled is not run (its output is empty;
+        // the sweep discards it)
+        if (cancelRequested(in)) {
+          out = SweepTaskOutput{};
+        } else {
+          cuda::evaluateTask(*I.ctx, kp, vp, pin, out, I.task, I.scratch);
+        }
         ran = true;
       },
       [&] { ran = false; });
