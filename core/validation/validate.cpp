@@ -94,7 +94,6 @@ json validateMse(const ValidateConfig& c, ValidateFailures& check) {
     mse.push_back({{"bits", b}, {"measured", measured}, {"theory", theory}, {"relative_error", rel}, {"lower_bound", lo}, {"upper_bound", hi}});
   }
   return mse;
-
 }
 
 json validateInnerProducts(const ValidateConfig& c, ValidateFailures& check) {
@@ -102,9 +101,9 @@ json validateInnerProducts(const ValidateConfig& c, ValidateFailures& check) {
   const uint64_t seed = c.seed;
   const auto& bitsList = c.bits;
   // Inner products on correlated pairs: q = a x + sqrt(1 - a^2) w, a uniform in [-1, 1].
-  const size_t n = c.vectors;
-  const auto X = unitVectors(n, d, seed, kStreamValidate);
-  const size_t np = std::min<size_t>(n, 50000);
+  // the first np of validateMse's vectors (the generator is counter-based: the same values, no more)
+  const size_t np = std::min<size_t>(c.vectors, 50000);
+  const auto X = unitVectors(np, d, seed, kStreamValidate);
   const auto W = unitVectors(np, d, seed + 1, kStreamValidate + 1);
   std::vector<float> Qv(np * d);
   std::vector<double> exact(np);
