@@ -1,9 +1,16 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 #include "data/io_util.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <nlohmann/json.hpp>
-#include <set>
+#include <unordered_set>
+#include <vector>
 
 #include "data/safetensors.h"
 
@@ -75,30 +82,129 @@ std::string printable(const std::string& s, size_t maxLen) {
   return out;
 }
 
+namespace {
+// A SAX handler that builds the DOM with nlohmann's own (linear) DOM builder and checks, per event, the
+// nesting depth and repeated keys in every object. nlohmann's callback parser re-walks each finished object
+// (quadratic in the number of keys: 40k tensors took 60 s), so it is not used.
+class CheckedDomBuilder {
+ public:
+  using json = nlohmann::json;
+  CheckedDomBuilder(json& out, const std::string& path, const std::string& what, int maxDepth, bool rejectDuplicates)
+      : m_dom(out, false), m_path(path), m_what(what), m_maxDepth(maxDepth), m_rejectDuplicates(rejectDuplicates) {}
+  bool null() { return m_dom.null(); }
+  bool boolean(bool v) { return m_dom.boolean(v); }
+  bool number_integer(json::number_integer_t v) { return m_dom.number_integer(v); }
+  bool number_unsigned(json::number_unsigned_t v) { return m_dom.number_unsigned(v); }
+  bool number_float(json::number_float_t v, const json::string_t& s) { return m_dom.number_float(v, s); }
+  bool string(json::string_t& v) { return m_dom.string(v); }
+  bool binary(json::binary_t& v) { return m_dom.binary(v); }
+  bool start_object(std::size_t n) {
+    enter();
+    m_keys.emplace_back();
+    m_isObject.push_back(true);
+    return m_dom.start_object(n);
+  }
+  bool key(json::string_t& k) {
+    if (m_rejectDuplicates && !m_keys.back().insert(k).second)
+      throw DataError(m_path, m_what + " repeats the key " + quote(k) + (m_keys.size() > 1 ? " inside one entry" : ""));
+    return m_dom.key(k);
+  }
+  bool end_object() {
+    m_keys.pop_back();
+    m_isObject.pop_back();
+    return m_dom.end_object();
+  }
+  bool start_array(std::size_t n) {
+    enter();
+    m_isObject.push_back(false);
+    return m_dom.start_array(n);
+  }
+  bool end_array() {
+    m_isObject.pop_back();
+    return m_dom.end_array();
+  }
+  template <class Exception>
+  bool parse_error(std::size_t, const std::string&, const Exception& ex) {
+    throw DataError(m_path, m_what + " is not valid JSON: " + printable(ex.what(), 200));
+  }
+
+ private:
+  void enter() {
+    if (static_cast<int>(m_isObject.size()) >= m_maxDepth)
+      throw DataError(m_path, m_what + " nests deeper than " + std::to_string(m_maxDepth) + " levels");
+  }
+  nlohmann::detail::json_sax_dom_parser<json> m_dom;
+  const std::string& m_path;
+  const std::string& m_what;
+  int m_maxDepth;
+  bool m_rejectDuplicates;
+  std::vector<std::unordered_set<std::string>> m_keys;
+  std::vector<bool> m_isObject;
+};
+}  // namespace
+
 nlohmann::json parseJson(const char* begin, const char* end, const std::string& path, const std::string& what,
                          int maxDepth, bool rejectDuplicateKeys) {
+  const size_t n = static_cast<size_t>(end - begin);
+  if (const void* nul = std::memchr(begin, 0, n))
+    throw DataError(path, what + " contains a NUL byte at offset " + std::to_string(static_cast<const char*>(nul) - begin) +
+                              " (JSON text cannot; the file is corrupt or not what its name says)");
   size_t bad = 0;
-  if (!isValidUtf8(begin, static_cast<size_t>(end - begin), &bad))
+  if (!isValidUtf8(begin, n, &bad))
     throw DataError(path, what + " is not valid UTF-8 (bad byte at offset " + std::to_string(bad) + ")");
-  std::set<std::string> keys;
-  using Event = nlohmann::json::parse_event_t;
-  // The callback runs inside nlohmann's iterative parser; exceptions it throws propagate out of parse().
-  auto cb = [&](int depth, Event ev, nlohmann::json& parsed) -> bool {
-    if ((ev == Event::object_start || ev == Event::array_start) && depth >= maxDepth)
-      throw DataError(path, what + " nests deeper than " + std::to_string(maxDepth) + " levels");
-    if (rejectDuplicateKeys && ev == Event::key && depth == 1 && parsed.is_string()) {
-      if (!keys.insert(parsed.get_ref<const std::string&>()).second)
-        throw DataError(path, what + " repeats the key " + quote(parsed.get_ref<const std::string&>()));
-    }
-    return true;
-  };
+  nlohmann::json result;
+  CheckedDomBuilder sax(result, path, what, maxDepth, rejectDuplicateKeys);
   try {
-    return nlohmann::json::parse(begin, end, cb);
+    nlohmann::json::sax_parse(begin, end, &sax, nlohmann::json::input_format_t::json, true);
   } catch (const DataError&) {
     throw;
   } catch (const std::exception& e) {
     throw DataError(path, what + " is not valid JSON: " + printable(e.what(), 200));
   }
+  return result;
+}
+
+void requireRegularFile(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) throw DataError(path, std::string("cannot open: ") + std::strerror(errno));
+  if (S_ISREG(st.st_mode)) return;
+  const char* kind = S_ISDIR(st.st_mode) ? "a directory" : S_ISFIFO(st.st_mode) ? "a FIFO (named pipe)" : S_ISSOCK(st.st_mode) ? "a socket"
+                     : S_ISCHR(st.st_mode) ? "a character device" : S_ISBLK(st.st_mode) ? "a block device" : "not a file";
+  throw DataError(path, std::string("is ") + kind + ", not a regular file");
+}
+
+std::string readSmallFile(const std::string& path, size_t maxBytes, const std::string& what) {
+  requireRegularFile(path);
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) throw DataError(path, std::string("cannot open: ") + std::strerror(errno));
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw DataError(path, "is not a regular file");
+  }
+  if (static_cast<uint64_t>(st.st_size) > maxBytes) {
+    ::close(fd);
+    throw DataError(path, what + " of " + humanBytes(static_cast<uint64_t>(st.st_size)) + " is larger than the " + humanBytes(maxBytes) + " limit");
+  }
+  std::string out;
+  char buf[65536];
+  for (;;) {
+    const ssize_t r = ::read(fd, buf, sizeof buf);
+    if (r < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+    if (r < 0) {
+      const int err = errno;
+      ::close(fd);
+      throw DataError(path, std::string("read error: ") + std::strerror(err));
+    }
+    if (r == 0) break;
+    if (out.size() + static_cast<size_t>(r) > maxBytes) {  // it grew while being read
+      ::close(fd);
+      throw DataError(path, what + " is larger than the " + humanBytes(maxBytes) + " limit");
+    }
+    out.append(buf, static_cast<size_t>(r));
+  }
+  ::close(fd);
+  return out;
 }
 
 std::string humanBytes(uint64_t n) {

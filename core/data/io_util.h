@@ -20,8 +20,9 @@ std::string printable(const std::string& s, size_t maxLen = 120);
 /// printable() in single quotes.
 inline std::string quote(const std::string& s, size_t maxLen = 120) { return "'" + printable(s, maxLen) + "'"; }
 
-/// Parses JSON text with limits: nesting depth <= maxDepth; with rejectDuplicateKeys, a repeated key of the
-/// top-level object is an error. Throws DataError(path, what + ": " + reason).
+/// Parses JSON text in linear time with limits: nesting depth <= maxDepth; a NUL byte anywhere is an error
+/// (other readers stop at it and ignore the rest); with rejectDuplicateKeys, a key repeated inside any one
+/// object (top level or nested) is an error. Throws DataError(path, what + ": " + reason).
 nlohmann::json parseJson(const char* begin, const char* end, const std::string& path, const std::string& what,
                          int maxDepth = 32, bool rejectDuplicateKeys = true);
 
@@ -38,6 +39,14 @@ inline bool mulChecked(uint64_t a, uint64_t b, uint64_t* out) {
   *out = a * b;
   return true;
 }
+
+/// Throws DataError unless `path` names a regular file (after following links): a directory, FIFO, socket
+/// or device is refused by name ("is a FIFO, not a regular file"). Never blocks.
+void requireRegularFile(const std::string& path);
+
+/// Reads a whole small file (an experiment, a reference list) of at most maxBytes; refuses anything that is
+/// not a regular file or is larger, naming the file, its size and the limit. `what` names the file's role.
+std::string readSmallFile(const std::string& path, size_t maxBytes, const std::string& what);
 
 /// "1.5 MB" style size for messages.
 std::string humanBytes(uint64_t n);

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "data/io_util.h"
+#include "util/memory_budget.h"
 
 namespace tq {
 
@@ -212,6 +213,11 @@ std::vector<uint8_t> ZipArchive::readPrefix(const ZipMember& m, size_t maxBytes)
 SharedBytes ZipArchive::read(const ZipMember& m) const {
   const uint8_t* src = m_file->data() + m.dataOffset;
   if (m.method == 0) return SharedBytes{m_file, src, m.uncompressedSize};
+  try {
+    checkMemory(static_cast<double>(m.uncompressedSize), "inflating member " + quote(m.name) + " (" + io::humanBytes(m.compressedSize) + " compressed)");
+  } catch (const BudgetError& e) {
+    throw DataError(path(), e.what());
+  }
   auto buf = std::make_shared<std::vector<uint8_t>>();
   Inflater inf(path(), m, src, m.compressedSize);
   // Grow with what actually inflates (never more than declared), so a false size costs nothing up front.
@@ -312,6 +318,9 @@ void NpzFile::parse() {
     if (t.name == "__metadata__") {
       if ((t.header.dtype != DType::U8 && t.header.dtype != DType::I8) || t.header.shape.size() != 1)
         throw DataError(p, "__metadata__.npy must be a 1-D uint8 array holding a JSON object");
+      if (t.header.dataBytes > kMaxMetadataBytes)
+        throw DataError(p, "__metadata__.npy holds " + io::humanBytes(t.header.dataBytes) + " of JSON, more than the " + io::humanBytes(kMaxMetadataBytes) +
+                               " limit for metadata (it is inflated before parsing)");
       const SharedBytes b = m_zip.read(m);
       const char* js = reinterpret_cast<const char*>(b.data + t.header.dataOffset);
       const nlohmann::json j = io::parseJson(js, js + t.header.dataBytes, p, "__metadata__");
@@ -335,6 +344,20 @@ const NpzTensor* NpzFile::find(const std::string& name) const {
 SharedBytes NpzFile::data(const NpzTensor& t) const {
   const ZipMember& m = m_zip.members()[t.member];
   if (m.method == 0) {
+    // A stored member is a view of the file; its CRC-32 is checked on first use, like an inflated one's.
+    std::lock_guard<std::mutex> lock(m_inflateMutex);
+    if (m_storedVerified.size() != m_zip.members().size()) m_storedVerified.assign(m_zip.members().size(), 0);
+    if (!m_storedVerified[t.member]) {
+      const uint8_t* src = m_zip.file()->data() + m.dataOffset;
+      uLong crc = crc32(0L, Z_NULL, 0);
+      for (uint64_t off = 0; off < m.uncompressedSize;) {
+        const uInt step = static_cast<uInt>(std::min<uint64_t>(m.uncompressedSize - off, 1u << 30));
+        crc = crc32(crc, src + off, step);
+        off += step;
+      }
+      if (static_cast<uint32_t>(crc) != m.crc) throw DataError(path(), memberLabel(m) + "CRC-32 mismatch (corrupt data)");
+      m_storedVerified[t.member] = 1;
+    }
     const uint8_t* d = m_zip.file()->data() + m.dataOffset + t.header.dataOffset;
     return SharedBytes{m_zip.file(), d, t.header.dataBytes};
   }
@@ -349,7 +372,14 @@ SharedBytes NpzFile::data(const NpzTensor& t) const {
       }
   }
   if (!buf) {
-    // Inflate outside the lock; two threads may both inflate the same member (harmless, rare).
+    // One inflation at a time: parallel workers asking for the same member wait for the first one instead of
+    // each inflating their own copy (with eight threads, a 2 GB member cost 16 GB).
+    std::lock_guard<std::mutex> inflating(m_inflateMutex);
+    {
+      std::lock_guard<std::mutex> lock(m_cacheMutex);
+      for (const auto& [member, cached] : m_cache)
+        if (member == t.member) return SharedBytes{cached, cached->data() + t.header.dataOffset, t.header.dataBytes};
+    }
     SharedBytes whole = m_zip.read(m);
     buf = std::static_pointer_cast<const std::vector<uint8_t>>(whole.owner);
     std::lock_guard<std::mutex> lock(m_cacheMutex);

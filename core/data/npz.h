@@ -64,6 +64,8 @@ struct NpzTensor {
 
 class NpzFile {
  public:
+  /// The most JSON a __metadata__ member may hold (it is inflated and parsed whole).
+  static constexpr uint64_t kMaxMetadataBytes = 16ull << 20;
   explicit NpzFile(const std::string& path, const ZipLimits& limits = {});
   explicit NpzFile(std::shared_ptr<const MappedFile> file, const ZipLimits& limits = {});
   const std::string& path() const { return m_zip.path(); }
@@ -91,6 +93,8 @@ class NpzFile {
   std::map<std::string, std::string> m_metadata;
   std::vector<std::string> m_other;
   mutable std::mutex m_cacheMutex;
+  mutable std::mutex m_inflateMutex;
+  mutable std::vector<char> m_storedVerified;  ///< per member: the CRC-32 of a stored member was checked
   mutable std::list<std::pair<size_t, std::shared_ptr<const std::vector<uint8_t>>>> m_cache;
 };
 

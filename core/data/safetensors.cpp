@@ -20,6 +20,7 @@
 
 #include "data/io_util.h"
 #include "util/half.h"
+#include "util/memory_budget.h"
 
 namespace tq {
 
@@ -72,7 +73,10 @@ uint64_t TensorInfo::elements() const {
 // MappedFile
 
 MappedFile::MappedFile(const std::string& path) : m_path(path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // Only regular files: a FIFO would block the open (or the read) forever, /dev/zero or /dev/urandom never
+  // end. stat() first, so that opening a FIFO never blocks; O_NONBLOCK covers a swap between the two calls.
+  io::requireRegularFile(path);
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) throw DataError(path, std::string("cannot open: ") + std::strerror(errno));
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
@@ -80,34 +84,40 @@ MappedFile::MappedFile(const std::string& path) : m_path(path) {
     ::close(fd);
     throw DataError(path, std::string("cannot stat: ") + std::strerror(err));
   }
-  if (S_ISDIR(st.st_mode)) {
+  if (!S_ISREG(st.st_mode)) {
     ::close(fd);
-    throw DataError(path, "is a directory, not a file");
+    throw DataError(path, "is not a regular file (it changed while being opened)");
   }
-  if (S_ISREG(st.st_mode) && st.st_size > 0) {
-    void* p = ::mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ, MAP_PRIVATE, fd, 0);
+  const auto size = static_cast<uint64_t>(st.st_size);
+  if (size > 0) {
+    void* p = ::mmap(nullptr, static_cast<size_t>(size), PROT_READ, MAP_PRIVATE, fd, 0);
     if (p != MAP_FAILED) {
       m_data = static_cast<const uint8_t*>(p);
-      m_size = static_cast<size_t>(st.st_size);
+      m_size = static_cast<size_t>(size);
       m_mapped = true;
-    }
-  }
-  if (!m_mapped) {
-    // Pipes, character devices, or mmap refused: read it (bounded by what the source delivers).
-    uint8_t buf[65536];
-    for (;;) {
-      const ssize_t r = ::read(fd, buf, sizeof buf);
-      if (r < 0) {
-        if (errno == EINTR) continue;
-        const int err = errno;
+    } else {
+      // mmap refused (some file systems): read exactly the file's size, within the memory budget.
+      try {
+        checkMemory(static_cast<double>(size), "reading " + path + " into memory (mmap was refused)");
+      } catch (...) {
         ::close(fd);
-        throw DataError(path, std::string("read error: ") + std::strerror(err));
+        throw;
       }
-      if (r == 0) break;
-      m_buffer.insert(m_buffer.end(), buf, buf + r);
+      m_buffer.resize(static_cast<size_t>(size));
+      size_t have = 0;
+      while (have < size) {
+        const ssize_t r = ::read(fd, m_buffer.data() + have, static_cast<size_t>(size - have));
+        if (r < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+        if (r <= 0) {
+          const int err = r < 0 ? errno : 0;
+          ::close(fd);
+          throw DataError(path, r < 0 ? std::string("read error: ") + std::strerror(err) : std::string("file shrank while being read"));
+        }
+        have += static_cast<size_t>(r);
+      }
+      m_data = m_buffer.data();
+      m_size = m_buffer.size();
     }
-    m_data = m_buffer.data();
-    m_size = m_buffer.size();
   }
   ::close(fd);
 }
