@@ -1,19 +1,32 @@
 #!/usr/bin/env python3
-"""Run a Llama-architecture GGUF model with a plain numpy forward pass and dump its KV cache.
+"""Run a Llama- or Qwen2-architecture GGUF model with a plain numpy forward pass and dump its KV cache.
 
 No torch, no llama.cpp: the GGUF file is read with the ``gguf`` PyPI package, quantized
 weights (Q4_0/Q4_1/Q8_0/K-quants/...) are dequantized with ``gguf.quants.dequantize``, and the
 forward pass (RMSNorm, RoPE, grouped-query attention, SwiGLU) runs in float32 numpy on the CPU.
-The tokenizer (GGUF ``gpt2`` byte-level BPE, e.g. SmolLM2) is rebuilt with the ``tokenizers``
-package from the vocabulary and merges stored in the file.
+The tokenizer (GGUF ``gpt2`` byte-level BPE, e.g. SmolLM2, Qwen2.5) is rebuilt with the
+``tokenizers`` package from the vocabulary and merges stored in the file (pre-tokenizers
+``smollm``/``gpt2``/``default`` and ``qwen2``; the Qwen2 regex runs in ``tokenizers``' own
+Unicode-aware regex engine, so no extra package is needed).
 
-RoPE / q-k layout: llama.cpp's converter permutes the rows of ``attn_q``/``attn_k`` of
-Llama-architecture models so that RoPE rotates interleaved channel pairs (2i, 2i+1)
+Architectures (``general.architecture``):
+
+* ``llama`` (SmolLM2, TinyLlama, ...): no biases; output head tied to ``token_embd`` when the file
+  has no ``output.weight``.
+* ``qwen2`` (Qwen2/Qwen2.5, e.g. Qwen2.5-Coder-1.5B-Instruct): like llama plus q/k/v projection
+  biases (``blk.L.attn_{q,k,v}.bias``); RoPE is GGML "neox" style = rotate_half on the rows as
+  stored (llama.cpp's converter does not permute Qwen2's q/k rows); untied output head
+  (``output.weight``, falling back to ``token_embd.weight`` when absent). RoPE theta and the
+  RMSNorm epsilon are read from the file for both architectures.
+
+RoPE / q-k layout: llama.cpp's converter permutes the rows of ``attn_q``/``attn_k`` (and their
+biases) of Llama-architecture models so that RoPE rotates interleaved channel pairs (2i, 2i+1)
 (GGML "normal" rope). By default the permutation is undone and RoPE is applied in Hugging
 Face's rotate_half form, so the dumped queries/keys are in the same channel order as
 ``transformers`` (tools/dump_kv.py) produces for the original model; ``--rope-order gguf``
 keeps llama.cpp's interleaved order instead (same attention scores, channels of each head
-reordered). The dump describes the quantized model that the GGUF holds.
+reordered). For ``qwen2`` both orders are the same (no permutation, rotate_half), so
+``--rope-order`` has no effect. The dump describes the quantized model that the GGUF holds.
 
 Output: ``tq-kvdump/1`` safetensors (docs/KVDUMP.md) with ``layers.L.q/k/v``
 (``[heads, seq, head_dim]``), ``tokens``, metadata ``token_strings``, ``model``,
@@ -26,6 +39,8 @@ Examples::
     python3 tools/gguf_numpy_dump.py SmolLM2-135M-Instruct.Q4_1.gguf --chat --prompt "What is the capital of France?" --generate 30
     # dump 2048 tokens of a text file, all layers
     python3 tools/gguf_numpy_dump.py SmolLM2-135M-Instruct.Q4_1.gguf --prompt-file text.txt --max-tokens 2048 -o kv.safetensors
+    # Qwen2.5-Coder-1.5B-Instruct (tools/fetch_model.py downloads and verifies it)
+    python3 tools/gguf_numpy_dump.py "$(python3 tools/fetch_model.py)" --prompt "The capital of France is" --generate 8
 """
 from __future__ import annotations
 
@@ -50,8 +65,12 @@ def field(reader, key, default=None):
     return f.contents()
 
 
+ARCHITECTURES = ("llama", "qwen2")
+QKV_BIAS = {"llama": False, "qwen2": True}  # biases required by the architecture (optional otherwise)
+
+
 class GGUFLlama:
-    """Dequantized float32 weights + hyper-parameters of a llama-architecture GGUF."""
+    """Dequantized float32 weights + hyper-parameters of a llama- or qwen2-architecture GGUF."""
 
     def __init__(self, path: str, rope_order: str = "hf"):
         try:
@@ -67,9 +86,10 @@ class GGUFLlama:
             raise GGUFDumpError(f"{path}: not a readable GGUF file ({e})")
         self.reader = r
         arch = field(r, "general.architecture")
-        if arch != "llama":
-            raise GGUFDumpError(f"{path}: architecture {arch!r}; this tool implements the 'llama' architecture only")
-        p = lambda k, d=None: field(r, f"llama.{k}", d)
+        if arch not in ARCHITECTURES:
+            raise GGUFDumpError(f"{path}: architecture {arch!r}; this tool implements {', '.join(map(repr, ARCHITECTURES))} only")
+        self.arch = arch
+        p = lambda k, d=None: field(r, f"{arch}.{k}", d)
         self.name = field(r, "general.name", os.path.basename(path))
         self.n_layers = int(p("block_count"))
         self.dim = int(p("embedding_length"))
@@ -87,6 +107,9 @@ class GGUFLlama:
         if rope_order not in ("hf", "gguf"):
             raise GGUFDumpError("rope_order must be 'hf' or 'gguf'")
         self.rope_order = rope_order
+        # llama: GGUF rows permuted for GGML "normal" rope -> undo for hf order; qwen2: GGML "neox"
+        # rope = rotate_half on unpermuted rows, the same in both orders
+        self.rope_style = "half" if (arch == "qwen2" or rope_order == "hf") else "pairs"
         self.qtypes = {}
         t0 = time.time()
         self.w = {}
@@ -103,13 +126,19 @@ class GGUFLlama:
         need = ["token_embd.weight", "output_norm.weight"] + [
             f"blk.{l}.{n}.weight" for l in range(self.n_layers)
             for n in ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down")]
+        if QKV_BIAS[arch]:
+            need += [f"blk.{l}.attn_{n}.bias" for l in range(self.n_layers) for n in ("q", "k", "v")]
         missing = [n for n in need if n not in self.w]
         if missing:
             raise GGUFDumpError(f"{path}: missing tensors {missing[:5]}{' ...' if len(missing) > 5 else ''}")
-        if rope_order == "hf":
+        self.has_bias = any(f"blk.{l}.attn_{n}.bias" in self.w for l in range(self.n_layers) for n in ("q", "k", "v"))
+        if arch == "llama" and rope_order == "hf":
             for l in range(self.n_layers):
-                self.w[f"blk.{l}.attn_q.weight"] = unpermute_rows(self.w[f"blk.{l}.attn_q.weight"], self.n_heads)
-                self.w[f"blk.{l}.attn_k.weight"] = unpermute_rows(self.w[f"blk.{l}.attn_k.weight"], self.n_kv_heads)
+                for n, heads in (("q", self.n_heads), ("k", self.n_kv_heads)):
+                    self.w[f"blk.{l}.attn_{n}.weight"] = unpermute_rows(self.w[f"blk.{l}.attn_{n}.weight"], heads)
+                    b = self.w.get(f"blk.{l}.attn_{n}.bias")
+                    if b is not None:  # the converter permutes q/k biases like the rows
+                        self.w[f"blk.{l}.attn_{n}.bias"] = unpermute_rows(b.reshape(-1, 1), heads).reshape(-1)
         self.vocab_size = self.w["token_embd.weight"].shape[0]
         self.load_seconds = time.time() - t0
 
@@ -120,7 +149,7 @@ class GGUFLlama:
         ang = pos[:, None].astype(np.float64) * inv[None, :]
         c, s = np.cos(ang).astype(np.float32), np.sin(ang).astype(np.float32)
         out = np.empty_like(x)
-        if self.rope_order == "hf":  # rotate_half: pairs (i, i + d/2)
+        if self.rope_style == "half":  # rotate_half: pairs (i, i + d/2)
             x1, x2 = x[..., : d // 2], x[..., d // 2:]
             out[..., : d // 2] = x1 * c - x2 * s
             out[..., d // 2:] = x2 * c + x1 * s
@@ -129,6 +158,12 @@ class GGUFLlama:
             out[..., 0::2] = x1 * c - x2 * s
             out[..., 1::2] = x2 * c + x1 * s
         return out
+
+    def linear(self, x, name):
+        """x @ W.T (+ bias when the file has ``name.bias``)."""
+        y = x @ self.w[name + ".weight"].T
+        bias = self.w.get(name + ".bias")
+        return y + bias if bias is not None else y
 
     def rmsnorm(self, x, w):
         return (x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + self.eps)) * w
@@ -153,9 +188,10 @@ class GGUFLlama:
         for l in range(self.n_layers):
             b = f"blk.{l}."
             h = self.rmsnorm(x, W[b + "attn_norm.weight"])
-            q = (h @ W[b + "attn_q.weight"].T).reshape(S, H, hd).transpose(1, 0, 2)
-            k = (h @ W[b + "attn_k.weight"].T).reshape(S, KV, hd).transpose(1, 0, 2)
-            v = (h @ W[b + "attn_v.weight"].T).reshape(S, KV, hd).transpose(1, 0, 2)
+            q, k, v = (self.linear(h, b + "attn_" + n) for n in ("q", "k", "v"))
+            q = q.reshape(S, H, hd).transpose(1, 0, 2)
+            k = k.reshape(S, KV, hd).transpose(1, 0, 2)
+            v = v.reshape(S, KV, hd).transpose(1, 0, 2)
             k_pre = k
             q = self.rope(q, pos)
             k = self.rope(k, pos)
@@ -191,12 +227,17 @@ def unpermute_rows(w: np.ndarray, n_heads: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- tokenizer
+# Qwen2's pre-tokenizer split (tokenizer.json of Qwen2/Qwen2.5; llama.cpp's QWEN2 pre-type)
+QWEN2_PRE_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                   r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
 class GGUFTokenizer:
     """Byte-level BPE tokenizer (GGUF tokenizer.ggml.model == 'gpt2') via `tokenizers`."""
 
     def __init__(self, reader):
         try:
-            from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+            from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
         except ImportError as e:
             raise GGUFDumpError(f"needs the `tokenizers` package (pip install tokenizers): {e}")
         kind = field(reader, "tokenizer.ggml.model")
@@ -215,10 +256,19 @@ class GGUFTokenizer:
                 pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
         elif pre in ("gpt2", "default"):
             tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+        elif pre == "qwen2":
+            # Qwen2's tokenizer.json: NFC, then the regex split (llama.cpp LLAMA_VOCAB_PRE_TYPE_QWEN2),
+            # then byte-level mapping without the GPT-2 regex
+            tk.normalizer = normalizers.NFC()
+            tk.pre_tokenizer = pre_tokenizers.Sequence([
+                pre_tokenizers.Split(Regex(QWEN2_PRE_REGEX), behavior="isolated", invert=False),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
         else:
-            raise GGUFDumpError(f"pre-tokenizer {pre!r} is not implemented (known: smollm, gpt2)")
+            raise GGUFDumpError(f"pre-tokenizer {pre!r} is not implemented (known: smollm, gpt2, qwen2)")
         tk.decoder = decoders.ByteLevel()
-        special = [toks[i] for i, t in enumerate(types) if t == 3]
+        # control (3) and user-defined (4) tokens are matched as whole tokens in the text, like
+        # llama.cpp and Hugging Face's added tokens (Qwen2: <|im_start|>, <tool_call>, ...)
+        special = [toks[i] for i, t in enumerate(types) if t in (3, 4)]
         tk.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in special])
         self.tk = tk
         self.pre = pre
@@ -228,6 +278,7 @@ class GGUFTokenizer:
         self.eos = field(reader, "tokenizer.ggml.eos_token_id")
         self.chat_template = field(reader, "tokenizer.chat_template")
         self.tokens = toks
+        self.byte_decoder = {c: b for b, c in bytes_to_unicode().items()}
 
     def encode(self, text: str) -> list[int]:
         ids = self.tk.encode(text, add_special_tokens=False).ids
@@ -238,17 +289,25 @@ class GGUFTokenizer:
     def decode(self, ids) -> str:
         return self.tk.decode(list(map(int, ids)), skip_special_tokens=False)
 
+    def token_bytes(self, t: int) -> bytes:
+        """The raw text bytes of token t (special tokens: their UTF-8 name)."""
+        if t in self.special_ids:
+            return self.tokens[t].encode("utf-8")
+        try:
+            return bytes(self.byte_decoder[c] for c in self.tokens[t])
+        except KeyError:  # not a byte-level piece (should not happen in a gpt2 vocabulary)
+            return self.tk.decode([t]).encode("utf-8")
+
     def token_strings(self, ids) -> list[str]:
-        out = []
-        ids = list(map(int, ids))
-        for i, t in enumerate(ids):
-            if t in self.special_ids:
-                out.append(self.tokens[t])
-                continue
-            ctx = [c for c in ids[max(0, i - 6):i] if c not in self.special_ids]
-            a = self.tk.decode(ctx) if ctx else ""
-            b = self.tk.decode(ctx + [t])
-            out.append(b[len(a):] if b.startswith(a) else self.tk.decode([t]))
+        """The text piece of every token, decoded incrementally: a character whose UTF-8 bytes are
+        split over several tokens belongs to the token that completes it (the others get ""), so
+        "".join(token_strings(ids)) == decode(ids) whenever the bytes are valid UTF-8."""
+        import codecs
+        dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        out = [dec.decode(self.token_bytes(int(t))) for t in ids]
+        tail = dec.decode(b"", final=True)
+        if tail and out:
+            out[-1] += tail
         return out
 
     def chat(self, user: str) -> str:
@@ -257,6 +316,20 @@ class GGUFTokenizer:
         import jinja2
         return jinja2.Template(self.chat_template).render(
             messages=[{"role": "user", "content": user}], add_generation_prompt=True)
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte -> printable character table (the alphabet of byte-level BPE vocabularies)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\u00a1"), ord("\u00ac") + 1)) + \
+        list(range(ord("\u00ae"), ord("\u00ff") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
 
 
 # ----------------------------------------------------------------------------- cli
@@ -282,7 +355,7 @@ def parse_layers(spec: str, n: int) -> list[int]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("gguf", help="GGUF model file (llama architecture)")
+    ap.add_argument("gguf", help="GGUF model file (llama or qwen2 architecture)")
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", help="prompt text")
     src.add_argument("--prompt-file", help="read the prompt from this UTF-8 file")
@@ -297,7 +370,8 @@ def main(argv=None) -> int:
     ap.add_argument("--prerope", action="store_true", help="also store layers.L.k_prerope")
     ap.add_argument("--no-queries", action="store_true", help="store keys and values only")
     ap.add_argument("--rope-order", choices=("hf", "gguf"), default="hf",
-                    help="channel order of q/k: hf = rotate_half like transformers (default), gguf = interleaved pairs")
+                    help="channel order of q/k (llama): hf = rotate_half like transformers (default), gguf = interleaved "
+                         "pairs; qwen2 is rotate_half either way")
     ap.add_argument("--model-name", help="metadata `model` (default: general.name of the GGUF + file name)")
     ap.add_argument("--text-source", default="", help="free text stored in metadata `source` (where the prompt text comes from)")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing output file")
@@ -319,8 +393,9 @@ def main(argv=None) -> int:
         ap.error("--chat needs --prompt or --prompt-file")
     try:
         m = GGUFLlama(args.gguf, args.rope_order)
-        print(f"{m.name}: {m.n_layers} layers, dim {m.dim}, {m.n_heads} q / {m.n_kv_heads} kv heads, head_dim "
-              f"{m.head_dim}, rope theta {m.theta:g}, eps {m.eps:g}, vocab {m.vocab_size}, tied output {m.tied}; "
+        print(f"{m.name} [{m.arch}]: {m.n_layers} layers, dim {m.dim}, {m.n_heads} q / {m.n_kv_heads} kv heads, head_dim "
+              f"{m.head_dim}, rope theta {m.theta:g}, eps {m.eps:g}, vocab {m.vocab_size}, tied output {m.tied}, "
+              f"qkv bias {m.has_bias}; "
               f"tensor types {m.qtypes}; dequantized in {m.load_seconds:.1f}s", file=sys.stderr)
         tok = GGUFTokenizer(m.reader)
         text = None
@@ -357,7 +432,7 @@ def main(argv=None) -> int:
                 gen.append(nxt)
                 if tok.eos is not None and nxt == int(tok.eos):
                     break
-                if nxt in tok.special_ids and tok.tokens[nxt] == "<|im_end|>":
+                if nxt in tok.special_ids and tok.tokens[nxt] in ("<|im_end|>", "<|endoftext|>"):
                     break
             print("greedy continuation: " + json.dumps(tok.decode(gen[len(ids):]), ensure_ascii=False))
         if args.out:
@@ -372,12 +447,16 @@ def main(argv=None) -> int:
                 if args.prerope:
                     tensors[f"layers.{l}.k_prerope"] = np.ascontiguousarray(res[l]["k_prerope"].astype(dt))
             ts = tok.token_strings(ids)
-            order = ("rotate_half (Hugging Face) channel order; llama.cpp's q/k row permutation undone"
-                     if args.rope_order == "hf" else "interleaved pairs (2i, 2i+1), llama.cpp GGUF row order")
+            if m.arch == "qwen2":
+                order = "rotate_half (Hugging Face / GGML neox) channel order; GGUF rows as stored (qwen2: not permuted)"
+            elif args.rope_order == "hf":
+                order = "rotate_half (Hugging Face) channel order; llama.cpp's q/k row permutation undone"
+            else:
+                order = "interleaved pairs (2i, 2i+1), llama.cpp GGUF row order"
             md = {
                 "format": "tq-kvdump/1",
                 "model": args.model_name or f"{m.name} ({os.path.basename(args.gguf)})",
-                "architecture": "llama (GGUF, dequantized: " + ", ".join(f"{k} x{v}" for k, v in m.qtypes.items()) + ")",
+                "architecture": f"{m.arch} (GGUF{', q/k/v biases' if m.has_bias else ''}, dequantized: " + ", ".join(f"{k} x{v}" for k, v in m.qtypes.items()) + ")",
                 "num_layers": str(len(layers)),
                 "layers": ",".join(map(str, layers)),
                 "num_q_heads": str(m.n_heads),
