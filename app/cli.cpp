@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 #include <future>
 #include <iomanip>
 #include <map>
@@ -20,11 +21,13 @@
 #include "codebook/codebook.h"
 #include "backend_select.h"
 #include "explore/export.h"
+#include "data/compressed_io.h"
 #include "data/kv_dump.h"
 #include "data/safetensors.h"
 #include "sweep/sweep.h"
 #include "metrics/metrics.h"
 #include "quant/quantizer.h"
+#include "util/memory_budget.h"
 #include "util/parallel.h"
 #include "util/rng.h"
 #include "validation/crosscheck.h"
@@ -60,17 +63,22 @@ const char* kUsage =
     "  presets    list the model presets\n"
     "  export-figures FILE|sample|synthetic --out DIR [--format png,svg,pdf] [--size WxH] [--dpi N]\n"
     "             [--experiment EXP.json] [configuration flags]   render every view headless (see --help)\n"
-    "  info       FILE [--nonfinite refuse|zero] [--json]   summary of a KV dump (safetensors, npz, npy)\n"
+    "  info       FILE [--nonfinite refuse|zero] [--json]   summary of a KV dump (safetensors, npz, npy) or of a\n"
+    "             tq-compressed/1 cache (loaded and verified)\n"
+    "  compress   FILE --out OUT [--key-bits B] [--value-bits B] [--mode mse|prod|qjl] [--proj-dim M] [--layers LIST]\n"
+    "             [--rotation haar|hadamard] [--seed S] [--keys-only] [--force]   save a tq-compressed/1 cache\n"
     "  evaluate   FILE [--key-bits LIST] [--value-bits LIST] [--proj-dim LIST] [--mode mse,prod,qjl]\n"
     "             [--layers LIST] [--heads LIST] [--queries dump|last-key|random] [--max-queries N]\n"
     "             [--rotation haar|hadamard] [--law exact|gaussian] [--seed S] [--backend auto|cpu|cuda]\n"
     "             [--sample-cells N] [--nonfinite refuse|zero] [--json|--csv]   fidelity metrics per (layer, head)\n"
     "             and summarised; --sample-cells N: only the first N (layer, kv head) cells of the seeded order\n"
+    "any command: --memory-budget SIZE (default half of this machine's memory, or TQ_MEMORY_BUDGET)\n"
     "exit codes: 0 ok, 1 a check failed, 2 bad usage or input\n";
 
 // Minimal option parser: --name value pairs and --flags.
 class Args {
  public:
+  static constexpr size_t kMaxListLength = 1 << 20;
   Args(const std::vector<std::string>& a, size_t from, std::vector<std::string> flags) : m_flags(std::move(flags)) {
     for (size_t i = from; i < a.size(); ++i) {
       const std::string& s = a[i];
@@ -81,7 +89,12 @@ class Args {
       const auto eq = s.find('=');
       std::string key = s.substr(2, eq == std::string::npos ? std::string::npos : eq - 2);
       if (std::find(m_flags.begin(), m_flags.end(), key) != m_flags.end()) {
-        m_values[key] = "1";
+        // A flag takes no value; --json=true / =1 / =yes set it, =false / =0 / =no leave it unset, and
+        // anything else is an error (--json=no was once taken as --json).
+        const std::string v = eq == std::string::npos ? "1" : s.substr(eq + 1);
+        if (v == "1" || v == "true" || v == "yes" || v == "on") m_values[key] = "1";
+        else if (v == "0" || v == "false" || v == "no" || v == "off") m_values.erase(key);
+        else throw UsageError("--" + key + " is a flag and takes no value (or true/false), got '" + v + "'");
       } else if (eq != std::string::npos) {
         m_values[key] = s.substr(eq + 1);
       } else {
@@ -119,23 +132,34 @@ class Args {
     std::string item;
     while (std::getline(ss, item, ',')) {
       const auto dash = item.find('-', 1);
-      try {
-        size_t p1 = 0, p2 = 0;
-        if (dash != std::string::npos) {
-          const int a = std::stoi(item.substr(0, dash), &p1), b = std::stoi(item.substr(dash + 1), &p2);
-          if (p1 != dash || p2 != item.size() - dash - 1 || b < a) throw std::invalid_argument("range");
-          for (int v = a; v <= b; ++v) out.push_back(v);
-        } else {
-          out.push_back(std::stoi(item, &p1));
-          if (p1 != item.size()) throw std::invalid_argument("junk");
+      const std::string bounds = std::to_string(lo) + ".." + std::to_string(hi);
+      auto number = [&](const std::string& t) {
+        long long v = 0;
+        size_t p = 0;
+        try {
+          v = std::stoll(t, &p);
+        } catch (const std::exception&) {
+          p = std::string::npos;
         }
-      } catch (const std::exception&) {
-        throw UsageError("--" + k + " expects a comma-separated list of integers (ranges like 1-4 allowed), got '" + m_values.at(k) + "'");
+        if (t.empty() || p != t.size())
+          throw UsageError("--" + k + " expects a comma-separated list of integers (ranges like 1-4 allowed); '" + t + "' in '" + m_values.at(k) +
+                           "' is not an integer");
+        if (v < lo || v > hi) throw UsageError("--" + k + " values must be in " + bounds + ", got " + t);
+        return static_cast<int>(v);
+      };
+      if (dash != std::string::npos) {
+        // Both ends are checked against the bounds before the range is expanded.
+        const int a = number(item.substr(0, dash)), b = number(item.substr(dash + 1));
+        if (b < a) throw UsageError("--" + k + " has the descending range '" + item + "'");
+        if (out.size() + static_cast<size_t>(b - a) + 1 > kMaxListLength)
+          throw UsageError("--" + k + " lists more than " + std::to_string(kMaxListLength) + " values");
+        for (long long v = a; v <= b; ++v) out.push_back(static_cast<int>(v));
+      } else {
+        out.push_back(number(item));
       }
+      if (out.size() > kMaxListLength) throw UsageError("--" + k + " lists more than " + std::to_string(kMaxListLength) + " values");
     }
     if (out.empty()) throw UsageError("--" + k + " is empty");
-    for (int v : out)
-      if (v < lo || v > hi) throw UsageError("--" + k + " values must be in " + std::to_string(lo) + ".." + std::to_string(hi) + ", got " + std::to_string(v));
     return out;
   }
   const std::vector<std::string>& positional() const { return m_positional; }
@@ -164,6 +188,9 @@ int cmdValidate(const Args& a, std::ostream& out) {
   c.vectors = static_cast<size_t>(a.integer("vectors", 100000, 100, 10000000));
   c.seed = static_cast<uint64_t>(a.integer("seed", 42, 0, (1LL << 62)));
   c.rotation = parseOr("--rotation", [&] { return parseRotation(a.str("rotation", "haar")); });
+  // Unit vectors, their reconstruction and codes are held at once: about three float copies.
+  checkMemory(3.0 * 4.0 * static_cast<double>(c.vectors) * c.dim,
+              "validate --vectors " + std::to_string(c.vectors) + " --dim " + std::to_string(c.dim));
   std::vector<std::string> failures;
   const json j = validateEngine(c, &failures);  // the numbers: core/validation/validate
   const bool ok = failures.empty();
@@ -339,6 +366,8 @@ int cmdBench(const Args& a, std::ostream& out) {
   const RotationKind rot = parseOr("--rotation", [&] { return parseRotation(a.str("rotation", "hadamard")); });
   const size_t n = static_cast<size_t>(a.integer("vectors", 262144, 1, 1LL << 28));
   const int repeat = static_cast<int>(a.integer("repeat", 5, 1, 1000));
+  // Inputs, reconstruction and both compressed sets are held at once: about three float copies.
+  checkMemory(3.0 * 4.0 * static_cast<double>(n) * d, "bench --vectors " + std::to_string(n) + " --dim " + std::to_string(d));
   std::vector<BenchRecord> recs;
   if (backend == "cpu") {
     recs = cpuBench(d, bits, m, rot, n, repeat);
@@ -459,8 +488,59 @@ std::string onlyFile(const Args& a, const std::string& cmd) {
   return a.positional()[0];
 }
 
+/// True when `path` is a safetensors file whose metadata says tq-compressed/1 (a saved compressed cache).
+bool isCompressedCache(const std::string& path) {
+  try {
+    const SafetensorsFile f(path);
+    const auto it = f.metadata().find("format");
+    return it != f.metadata().end() && it->second == "tq-compressed/1";
+  } catch (const DataError&) {
+    return false;  // not a safetensors file: KvDump::open says what it is
+  }
+}
+
+json configJson(const QuantConfig& c) {
+  return {{"dim", c.dim}, {"bits", c.bits}, {"mode", keyModeName(c.mode)}, {"proj_dim", c.projDim}, {"rotation", rotationName(c.rotation)}, {"seed", c.seed}};
+}
+
+/// info on a tq-compressed/1 file: loading it rebuilds every quantizer and verifies codebooks, rotation and
+/// QJL fingerprints and every buffer's size; any mismatch is a DataError naming the file.
+int infoCompressed(const std::string& path, const Args& a, std::ostream& out) {
+  const LoadedCompressedCache ld = loadCompressed(path);
+  const CompressedCache& c = ld.cache;
+  json layers = json::array();
+  size_t tokens = 0, kvHeads = 0;
+  for (const auto& l : c.layers) {
+    kvHeads = std::max(kvHeads, l.keys.size());
+    if (!l.keys.empty()) tokens = std::max(tokens, l.keys[0].count);
+    json e = {{"source_layer", l.sourceLayer}, {"kv_heads", l.keys.size()}, {"keys", configJson(l.keyConfig)}};
+    e["key_bytes_per_vector"] = l.keys.empty() ? 0 : l.keys[0].bytesPerVector();
+    if (!l.values.empty()) {
+      e["values"] = configJson(l.valueConfig);
+      e["value_bytes_per_vector"] = l.values[0].bytesPerVector();
+    }
+    layers.push_back(e);
+  }
+  json md = json::object();
+  for (const auto& [k, v] : c.metadata) md[k] = v.size() > 200 ? v.substr(0, 200) + "..." : v;
+  const json j = {{"command", "info"}, {"file", path}, {"container", "tq-compressed/1"}, {"layers", c.layers.size()}, {"kv_heads", kvHeads},
+                  {"seq_len", tokens}, {"bytes", c.bytes()}, {"verified", true}, {"per_layer", layers}, {"metadata", md}};
+  if (a.flag("json")) {
+    out << j.dump(2) << "\n";
+    return 0;
+  }
+  out << path << "\n  tq-compressed/1 cache: " << c.layers.size() << " layers, " << kvHeads << " kv heads, " << tokens << " tokens, "
+      << c.bytes() << " bytes of codes, signs and norms\n";
+  for (const auto& l : c.layers)
+    out << "  layer " << l.sourceLayer << ": keys " << l.keyConfig.bits << "-bit " << keyModeName(l.keyConfig.mode)
+        << (l.values.empty() ? "" : ", values " + std::to_string(l.valueConfig.bits) + "-bit mse") << "\n";
+  out << "  verified: codebooks, rotation and QJL fingerprints equal the rebuilt quantizers; every buffer has its size\n";
+  return 0;
+}
+
 int cmdInfo(const Args& a, std::ostream& out) {
   a.allow({"nonfinite", "json"});
+  if (isCompressedCache(onlyFile(a, "info"))) return infoCompressed(onlyFile(a, "info"), a, out);
   const auto dump = KvDump::open(onlyFile(a, "info"), loadOptions(a));
   const KvDumpSummary& s = dump->summary();
   json md = json::object();
@@ -496,6 +576,37 @@ int cmdInfo(const Args& a, std::ostream& out) {
         << "\n  queries: " << (s.hasQueries ? "yes (real)" : "no (use a proxy query source)") << "\n  NaN/Inf: " << s.nonfiniteCount << "\n";
     for (const auto& w : s.warnings) out << "  warning: " << w << "\n";
   }
+  return 0;
+}
+
+int cmdCompress(const Args& a, std::ostream& out) {
+  a.allow({"out", "key-bits", "value-bits", "mode", "proj-dim", "rotation", "seed", "layers", "keys-only", "force", "nonfinite", "json"});
+  if (!a.has("out")) throw UsageError("compress needs --out FILE (a tq-compressed/1 safetensors file)");
+  const std::string outPath = a.str("out", "");
+  const std::string in = onlyFile(a, "compress");
+  const auto dump = KvDump::open(in, loadOptions(a));
+  if (!a.flag("force") && std::filesystem::exists(outPath))
+    throw UsageError("--out " + outPath + " exists; pass --force to replace it");
+  QuantConfig kc;
+  kc.dim = dump->summary().headDim;
+  kc.bits = static_cast<int>(a.integer("key-bits", 3, 1, 8));
+  kc.mode = parseOr("--mode", [&] { return parseKeyMode(a.str("mode", "prod")); });
+  kc.projDim = static_cast<int>(a.integer("proj-dim", 0, 0, 16384));
+  kc.rotation = parseOr("--rotation", [&] { return parseRotation(a.str("rotation", "haar")); });
+  kc.seed = static_cast<uint64_t>(a.integer("seed", 42, 0, (1LL << 62)));
+  QuantConfig vc = kc;
+  vc.dim = dump->summary().hasValues ? dump->summary().headDimV : kc.dim;
+  vc.bits = static_cast<int>(a.integer("value-bits", 3, 1, 8));
+  vc.mode = KeyMode::Mse;
+  vc.projDim = 0;
+  const std::vector<int> layers = a.has("layers") ? a.intList("layers", {}, 0, dump->summary().layers - 1) : std::vector<int>{};
+  const bool withValues = dump->summary().hasValues && !a.flag("keys-only");
+  const CompressedCache cache = parseOr("compress", [&] { return compressCache(*dump, kc, vc, withValues, layers); });
+  saveCompressed(outPath, cache);
+  if (a.flag("json"))
+    out << json({{"command", "compress"}, {"file", in}, {"out", outPath}, {"layers", cache.layers.size()}, {"bytes", cache.bytes()}}).dump(2) << "\n";
+  else
+    out << "wrote " << outPath << ": " << cache.layers.size() << " layers, " << cache.bytes() << " bytes of codes, signs and norms\n";
   return 0;
 }
 
@@ -548,7 +659,7 @@ int cmdEvaluate(const Args& a, std::ostream& out, std::ostream& err) {
   c.sampleCells = static_cast<size_t>(a.integer("sample-cells", 0, 0, 100000000));
   auto backend = backendReady.get();
   if (!note.empty() && choice == BackendChoice::Cuda) err << "tqstudio-cli evaluate: " << note << "; running on the CPU\n";
-  const SweepResult r = parseOr("evaluate", [&] { return runSweep(*dump, c, *backend); });
+  const SweepResult r = parseOr(dump->path(), [&] { return runSweep(*dump, c, *backend); });
   const auto tOut = Clock::now();
   struct ProfileLine {  // TQ_SWEEP_PROFILE=1: where the command's time went, once the output is written
     bool on;
@@ -562,9 +673,24 @@ int cmdEvaluate(const Args& a, std::ostream& out, std::ostream& err) {
             << std::chrono::duration<double>(Clock::now() - tStart).count() << " s\n";
     }
   } profileLine{std::getenv("TQ_SWEEP_PROFILE") != nullptr, err, initSeconds, openSeconds, r.seconds, tOut, tStart};
+  // A metric that is not finite is never printed as a result without saying so (and the exit code says it).
+  size_t nonFinite = 0;
+  for (const auto& row : r.rows)
+    for (double v : {row.m.attentionCosine, row.m.top1, row.m.top5, row.m.kl, row.m.logitCosine, row.m.outputError})
+      nonFinite += !std::isfinite(v);
+  struct NonFiniteNote {
+    size_t n;
+    std::ostream& err;
+    ~NonFiniteNote() {
+      if (n)
+        err << "tqstudio-cli evaluate: " << n << " metric values are not finite (NaN or infinity); the rows that hold them are not "
+            << "meaningful (exit code 1)\n";
+    }
+  } nonFiniteNote{nonFinite, err};
+  const int status = nonFinite ? 1 : 0;
   if (a.flag("csv")) {
     writeCsv(r, out);
-    return 0;
+    return status;
   }
   json summary = json::array(), perHead = json::array();
   for (const auto& s : r.summary()) {
@@ -591,7 +717,7 @@ int cmdEvaluate(const Args& a, std::ostream& out, std::ostream& err) {
             {"summary", summary}, {"per_head", perHead}};
   if (a.flag("json")) {
     out << j.dump(2) << "\n";
-    return 0;
+    return status;
   }
   out << dump->path() << ": " << dump->summary().describe() << "\n" << r.queryLabel << " · " << r.backend << " (" << r.device << ")"
       << (note.empty() ? "" : " · " + note) << " · " << std::setprecision(3) << r.seconds << " s";
@@ -609,10 +735,12 @@ int cmdEvaluate(const Args& a, std::ostream& out, std::ostream& err) {
         << ")\n";
     out.unsetf(std::ios::floatfield);
   }
-  return 0;
+  return status;
 }
 
 }  // namespace
+
+static int dispatch(const std::string& cmd, const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
 
 int runCli(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
   if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
@@ -625,12 +753,43 @@ int runCli(const std::vector<std::string>& args, std::ostream& out, std::ostream
   }
   const std::string cmd = args[0];
   try {
+    // --memory-budget SIZE (any command): the one budget that requests sized by input are checked against.
+    struct RestoreBudget {  // runCli may run many times in one process (tests): the option is per call
+      uint64_t before = memoryBudget();
+      ~RestoreBudget() { setMemoryBudget(before); }
+    } restore;
+    std::vector<std::string> rest;
+    for (size_t i = 0; i < args.size(); ++i) {
+      const std::string& s = args[i];
+      if (i > 0 && (s == "--memory-budget" || s.rfind("--memory-budget=", 0) == 0)) {
+        std::string v;
+        if (s == "--memory-budget") {
+          if (i + 1 >= args.size()) throw UsageError("option --memory-budget needs a value");
+          v = args[++i];
+        } else {
+          v = s.substr(16);
+        }
+        setMemoryBudget(parseOr("--memory-budget", [&] { return parseByteSize(v, "--memory-budget"); }));
+        continue;
+      }
+      rest.push_back(s);
+    }
+    return dispatch(cmd, rest, out, err);
+  } catch (const UsageError& e) {
+    err << "tqstudio-cli " << cmd << ": " << e.what() << "\n";
+    return 2;
+  }
+}
+
+static int dispatch(const std::string& cmd, const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+  try {
     if (cmd == "validate") return cmdValidate(Args(args, 1, {"json"}), out);
     if (cmd == "crosscheck") return cmdCrosscheck(Args(args, 1, {"json"}), out);
     if (cmd == "bench") return cmdBench(Args(args, 1, {"json"}), out);
     if (cmd == "memory") return cmdMemory(Args(args, 1, {"json"}), out);
     if (cmd == "presets") return cmdPresets(Args(args, 1, {"json"}), out);
     if (cmd == "info") return cmdInfo(Args(args, 1, {"json"}), out);
+    if (cmd == "compress") return cmdCompress(Args(args, 1, {"json", "keys-only", "force"}), out);
     if (cmd == "export-figures") {
 #ifdef TQ_HAVE_UI
       return tq::ui::runExportFigures({args.begin() + 1, args.end()}, out, err);
@@ -649,6 +808,13 @@ int runCli(const std::vector<std::string>& args, std::ostream& out, std::ostream
     return 2;
   } catch (const DataError& e) {
     err << "tqstudio-cli " << cmd << ": " << e.what() << "\n";
+    return 2;
+  } catch (const BudgetError& e) {
+    err << "tqstudio-cli " << cmd << ": " << e.what() << "\n";
+    return 2;
+  } catch (const std::bad_alloc&) {
+    err << "tqstudio-cli " << cmd << ": ran out of memory (a request passed the memory budget of " << formatBytes(static_cast<double>(memoryBudget()))
+        << " but the machine had less free; lower it with --memory-budget)\n";
     return 2;
   } catch (const std::invalid_argument& e) {
     err << "tqstudio-cli " << cmd << ": " << e.what() << "\n";

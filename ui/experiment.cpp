@@ -1,9 +1,16 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 #include "experiment.h"
 
+#include <QDir>
+#include <QFileInfo>
+#include <QJsonDocument>
 #include <QJsonValue>
 #include <algorithm>
+#include <cmath>
 #include <stdexcept>
+
+#include "data/io_util.h"
+#include "data/safetensors.h"
 
 namespace tq::ui {
 
@@ -94,65 +101,142 @@ QJsonObject Experiment::toJson() const {
   return o;
 }
 
+namespace {
+// Typed, bounded access to an experiment's JSON fields: a field of the wrong type or out of range is an
+// error naming the field, the expected type and what was found (it used to fall back to the default).
+QString describe(const QJsonValue& v) {
+  switch (v.type()) {
+    case QJsonValue::String: return "the string \"" + v.toString().left(40) + "\"";
+    case QJsonValue::Double: return "the number " + QString::number(v.toDouble(), 'g', 17);
+    case QJsonValue::Bool: return v.toBool() ? "true" : "false";
+    case QJsonValue::Array: return "a list";
+    case QJsonValue::Object: return "an object";
+    case QJsonValue::Null: return "null";
+    default: return "nothing";
+  }
+}
+[[noreturn]] void wrongField(const QString& where, const char* k, const QString& expected, const QJsonValue& v) {
+  throw std::invalid_argument((where + k + " must be " + expected + ", got " + describe(v)).toStdString());
+}
+struct Fields {
+  const QJsonObject& o;
+  QString where;  // "" or "data.synthetic."
+  long long integer(const char* k, long long def, long long lo, long long hi) const {
+    if (!o.contains(k)) return def;
+    const QJsonValue v = o.value(k);
+    const QString expected = QString("an integer in %1..%2").arg(lo).arg(hi);
+    if (!v.isDouble()) wrongField(where, k, expected, v);
+    const double x = v.toDouble();
+    if (x != std::floor(x) || x < static_cast<double>(lo) || x > static_cast<double>(hi)) wrongField(where, k, expected, v);
+    return static_cast<long long>(x);
+  }
+  double real(const char* k, double def, double lo, double hi) const {
+    if (!o.contains(k)) return def;
+    const QJsonValue v = o.value(k);
+    const QString expected = QString("a number in [%1, %2]").arg(lo).arg(hi);
+    if (!v.isDouble() || !(v.toDouble() >= lo && v.toDouble() <= hi)) wrongField(where, k, expected, v);
+    return v.toDouble();
+  }
+  QString string(const char* k, const QString& def) const {
+    if (!o.contains(k)) return def;
+    const QJsonValue v = o.value(k);
+    if (!v.isString()) wrongField(where, k, "a string", v);
+    return v.toString();
+  }
+  bool boolean(const char* k, bool def) const {
+    if (!o.contains(k)) return def;
+    const QJsonValue v = o.value(k);
+    if (!v.isBool()) wrongField(where, k, "true or false", v);
+    return v.toBool();
+  }
+  QJsonObject object(const char* k) const {
+    const QJsonValue v = o.value(k);
+    if (!v.isObject()) wrongField(where, k, "an object", v);
+    return v.toObject();
+  }
+  /// Seeds are 64-bit: a decimal string, or a JSON number that is an exact non-negative integer below 2^53.
+  quint64 seed(const char* k, quint64 def) const {
+    if (!o.contains(k)) return def;
+    const QJsonValue v = o.value(k);
+    if (v.isString()) {
+      bool ok = false;
+      const quint64 x = v.toString().toULongLong(&ok);
+      if (!ok) wrongField(where, k, "an unsigned integer (or its decimal string)", v);
+      return x;
+    }
+    return static_cast<quint64>(integer(k, 0, 0, (1LL << 53)));
+  }
+};
+}  // namespace
+
 bool Experiment::fromJson(const QJsonObject& o, QString* error) {
   Experiment e = *this;
   try {
-    auto str = [&](const char* k, const QString& def) { return o.contains(k) ? o.value(k).toVariant().toString() : def; };
-    auto num = [&](const char* k, int def) { return o.contains(k) ? o.value(k).toInt(def) : def; };
+    const Fields f{o, ""};
+    const QString format = f.string("format", "tqstudio-experiment/1");
+    if (format != "tqstudio-experiment/1")
+      throw std::invalid_argument("format is \"" + format.left(40).toStdString() + "\", not tqstudio-experiment/1");
     if (o.contains("data")) {
-      const QJsonObject d = o.value("data").toObject();
-      const QString kind = d.value("kind").toString("sample");
+      const Fields d{f.object("data"), "data."};
+      const QString kind = d.string("kind", "sample");
       if (kind == "sample") {
         e.dataKind = DataKind::Sample;
       } else if (kind == "file") {
         e.dataKind = DataKind::File;
-        e.dataPath = d.value("path").toString();
+        e.dataPath = d.string("path", "");
+        if (e.dataPath.isEmpty()) throw std::invalid_argument("data.path must name the dump file");
       } else if (kind == "synthetic") {
         e.dataKind = DataKind::Synthetic;
-        const QJsonObject s = d.value("synthetic").toObject();
-        e.synth.kind = tq::parseSyntheticKind(s.value("kind").toString("outliers").toStdString());
-        e.synth.layers = s.value("layers").toInt(e.synth.layers);
-        e.synth.qHeads = s.value("qHeads").toInt(e.synth.qHeads);
-        e.synth.kvHeads = s.value("kvHeads").toInt(e.synth.kvHeads);
-        e.synth.tokens = s.value("tokens").toInt(e.synth.tokens);
-        e.synth.headDim = s.value("headDim").toInt(e.synth.headDim);
-        e.synth.seed = s.value("seed").toVariant().toString().toULongLong();
-        e.synth.outlierChannels = s.value("outlierChannels").toInt(e.synth.outlierChannels);
-        e.synth.outlierStrength = static_cast<float>(s.value("outlierStrength").toDouble(e.synth.outlierStrength));
-        e.synth.rank = s.value("rank").toInt(e.synth.rank);
-        e.synth.noise = static_cast<float>(s.value("noise").toDouble(e.synth.noise));
-        e.synth.needle = s.value("needle").toBool(e.synth.needle);
-        e.synth.needlePosition = s.value("needlePosition").toInt(e.synth.needlePosition);
-        e.synth.needleStrength = static_cast<float>(s.value("needleStrength").toDouble(e.synth.needleStrength));
+        const Fields y{d.object("synthetic"), "data.synthetic."};
+        e.synth.kind = tq::parseSyntheticKind(y.string("kind", "outliers").toStdString());
+        e.synth.layers = static_cast<int>(y.integer("layers", e.synth.layers, 1, 4096));
+        e.synth.qHeads = static_cast<int>(y.integer("qHeads", e.synth.qHeads, 1, 65536));
+        e.synth.kvHeads = static_cast<int>(y.integer("kvHeads", e.synth.kvHeads, 1, 65536));
+        e.synth.tokens = static_cast<int>(y.integer("tokens", e.synth.tokens, 1, 1 << 30));
+        e.synth.headDim = static_cast<int>(y.integer("headDim", e.synth.headDim, tq::kMinHeadDimension, tq::kMaxHeadDimension));
+        e.synth.seed = y.seed("seed", e.synth.seed);
+        e.synth.outlierChannels = static_cast<int>(y.integer("outlierChannels", e.synth.outlierChannels, 0, tq::kMaxHeadDimension));
+        e.synth.outlierStrength = static_cast<float>(y.real("outlierStrength", e.synth.outlierStrength, 0, 1e4));
+        e.synth.rank = static_cast<int>(y.integer("rank", e.synth.rank, 0, tq::kMaxHeadDimension));
+        e.synth.noise = static_cast<float>(y.real("noise", e.synth.noise, 0, 1e4));
+        e.synth.needle = y.boolean("needle", e.synth.needle);
+        e.synth.needlePosition = static_cast<int>(y.integer("needlePosition", e.synth.needlePosition, -1, 1 << 30));
+        e.synth.needleStrength = static_cast<float>(y.real("needleStrength", e.synth.needleStrength, 0, 1e4));
         e.synth.validate();
       } else {
-        throw std::invalid_argument("unknown data kind '" + kind.toStdString() + "'");
+        throw std::invalid_argument("data.kind must be sample, file or synthetic, got \"" + kind.left(40).toStdString() + "\"");
       }
     }
-    e.keyBits = num("keyBits", e.keyBits);
-    e.valueBits = num("valueBits", e.valueBits);
-    if (e.keyBits < 1 || e.keyBits > 8 || e.valueBits < 1 || e.valueBits > 8) throw std::invalid_argument("bits must be in 1..8");
-    e.keyMode = tq::parseKeyMode(str("keyMode", tq::keyModeName(e.keyMode)).toStdString());
+    e.keyBits = static_cast<int>(f.integer("keyBits", e.keyBits, 1, 8));
+    e.valueBits = static_cast<int>(f.integer("valueBits", e.valueBits, 1, 8));
+    e.keyMode = tq::parseKeyMode(f.string("keyMode", tq::keyModeName(e.keyMode)).toStdString());
     bool ok = true;
-    e.proj = parseProjChoice(str("projDim", projChoiceName(e.proj)), &ok);
+    e.proj = parseProjChoice(f.string("projDim", projChoiceName(e.proj)), &ok);
     if (!ok) throw std::invalid_argument("projDim must be d/4, d/2, d, 2d or custom");
-    e.customProj = num("customProjDim", e.customProj);
-    if (e.customProj < 1 || e.customProj > 16384) throw std::invalid_argument("customProjDim must be in 1..16384");
-    e.rotation = tq::parseRotation(str("rotation", tq::rotationName(e.rotation)).toStdString());
-    e.law = tq::parseLaw(str("law", tq::lawName(e.law)).toStdString());
-    e.seed = str("seed", QString::number(e.seed)).toULongLong(&ok);
-    if (!ok) throw std::invalid_argument("seed must be an unsigned integer");
-    e.backend = tq::parseBackendChoice(str("backend", tq::backendChoiceName(e.backend)).toStdString());
-    e.layer = num("layer", e.layer);
-    e.qHead = num("qHead", e.qHead);
-    e.queryPos = num("queryPos", e.queryPos);
-    e.querySource = tq::parseQuerySource(str("querySource", tq::querySourceName(e.querySource)).toStdString());
-    e.softmaxWeights = str("heatmap", e.softmaxWeights ? "softmax" : "logits") != "logits";
-    e.sweepQueries = std::clamp(num("sweepQueries", e.sweepQueries), 1, 100000);
-    e.sweepCells = std::clamp(num("sweepCells", e.sweepCells), 0, 100000000);
-    e.modelPreset = str("modelPreset", e.modelPreset);
-    e.context = str("context", QString::number(e.context)).toLongLong(&ok);
-    if (!ok || e.context < 1) throw std::invalid_argument("context must be a positive integer");
+    e.customProj = static_cast<int>(f.integer("customProjDim", e.customProj, 1, 16384));
+    e.rotation = tq::parseRotation(f.string("rotation", tq::rotationName(e.rotation)).toStdString());
+    e.law = tq::parseLaw(f.string("law", tq::lawName(e.law)).toStdString());
+    e.seed = f.seed("seed", e.seed);
+    e.backend = tq::parseBackendChoice(f.string("backend", tq::backendChoiceName(e.backend)).toStdString());
+    e.layer = static_cast<int>(f.integer("layer", e.layer, 0, 1 << 20));
+    e.qHead = static_cast<int>(f.integer("qHead", e.qHead, 0, 1 << 20));
+    e.queryPos = static_cast<int>(f.integer("queryPos", e.queryPos, -1, 1 << 30));
+    e.querySource = tq::parseQuerySource(f.string("querySource", tq::querySourceName(e.querySource)).toStdString());
+    const QString heat = f.string("heatmap", e.softmaxWeights ? "softmax" : "logits");
+    if (heat != "softmax" && heat != "logits") throw std::invalid_argument("heatmap must be softmax or logits");
+    e.softmaxWeights = heat == "softmax";
+    e.sweepQueries = static_cast<int>(f.integer("sweepQueries", e.sweepQueries, 1, 100000));
+    e.sweepCells = static_cast<int>(f.integer("sweepCells", e.sweepCells, 0, 100000000));
+    e.modelPreset = f.string("modelPreset", e.modelPreset);
+    if (o.contains("context")) {
+      const QJsonValue v = o.value("context");
+      if (v.isString()) {
+        e.context = v.toString().toLongLong(&ok);
+        if (!ok || e.context < 1) throw std::invalid_argument("context must be a positive integer");
+      } else {
+        e.context = f.integer("context", e.context, 1, 1LL << 40);
+      }
+    }
   } catch (const std::exception& ex) {
     if (error) *error = QString::fromStdString(ex.what());
     return false;
@@ -228,6 +312,31 @@ QString Experiment::flagHelp() {
          "  --rotation haar|hadamard   --law exact|gaussian   --seed N   --backend auto|cpu|cuda\n"
          "  --layer L --head H --query-pos T   --queries dump|last-key|random   --heatmap softmax|logits\n"
          "  --model PRESET --context TOKENS   --sweep-queries N   --sample-cells N (fidelity sweep on N cells; 0 = all)\n";
+}
+
+bool loadExperimentFile(const QString& path, Experiment& e, QString* error) {
+  std::string text;
+  try {
+    text = tq::io::readSmallFile(path.toStdString(), 1 << 20, "experiment file");
+  } catch (const tq::DataError& ex) {
+    if (error) *error = QString::fromStdString(ex.what());
+    return false;
+  }
+  QJsonParseError pe;
+  const auto doc = QJsonDocument::fromJson(QByteArray::fromStdString(text), &pe);
+  if (!doc.isObject()) {
+    if (error) *error = path + ": not an experiment (" + (pe.error == QJsonParseError::NoError ? QString("not a JSON object") : pe.errorString()) + ")";
+    return false;
+  }
+  Experiment parsed = e;
+  QString why;
+  if (!parsed.fromJson(doc.object(), &why)) {
+    if (error) *error = path + ": " + why;
+    return false;
+  }
+  if (parsed.dataKind == DataKind::File && QFileInfo(parsed.dataPath).isRelative()) parsed.dataPath = QFileInfo(path).dir().filePath(parsed.dataPath);
+  e = parsed;
+  return true;
 }
 
 }  // namespace tq::ui

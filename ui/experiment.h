@@ -70,4 +70,9 @@ struct Experiment {
 
 QString keyModeLabel(tq::KeyMode m);  ///< "MSE-only", "MSE+QJL", "QJL-only"
 
+/// Reads an experiment file (a regular file of at most 1 MiB; a FIFO or device is refused without blocking),
+/// parses it over `e` (fields it lacks keep e's values) and makes a relative data path relative to the file.
+/// On failure returns false with *error = "<path>: <problem>".
+bool loadExperimentFile(const QString& path, Experiment& e, QString* error);
+
 }  // namespace tq::ui

@@ -3,6 +3,8 @@
 #include "figure_export.h"
 
 #include <QFile>
+
+#include "util/memory_budget.h"
 #include <QFileInfo>
 #include <QPdfWriter>
 #include <QSvgGenerator>
@@ -32,13 +34,20 @@ bool saveFigure(PlotView* view, const QString& path, FigureFormat format, QSize 
   if (!view) return fail("no view");
   if (view->outdated()) return fail(QString("the %1 view is out of date (%2): it is not exported").arg(view->id(), view->outdatedReason()));
   view->clearTransient();
-  if (size.width() < 16 || size.height() < 16 || size.width() > 20000 || size.height() > 20000) return fail("figure size must be 16..20000 pixels");
-  if (dpi < 24 || dpi > 2400) return fail("DPI must be 24..2400");
+  if (size.width() < 16 || size.height() < 16 || size.width() > 16384 || size.height() > 16384)
+    return fail(QString("figure size %1x%2 is outside 16..16384 pixels per side").arg(size.width()).arg(size.height()));
+  if (dpi < 24 || dpi > 1200) return fail(QString("DPI %1 is outside 24..1200").arg(dpi));
+  try {
+    tq::checkMemory(4.0 * size.width() * size.height(), QString("a %1x%2 figure").arg(size.width()).arg(size.height()).toStdString());
+  } catch (const tq::BudgetError& e) {
+    return fail(QString::fromStdString(e.what()));
+  }
   QCustomPlot* p = view->plot();
   const double s = dpi / 96.0;  // layout at 96 dpi, scaled so text keeps its physical size
   const int lw = static_cast<int>(std::ceil(size.width() / s)), lh = static_cast<int>(std::ceil(size.height() / s));
   if (format == FigureFormat::Png) {
     QImage img(size, QImage::Format_ARGB32);
+    if (img.isNull()) return fail(QString("cannot allocate a %1x%2 image").arg(size.width()).arg(size.height()));
     img.fill(Qt::white);
     {
       QCPPainter painter(&img);

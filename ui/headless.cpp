@@ -117,13 +117,21 @@ bool parseOptions(const QStringList& args, Options& o, QString* error) {
         *error = "--" + key + " expects WxH, e.g. 1500x850";
         return false;
       }
+      // Bounded: a window beyond 8K or a figure beyond 16384 px per side is refused with the limit (a
+      // 100000-px window made QPainter crash; a 20000x20000 figure needs 1.6 GB per image).
+      const QSize lo = key == "size" ? QSize(16, 16) : QSize(320, 240), hi = key == "size" ? QSize(16384, 16384) : QSize(7680, 4320);
+      if (s.width() < lo.width() || s.height() < lo.height() || s.width() > hi.width() || s.height() > hi.height()) {
+        *error = QString("--%1 %2 is outside %3x%4 .. %5x%6").arg(key, v).arg(lo.width()).arg(lo.height()).arg(hi.width()).arg(hi.height());
+        return false;
+      }
       (key == "size" ? o.size : o.window) = s;
     } else if (key == "width" || key == "height" || key == "dpi") {
       if (!value(&v)) return false;
       bool ok = false;
       const int n = v.toInt(&ok);
-      if (!ok || n < 16 || n > 20000) {
-        *error = "--" + key + " expects a number";
+      const int lo = key == "dpi" ? 24 : 16, hi = key == "dpi" ? 1200 : 16384;
+      if (!ok || n < lo || n > hi) {
+        *error = QString("--%1 expects a whole number in %2..%3, got '%4'").arg(key).arg(lo).arg(hi).arg(v);
         return false;
       }
       if (key == "width") o.size.setWidth(n);
@@ -148,18 +156,8 @@ bool parseOptions(const QStringList& args, Options& o, QString* error) {
 /// Applies FILE / --experiment to o.exp (flags given on the command line win over the experiment file).
 bool resolveData(Options& o, const QStringList& args, QString* error) {
   if (!o.experiment.isEmpty()) {
-    QFile f(o.experiment);
-    if (!f.open(QIODevice::ReadOnly)) {
-      *error = o.experiment + ": " + f.errorString();
-      return false;
-    }
-    const auto doc = QJsonDocument::fromJson(f.readAll());
     Experiment e;
-    if (!doc.isObject() || !e.fromJson(doc.object(), error)) {
-      *error = o.experiment + ": " + (error->isEmpty() ? QString("not an experiment") : *error);
-      return false;
-    }
-    if (e.dataKind == DataKind::File && QFileInfo(e.dataPath).isRelative()) e.dataPath = QFileInfo(o.experiment).dir().filePath(e.dataPath);
+    if (!loadExperimentFile(o.experiment, e, error)) return false;
     // re-apply the command-line flags on top of the file
     Options again;
     again.exp = e;
@@ -402,7 +400,7 @@ int runExportFigures(const std::vector<std::string>& args, std::ostream& out, st
   Options o;
   QString e;
   if (!parseOptions(qa, o, &e)) {
-    err << "export-figures: " << e.toStdString() << "\n" << exportFiguresUsage();
+    err << "export-figures: " << e.toStdString() << " (tqstudio-cli export-figures --help lists the options)\n";
     return 2;
   }
   if (o.help) {
@@ -410,11 +408,11 @@ int runExportFigures(const std::vector<std::string>& args, std::ostream& out, st
     return 0;
   }
   if (o.file.isEmpty() && o.experiment.isEmpty()) {
-    err << "export-figures: FILE is required ('sample' for the embedded sample)\n" << exportFiguresUsage();
+    err << "export-figures: FILE is required ('sample' for the embedded sample; --help lists the options)\n";
     return 2;
   }
   if (o.out.isEmpty()) {
-    err << "export-figures: --out DIR is required\n" << exportFiguresUsage();
+    err << "export-figures: --out DIR is required (--help lists the options)\n";
     return 2;
   }
   if (!resolveData(o, qa, &e)) {
@@ -439,7 +437,7 @@ int runGui(int argc, char** argv) {
   Options o;
   QString e;
   if (!parseOptions(qa, o, &e)) {
-    std::cerr << "tqstudio: " << e.toStdString() << "\n" << kGuiUsage << Experiment::flagHelp().toStdString();
+    std::cerr << "tqstudio: " << e.toStdString() << " (tqstudio --help lists the options)\n";
     return 2;
   }
   if (o.help) {

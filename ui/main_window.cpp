@@ -1076,23 +1076,8 @@ void MainWindow::openSynthetic(const tq::SyntheticSpec& spec) {
 }
 
 bool MainWindow::loadExperimentFile(const QString& path, QString* error) {
-  QFile f(path);
-  if (!f.open(QIODevice::ReadOnly)) {
-    if (error) *error = path + ": " + f.errorString();
-    return false;
-  }
-  QJsonParseError pe;
-  const auto doc = QJsonDocument::fromJson(f.readAll(), &pe);
-  if (!doc.isObject()) {
-    if (error) *error = path + ": not a JSON object (" + pe.errorString() + ")";
-    return false;
-  }
   Experiment e = m_exp;
-  if (!e.fromJson(doc.object(), error)) {
-    if (error) *error = path + ": " + *error;
-    return false;
-  }
-  if (e.dataKind == DataKind::File && QFileInfo(e.dataPath).isRelative()) e.dataPath = QFileInfo(path).dir().filePath(e.dataPath);
+  if (!tq::ui::loadExperimentFile(path, e, error)) return false;
   applyExperiment(e);
   return true;
 }

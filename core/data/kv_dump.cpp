@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "data/io_util.h"
+#include "quant/quantizer.h"
 #include "util/parallel.h"
 #include "data/npy.h"
 #include "data/npz.h"
@@ -202,6 +203,7 @@ const std::vector<NamedLayout>& namedLayouts() {
 constexpr int kMaxLayers = 100000;
 constexpr int kMaxHeads = 1 << 16;
 constexpr int kMaxHeadDim = 1 << 16;
+constexpr double kMinSoftmaxScale = 1e-6, kMaxSoftmaxScale = 1e6;
 
 // "<prefix><digits>.<suffix>" -> layer, role.
 bool matchName(const NamedLayout& l, const std::string& name, int& layer, Role& role) {
@@ -466,6 +468,11 @@ void KvDump::Impl::validateShapes() {
   summary.hasPreRopeKeys = with[kPreRope] == L;
   summary.headDimV = summary.hasValues ? layers[0].s[kValues].dim : 0;
   summary.qHeads = summary.hasQueries ? layers[0].s[kQueries].heads : summary.kvHeads;
+  // The same head-dimension bounds as the quantizer, so that a dump that opens can be evaluated.
+  for (const auto& [what, dim] : {std::pair<const char*, int>{"head_dim", summary.headDim}, {"value head_dim", summary.headDimV}})
+    if ((dim != 0 || std::string(what) == "head_dim") && (dim < kMinHeadDimension || dim > kMaxHeadDimension))
+      fail(std::string(what) + " " + std::to_string(dim) + " is outside " + std::to_string(kMinHeadDimension) + ".." +
+           std::to_string(kMaxHeadDimension) + ", the head sizes the quantizer supports");
   for (int i = 0; i < L; ++i) {
     const LayerRefs& l = layers[static_cast<size_t>(i)];
     const Slice& k = l.s[kKeys];
@@ -512,8 +519,14 @@ void KvDump::Impl::readMetadata() {
   softmaxScale = 1.0f / std::sqrt(static_cast<float>(summary.headDim));
   if (const std::string* s = get("softmax_scale")) {
     double v;
-    if (parsePositiveDouble(*s, v)) softmaxScale = static_cast<float>(v);
-    else summary.warnings.push_back("metadata softmax_scale " + quote(*s, 40) + " is not a positive number; using 1/sqrt(head_dim)");
+    if (!parsePositiveDouble(*s, v))
+      summary.warnings.push_back("metadata softmax_scale " + quote(*s, 40) + " is not a positive number; using 1/sqrt(head_dim)");
+    else if (!(v >= kMinSoftmaxScale && v <= kMaxSoftmaxScale))
+      // As a float such a scale becomes 0 or infinity (NaN metrics), or makes every attention weight
+      // equal or one-hot whatever the keys: no metric would mean anything.
+      fail("metadata softmax_scale " + quote(*s, 40) + " is outside the meaningful range [1e-6, 1e6] (1/sqrt(head_dim) is " +
+           std::to_string(1.0 / std::sqrt(static_cast<double>(summary.headDim))) + ")");
+    else softmaxScale = static_cast<float>(v);
   }
   const std::pair<const char*, int> checks[] = {{"num_layers", summary.layers},
                                                {"num_kv_heads", summary.kvHeads},
@@ -671,6 +684,26 @@ std::vector<float> KvDump::Impl::convertRows(int layer, Role role, int head, con
 
 // ---------------------------------------------------------------------------------------------------
 
+namespace {
+/// Recognises common files that are not KV dumps by their signature, for a message that says what the
+/// file is instead of reporting an absurd safetensors header length.
+const char* foreignFormat(const uint8_t* p, size_t n) {
+  auto starts = [&](const char* sig, size_t len) { return n >= len && std::memcmp(p, sig, len) == 0; };
+  if (starts("\x89PNG\r\n\x1a\n", 8)) return "a PNG image";
+  if (starts("\xff\xd8\xff", 3)) return "a JPEG image";
+  if (starts("GIF8", 4)) return "a GIF image";
+  if (starts("%PDF", 4)) return "a PDF document";
+  if (starts("<svg", 4) || starts("<?xml", 5)) return "an XML/SVG document";
+  if (starts("\x1f\x8b", 2)) return "a gzip-compressed file";
+  if (starts("\x7f" "ELF", 4)) return "an executable (ELF)";
+  if (starts("GGUF", 4)) return "a GGUF model file (make a KV dump from it with tools/gguf_numpy_dump.py)";
+  if (starts("BZh", 3)) return "a bzip2-compressed file";
+  if (starts("\xfd" "7zXZ", 6)) return "an xz-compressed file";
+  if (n >= 1 && (p[0] == '{' || p[0] == '[')) return "a JSON text";
+  return nullptr;
+}
+}  // namespace
+
 KvDump::KvDump(std::unique_ptr<Impl> impl) : d(std::move(impl)) {}
 KvDump::~KvDump() = default;
 
@@ -702,6 +735,8 @@ std::unique_ptr<KvDump> KvDump::openFile(std::shared_ptr<const MappedFile> file,
   else if (npy) impl->store = std::make_unique<NpyStore>(file);
   else if (endsWith(".npz")) throw DataError(path, "not a zip archive (an .npz must start with the signature PK\\x03\\x04)");
   else if (endsWith(".npy")) throw DataError(path, "not an .npy array (the \\x93NUMPY signature is missing)");
+  else if (const char* kind = (n < 8 || io::rd64(p) > n - 8) ? foreignFormat(p, n) : nullptr)  // not a plausible safetensors length
+    throw DataError(path, std::string("is ") + kind + ", not a KV dump (expected a safetensors, .npz or .npy file; see docs/KVDUMP.md)");
   else impl->store = std::make_unique<SafetensorsStore>(file);
   impl->summary.container = impl->store->container;
   impl->summary.fileBytes = n;

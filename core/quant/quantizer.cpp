@@ -16,6 +16,23 @@
 
 namespace tq {
 
+void requireStorableNorms(const float* x, size_t n, size_t d, const std::string& what) {
+  size_t bad = 0;
+  float worst = 0;
+  for (size_t i = 0; i < n; ++i) {
+    double s = 0;
+    for (size_t j = 0; j < d; ++j) s += static_cast<double>(x[i * d + j]) * x[i * d + j];
+    const double nrm = std::sqrt(s);
+    if (!(nrm <= kMaxStorableNorm)) {
+      ++bad;
+      worst = std::isfinite(nrm) ? std::max(worst, static_cast<float>(nrm)) : worst;
+    }
+  }
+  if (bad)
+    throw std::invalid_argument(what + ": " + std::to_string(bad) + " of " + std::to_string(n) + " vectors have a norm above 65504 (largest " +
+                                std::to_string(worst) + "), more than the fp16 norm that TurboQuant stores per vector can hold");
+}
+
 namespace {
 using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 std::atomic<int> g_threads{0};
@@ -89,7 +106,9 @@ void CompressedVectors::reserve(size_t n) {
 }
 
 Quantizer::Quantizer(const QuantConfig& cfg) : m_cfg(cfg) {
-  if (cfg.dim < 2 || cfg.dim > 4096) throw std::invalid_argument("head dimension must be in [2, 4096], got " + std::to_string(cfg.dim));
+  if (cfg.dim < kMinHeadDimension || cfg.dim > kMaxHeadDimension)
+    throw std::invalid_argument("head dimension must be in [" + std::to_string(kMinHeadDimension) + ", " + std::to_string(kMaxHeadDimension) + "], got " +
+                                std::to_string(cfg.dim));
   if (cfg.bits < 1 || cfg.bits > 8) throw std::invalid_argument("bits must be in [1, 8], got " + std::to_string(cfg.bits));
   if (cfg.projDim < 0 || cfg.projDim > 16384) throw std::invalid_argument("proj_dim must be in [0, 16384], got " + std::to_string(cfg.projDim));
   m_dim = cfg.dim;
@@ -182,6 +201,8 @@ void Quantizer::compressChunk(const float* x, size_t n, CompressedVectors& out, 
   for (size_t i = 0; i < n; ++i) {
     const float* __restrict xi = x + i * d;
     const float nrm = std::sqrt(laneSumSquares(xi, d));
+    if (!(nrm <= kMaxStorableNorm))
+      throw std::invalid_argument("a vector's norm " + std::to_string(nrm) + " is above 65504, the largest its stored fp16 norm can hold");
     norm[i] = nrm;
     out.norms[offset + i] = floatToHalf(nrm);
     float* __restrict ui = unit + i * d;

@@ -24,6 +24,16 @@ const char* keyModeName(KeyMode m);
 /// "mse", "prod" (or "mse+qjl"), "qjl"; throws std::invalid_argument otherwise.
 KeyMode parseKeyMode(const std::string& s);
 
+/// Head dimensions the quantizer supports (the readers refuse dumps outside them).
+constexpr int kMinHeadDimension = 2;
+constexpr int kMaxHeadDimension = 4096;
+/// The largest norm a stored fp16 norm can hold; a vector above it cannot be compressed.
+constexpr float kMaxStorableNorm = 65504.0f;
+
+/// Throws std::invalid_argument naming `what` when a row of x (n rows of d) has a norm that fp16 storage
+/// cannot hold (above 65504, or not finite).
+void requireStorableNorms(const float* x, size_t n, size_t d, const std::string& what);
+
 /// What the user chooses.
 struct QuantConfig {
   int dim = 128;

@@ -179,10 +179,13 @@ std::vector<SweepRow> evaluateCell(SweepPlan& plan, const SweepCell& cell, const
   const size_t seq = static_cast<size_t>(plan.seq), d = static_cast<size_t>(plan.d), dv = static_cast<size_t>(plan.dv);
   const auto K = src.keys(cell.layer, cell.kvHead);
   if (K.size() != seq * d) throw std::runtime_error("keys of layer " + std::to_string(cell.layer) + " have the wrong size");
+  const std::string where = "layer " + std::to_string(cell.layer) + ", kv head " + std::to_string(cell.kvHead);
+  requireStorableNorms(K.data(), seq, d, "keys of " + where);
   std::vector<float> V;
   if (plan.values) {
     V = src.values(cell.layer, cell.kvHead);
     if (V.size() != seq * dv) throw std::runtime_error("values of layer " + std::to_string(cell.layer) + " have the wrong size");
+    requireStorableNorms(V.data(), seq, dv, "values of " + where);
   }
   const std::vector<int> positions = evaluationPositions(cfg.queries, plan.seq, cfg.maxQueries);
   std::vector<float> Q;

@@ -11,6 +11,7 @@
 #include "quant/bitpack.h"
 #include "quant/quantizer.h"
 #include "util/half.h"
+#include "util/memory_budget.h"
 
 namespace tq {
 
@@ -28,8 +29,30 @@ const double kSqrtHalfPi = std::sqrt(M_PI / 2.0);
 
 struct Ctx {
   const SafetensorsFile& f;
-  std::vector<float> get(const std::string& n) const { return f.readFloat(n); }
-  bool has(const std::string& n) const { return f.find(n) != nullptr; }
+  /// The tensor's values, after checking that it exists and holds exactly `expected` values (the size the
+  /// engine's side of the comparison has), so that no comparison reads past either array.
+  std::vector<float> get(const std::string& n, size_t expected) const {
+    const TensorInfo& t = f.require(n);
+    if (t.elements() != expected)
+      throw DataError(f.path(), "tensor " + n + " holds " + std::to_string(t.elements()) + " values, but the group needs " + std::to_string(expected));
+    return read(t);
+  }
+  /// The tensor's values when their count is a positive multiple of `unit`; *count = elements / unit.
+  std::vector<float> getRows(const std::string& n, size_t unit, size_t* count) const {
+    const TensorInfo& t = f.require(n);
+    if (t.elements() == 0 || t.elements() % unit != 0)
+      throw DataError(f.path(), "tensor " + n + " holds " + std::to_string(t.elements()) + " values, not a positive multiple of " + std::to_string(unit));
+    *count = static_cast<size_t>(t.elements() / unit);
+    return read(t);
+  }
+  std::vector<float> read(const TensorInfo& t) const {
+    try {
+      checkMemory(4.0 * static_cast<double>(t.elements()), "reading tensor " + t.name + " as float");
+    } catch (const BudgetError& e) {
+      throw DataError(f.path(), e.what());
+    }
+    return f.readFloat(t);
+  }
 };
 
 std::vector<double> toDouble(const std::vector<float>& v) { return {v.begin(), v.end()}; }
@@ -182,15 +205,16 @@ CrossCheckGroup checkMse(const Ctx& c, const std::string& pre, int d, int b, con
   g.name = pre + ".mse";
   g.dim = d;
   g.bits = b;
-  const auto R = c.get(g.name + ".rotation");
-  const auto cen = toDouble(c.get(g.name + ".centroids"));
+  const size_t D = static_cast<size_t>(d);
+  const auto R = c.get(g.name + ".rotation", D * D);
+  const auto cen = toDouble(c.get(g.name + ".centroids", size_t{1} << b));
   Quantizer q(d, Rotation::fromMatrix(d, R), cen, {}, 0);
   const CompressedVectors cv = q.compress(X.data(), n);
-  const auto y = rotateD(R, X.data(), n, static_cast<size_t>(d));
-  g.items.push_back(compareIndices(q, cv, c.get(g.name + ".indices"), y, midpoints(cen)));
-  std::vector<float> rec(n * static_cast<size_t>(d));
+  const auto y = rotateD(R, X.data(), n, D);
+  g.items.push_back(compareIndices(q, cv, c.get(g.name + ".indices", n * D), y, midpoints(cen)));
+  std::vector<float> rec(n * D);
   q.decompress(cv, 0, n, rec.data());
-  g.items.push_back(compareAbs("reconstruction", toDouble(rec), c.get(g.name + ".reconstruction"), 1e-6, false));
+  g.items.push_back(compareAbs("reconstruction", toDouble(rec), c.get(g.name + ".reconstruction", n * D), 1e-6, false));
   return g;
 }
 
@@ -201,13 +225,13 @@ CrossCheckGroup checkProd(const Ctx& c, const std::string& name, int d, int b, i
   g.dim = d;
   g.bits = b;
   const size_t D = static_cast<size_t>(d), M = static_cast<size_t>(m);
-  const auto R = c.get(name + ".rotation");
-  const auto cen = toDouble(c.get(name + ".centroids"));
-  const auto S = c.get(name + ".qjl_matrix");
+  const auto R = c.get(name + ".rotation", D * D);
+  const auto cen = toDouble(c.get(name + ".centroids", size_t{1} << std::max(1, b - 1)));
+  const auto S = c.get(name + ".qjl_matrix", M * D);
   Quantizer q(d, Rotation::fromMatrix(d, R), cen, S, m);
   const CompressedVectors cv = q.compress(X.data(), n);
   const auto y = rotateD(R, X.data(), n, D);
-  g.items.push_back(compareIndices(q, cv, c.get(name + ".mse_indices"), y, midpoints(cen)));
+  g.items.push_back(compareIndices(q, cv, c.get(name + ".mse_indices", n * D), y, midpoints(cen)));
   std::vector<float> xm(n * D);
   q.decompress(cv, 0, n, xm.data());
   std::vector<double> r(n * D), rn(n);
@@ -222,8 +246,8 @@ CrossCheckGroup checkProd(const Ctx& c, const std::string& name, int d, int b, i
   std::vector<double> proj, scale;
   project(S, M, r, n, D, proj, scale);
   const auto zs = oursSigns(q, cv);
-  g.items.push_back(compareSigns("signs", zs, c.get(name + ".qjl_signs"), proj, scale));
-  g.items.push_back(compareAbs("residual_norm", rn, c.get(name + ".residual_norm"), 1e-6, false));
+  g.items.push_back(compareSigns("signs", zs, c.get(name + ".qjl_signs", n * M), proj, scale));
+  g.items.push_back(compareAbs("residual_norm", rn, c.get(name + ".residual_norm", n), 1e-6, false));
   // Inner products by the reference's formula from our codes, signs and fp32 residual norm.
   std::vector<double> ip(nq * n), ipEngine(nq * n);
   std::vector<float> eng(n);
@@ -242,7 +266,7 @@ CrossCheckGroup checkProd(const Ctx& c, const std::string& name, int d, int b, i
     q.scores(pq, cv, 0, n, eng.data());
     for (size_t i = 0; i < n; ++i) ipEngine[qi * n + i] = eng[i];
   }
-  const auto refIp = c.get(name + ".inner_products");
+  const auto refIp = c.get(name + ".inner_products", nq * n);
   g.items.push_back(compareAbs("inner_products", ip, refIp, 1e-5, true));
   auto e = compareAbs("inner_products (engine, fp16 norms)", ipEngine, refIp, 1e-3, true);
   e.informational = true;
@@ -258,10 +282,11 @@ CrossCheckGroup checkV2(const Ctx& c, const std::string& pre, int d, int b, cons
   g.dim = d;
   g.bits = b;
   const size_t D = static_cast<size_t>(d);
-  const auto R = c.get(g.name + ".rotation");
-  const auto cen = toDouble(c.get(g.name + ".centroids"));
-  const auto S = c.get(g.name + ".qjl_matrix");
-  const size_t M = S.size() / D;
+  const auto R = c.get(g.name + ".rotation", D * D);
+  const auto cen = toDouble(c.get(g.name + ".centroids", size_t{1} << std::max(1, b - 1)));
+  size_t M = 0;
+  const auto S = c.getRows(g.name + ".qjl_matrix", D, &M);
+  if (M > 16384) throw DataError(c.f.path(), g.name + ".qjl_matrix has " + std::to_string(M) + " rows (at most 16384)");
   Quantizer q(d, Rotation::fromMatrix(d, R), cen, S, static_cast<int>(M));
   const CompressedVectors cv = q.compress(K.data(), n);
   // Emulate the reference: residual against fp32 ||k|| R^T c[idx]; that reconstruction and ||r|| stored as fp16.
@@ -305,7 +330,7 @@ CrossCheckGroup checkV2(const Ctx& c, const std::string& pre, int d, int b, cons
       for (size_t k = 0; k < D; ++k)
         if (nearBoundary(yu[i * D + k], bnd)) tieRows[i] = true;
   }
-  const auto refRec = c.get(g.name + ".key_reconstruction_mse");
+  const auto refRec = c.get(g.name + ".key_reconstruction_mse", n * D);
   g.items.push_back(compareHalfUlps("key_reconstruction_mse (emulated fp16 storage)", kmse16, refRec, 1.0, tieRows, D));
   auto er = compareAbs("key_reconstruction_mse (engine)", kEngine, refRec, 1e-3, true);
   er.informational = true;
@@ -314,13 +339,13 @@ CrossCheckGroup checkV2(const Ctx& c, const std::string& pre, int d, int b, cons
   project(S, M, r, n, D, proj, scale);
   std::vector<float> emulSigns(n * M);
   for (size_t i = 0; i < n * M; ++i) emulSigns[i] = proj[i] < 0 ? -1.0f : 1.0f;
-  const auto refSigns = c.get(g.name + ".qjl_signs");
+  const auto refSigns = c.get(g.name + ".qjl_signs", n * M);
   g.items.push_back(compareSigns("signs (emulated fp16 storage)", emulSigns, refSigns, proj, scale));
   auto es = compareSigns("signs (engine)", oursSigns(q, cv), refSigns, proj, scale);
   es.informational = true;
   es.note = "engine takes the residual against its own fp32 reconstruction; differences are expected near zero";
   g.items.push_back(es);
-  g.items.push_back(compareHalfUlps("residual_norm (emulated)", rn16, c.get(g.name + ".residual_norm"), 1.0, {}, rn16.size()));
+  g.items.push_back(compareHalfUlps("residual_norm (emulated)", rn16, c.get(g.name + ".residual_norm", n), 1.0, {}, rn16.size()));
   // Scores [heads, nq, seq]: keys of head h are rows h*seq ...
   const size_t seq = n / heads;
   std::vector<double> sc(heads * nqPerHead * seq), scEngine(sc.size());
@@ -342,7 +367,7 @@ CrossCheckGroup checkV2(const Ctx& c, const std::string& pre, int d, int b, cons
       q.scores(pq, cv, h * seq, seq, engScores.data());
       for (size_t t = 0; t < seq; ++t) scEngine[(h * nqPerHead + qi) * seq + t] = engScores[t];
     }
-  const auto refSc = c.get(g.name + ".scores");
+  const auto refSc = c.get(g.name + ".scores", heads * nqPerHead * seq);
   g.items.push_back(compareAbs("scores (emulated fp16 storage)", sc, refSc, 5e-5, true));
   g.items.push_back(compareAbs("scores (engine storage)", scEngine, refSc, 1e-3, true));
   return g;
@@ -354,8 +379,8 @@ CrossCheckGroup checkValues(const Ctx& c, const std::string& pre, int d, int b, 
   g.dim = d;
   g.bits = b;
   const size_t D = static_cast<size_t>(d);
-  const auto R = c.get(g.name + ".rotation");
-  const auto cen = toDouble(c.get(g.name + ".centroids"));
+  const auto R = c.get(g.name + ".rotation", D * D);
+  const auto cen = toDouble(c.get(g.name + ".centroids", size_t{1} << b));
   Quantizer q(d, Rotation::fromMatrix(d, R), cen, {}, 0);
   const CompressedVectors cv = q.compress(V.data(), n);
   std::vector<double> yUnit(n * D);
@@ -369,13 +394,13 @@ CrossCheckGroup checkValues(const Ctx& c, const std::string& pre, int d, int b, 
     }
     yUnit = rotateD(R, U.data(), n, D);
   }
-  g.items.push_back(compareIndices(q, cv, c.get(g.name + ".indices"), yUnit, midpoints(cen)));
+  g.items.push_back(compareIndices(q, cv, c.get(g.name + ".indices", n * D), yUnit, midpoints(cen)));
   std::vector<double> norms(n);
   for (size_t i = 0; i < n; ++i) norms[i] = halfToFloat(cv.norms[i]);
-  g.items.push_back(compareHalfUlps("norms", norms, c.get(g.name + ".norms"), 1.0, {}, norms.size()));
+  g.items.push_back(compareHalfUlps("norms", norms, c.get(g.name + ".norms", n), 1.0, {}, norms.size()));
   std::vector<float> rec(n * D);
   q.decompress(cv, 0, n, rec.data());
-  g.items.push_back(compareAbs("reconstruction", toDouble(rec), c.get(g.name + ".reconstruction"), 1e-3, true));
+  g.items.push_back(compareAbs("reconstruction", toDouble(rec), c.get(g.name + ".reconstruction", n * D), 1e-3, true));
   return g;
 }
 
@@ -386,39 +411,56 @@ CrossCheckReport crossCheckReference(const std::string& path) {
   Ctx c{f};
   CrossCheckReport rep;
   rep.file = path;
-  const std::regex re(R"(^d(\d+)\.b(\d+)\.(mse|prod_m(\d+)|v2|values)\.rotation$)");
+  const std::regex re(R"(^d(\d{1,6})\.b(\d{1,3})\.(mse|prod_m(\d{1,6})|v2|values)\.rotation$)");
   std::vector<std::tuple<int, int, std::string, int>> found;
   for (const auto& t : f.tensors()) {
     std::smatch m;
-    if (std::regex_match(t.name, m, re))
-      found.emplace_back(std::stoi(m[1]), std::stoi(m[2]), m[3].str(), m[4].matched ? std::stoi(m[4]) : 0);
+    if (!std::regex_match(t.name, m, re)) continue;
+    const int d = std::atoi(m[1].str().c_str()), b = std::atoi(m[2].str().c_str()), pm = m[4].matched ? std::atoi(m[4].str().c_str()) : 0;
+    const std::string kind = m[3].str();
+    // Limits of the engine's quantizer, checked before any tensor of the group is read.
+    if (d < 2 || d > 4096) throw DataError(path, "group " + t.name + ": head dimension " + std::to_string(d) + " is outside the quantizer's 2..4096");
+    if (b < 1 || b > 8) throw DataError(path, "group " + t.name + ": " + std::to_string(b) + " bits is outside 1..8");
+    if (kind.rfind("prod", 0) == 0 && (pm < 1 || pm > 16384))
+      throw DataError(path, "group " + t.name + ": projection size " + std::to_string(pm) + " is outside 1..16384");
+    found.emplace_back(d, b, kind, pm);
   }
   std::sort(found.begin(), found.end());
   if (found.empty()) throw DataError(path, "no groups named like d{D}.b{B}.{mse|prod_m{M}|v2|values}.rotation were found");
   for (const auto& [d, b, kind, m] : found) {
     const std::string pre = "d" + std::to_string(d) + ".b" + std::to_string(b);
     const std::string dp = "d" + std::to_string(d);
+    const size_t D = static_cast<size_t>(d);
+    auto boundWork = [&](size_t n) {  // the double-precision rotation of every row: n d^2 multiply-adds
+      const double ops = static_cast<double>(n) * static_cast<double>(D) * static_cast<double>(D);
+      if (ops > 2e10)
+        throw DataError(path, "group " + pre + "." + kind + ": " + std::to_string(n) + " vectors of dimension " + std::to_string(d) +
+                                  " need " + std::to_string(static_cast<long long>(ops / 1e9)) + " G multiply-adds, more than the 20 G limit of crosscheck");
+    };
     try {
       if (kind == "mse" || kind.rfind("prod", 0) == 0) {
-        const auto& ti = f.require(dp + ".unit_vectors");
-        const auto X = f.readFloat(ti);
-        const size_t n = X.size() / static_cast<size_t>(d);
+        size_t n = 0;
+        const auto X = c.getRows(dp + ".unit_vectors", D, &n);
+        boundWork(n);
         if (kind == "mse") {
           rep.groups.push_back(checkMse(c, pre, d, b, X, n));
         } else {
-          const auto Y = f.readFloat(dp + ".unit_queries");
-          rep.groups.push_back(checkProd(c, pre + "." + kind, d, b, m, X, n, Y, Y.size() / static_cast<size_t>(d)));
+          size_t nq = 0;
+          const auto Y = c.getRows(dp + ".unit_queries", D, &nq);
+          rep.groups.push_back(checkProd(c, pre + "." + kind, d, b, m, X, n, Y, nq));
         }
       } else {
         const auto& kt = f.require(dp + ".keys");
-        const auto K = f.readFloat(kt);
-        const size_t n = K.size() / static_cast<size_t>(d);
+        size_t n = 0;
+        const auto K = c.getRows(dp + ".keys", D, &n);
+        boundWork(n);
         if (kind == "v2") {
-          const auto& qt = f.require(dp + ".key_queries");
-          const auto Qs = f.readFloat(qt);
           const size_t heads = kt.shape.size() == 3 ? static_cast<size_t>(kt.shape[0]) : 1;
-          const size_t nqPerHead = Qs.size() / static_cast<size_t>(d) / heads;
-          rep.groups.push_back(checkV2(c, pre, d, b, K, n, Qs, heads, nqPerHead));
+          if (heads == 0 || n % heads != 0)
+            throw DataError(path, "tensor " + dp + ".keys: " + std::to_string(n) + " keys do not divide into " + std::to_string(heads) + " heads");
+          size_t nq = 0;
+          const auto Qs = c.getRows(dp + ".key_queries", D * heads, &nq);
+          rep.groups.push_back(checkV2(c, pre, d, b, K, n, Qs, heads, nq));
         } else {
           rep.groups.push_back(checkValues(c, pre, d, b, K, n));
         }
