@@ -117,6 +117,34 @@ class SmolLM2Slice(unittest.TestCase):
             self.assertTrue(np.isfinite(t[f"layers.{l}.q"]).all())
 
 
+class Qwen25Slice(unittest.TestCase):
+    def test_slice_layout(self):
+        path = os.path.join(ROOT, "resources", "qwen25_coder_1p5b_sqlite_512.safetensors")
+        if not os.path.isfile(path):
+            self.skipTest("slice not present")
+        self.assertLess(os.path.getsize(path), 10 * 1024 * 1024)
+        t, md = ln.load_kvdump(path)
+        self.assertEqual(md["format"], "tq-kvdump/1")
+        self.assertEqual(md["source_layers"], "0,9,15,27")  # stored renumbered as layers 0..3
+        self.assertAlmostEqual(float(md["softmax_scale"]), 1 / np.sqrt(128))
+        S = t["tokens"].size
+        self.assertEqual(S, 512)
+        ts = json.loads(md["token_strings"])
+        self.assertEqual(len(ts), S)
+        self.assertEqual("".join(ts), md["text"])
+        self.assertTrue(md["text"].startswith("Appropriate Uses For SQLite"))
+        for l in range(4):
+            self.assertEqual(t[f"layers.{l}.q"].shape, (12, S, 128))
+            self.assertEqual(t[f"layers.{l}.k"].shape, (2, S, 128))
+            self.assertEqual(t[f"layers.{l}.v"].shape, (2, S, 128))
+            self.assertEqual(t[f"layers.{l}.k"].dtype, np.float16)
+            self.assertTrue(np.isfinite(t[f"layers.{l}.q"]).all())
+        # layer 0's keys are Qwen2's key bias plus small noise (docs/results/qwen25_coder_1p5b_key_stats.log)
+        k0 = t["layers.0.k"].astype(np.float64)
+        self.assertGreater(np.linalg.norm(k0, axis=-1).mean(), 500)
+        self.assertLess(np.linalg.norm(t["layers.3.k"].astype(np.float64), axis=-1).mean(), 50)
+
+
 def _bytes_to_unicode():
     """GPT-2's byte -> printable character table (byte-level BPE alphabet)."""
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
