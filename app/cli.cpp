@@ -23,6 +23,7 @@
 #include "explore/export.h"
 #include "data/compressed_io.h"
 #include "data/kv_dump.h"
+#include "data/samples.h"
 #include "data/safetensors.h"
 #include "sweep/sweep.h"
 #include "metrics/metrics.h"
@@ -63,6 +64,7 @@ const char* kUsage =
     "  presets    list the model presets\n"
     "  export-figures FILE|sample|synthetic --out DIR [--format png,svg,pdf] [--size WxH] [--dpi N]\n"
     "             [--experiment EXP.json] [configuration flags]   render every view headless (see --help)\n"
+    "  FILE is a path, or 'sample' (the embedded Qwen2.5-Coder-1.5B slice, head_dim 128) or 'sample:tiny'\n"
     "  info       FILE [--nonfinite refuse|zero] [--json]   summary of a KV dump (safetensors, npz, npy) or of a\n"
     "             tq-compressed/1 cache (loaded and verified)\n"
     "  compress   FILE --out OUT [--key-bits B] [--value-bits B] [--mode mse|prod|qjl] [--proj-dim M] [--layers LIST]\n"
@@ -488,17 +490,6 @@ std::string onlyFile(const Args& a, const std::string& cmd) {
   return a.positional()[0];
 }
 
-/// True when `path` is a safetensors file whose metadata says tq-compressed/1 (a saved compressed cache).
-bool isCompressedCache(const std::string& path) {
-  try {
-    const SafetensorsFile f(path);
-    const auto it = f.metadata().find("format");
-    return it != f.metadata().end() && it->second == "tq-compressed/1";
-  } catch (const DataError&) {
-    return false;  // not a safetensors file: KvDump::open says what it is
-  }
-}
-
 json configJson(const QuantConfig& c) {
   return {{"dim", c.dim}, {"bits", c.bits}, {"mode", keyModeName(c.mode)}, {"proj_dim", c.projDim}, {"rotation", rotationName(c.rotation)}, {"seed", c.seed}};
 }
@@ -508,11 +499,9 @@ json configJson(const QuantConfig& c) {
 int infoCompressed(const std::string& path, const Args& a, std::ostream& out) {
   const LoadedCompressedCache ld = loadCompressed(path);
   const CompressedCache& c = ld.cache;
+  const CompressedSummary sum = summarizeCompressed(c);
   json layers = json::array();
-  size_t tokens = 0, kvHeads = 0;
   for (const auto& l : c.layers) {
-    kvHeads = std::max(kvHeads, l.keys.size());
-    if (!l.keys.empty()) tokens = std::max(tokens, l.keys[0].count);
     json e = {{"source_layer", l.sourceLayer}, {"kv_heads", l.keys.size()}, {"keys", configJson(l.keyConfig)}};
     e["key_bytes_per_vector"] = l.keys.empty() ? 0 : l.keys[0].bytesPerVector();
     if (!l.values.empty()) {
@@ -523,25 +512,17 @@ int infoCompressed(const std::string& path, const Args& a, std::ostream& out) {
   }
   json md = json::object();
   for (const auto& [k, v] : c.metadata) md[k] = v.size() > 200 ? v.substr(0, 200) + "..." : v;
-  const json j = {{"command", "info"}, {"file", path}, {"container", "tq-compressed/1"}, {"layers", c.layers.size()}, {"kv_heads", kvHeads},
-                  {"seq_len", tokens}, {"bytes", c.bytes()}, {"verified", true}, {"per_layer", layers}, {"metadata", md}};
-  if (a.flag("json")) {
-    out << j.dump(2) << "\n";
-    return 0;
-  }
-  out << path << "\n  tq-compressed/1 cache: " << c.layers.size() << " layers, " << kvHeads << " kv heads, " << tokens << " tokens, "
-      << c.bytes() << " bytes of codes, signs and norms\n";
-  for (const auto& l : c.layers)
-    out << "  layer " << l.sourceLayer << ": keys " << l.keyConfig.bits << "-bit " << keyModeName(l.keyConfig.mode)
-        << (l.values.empty() ? "" : ", values " + std::to_string(l.valueConfig.bits) + "-bit mse") << "\n";
-  out << "  verified: codebooks, rotation and QJL fingerprints equal the rebuilt quantizers; every buffer has its size\n";
+  const json j = {{"command", "info"}, {"file", path}, {"container", "tq-compressed/1"}, {"layers", sum.layers}, {"kv_heads", sum.kvHeads},
+                  {"seq_len", sum.tokens}, {"bytes", sum.bytes}, {"verified", true}, {"per_layer", layers}, {"metadata", md}};
+  if (a.flag("json")) out << j.dump(2) << "\n";
+  else out << path << "\n" << sum.describe();
   return 0;
 }
 
 int cmdInfo(const Args& a, std::ostream& out) {
   a.allow({"nonfinite", "json"});
-  if (isCompressedCache(onlyFile(a, "info"))) return infoCompressed(onlyFile(a, "info"), a, out);
-  const auto dump = KvDump::open(onlyFile(a, "info"), loadOptions(a));
+  if (isCompressedCacheFile(onlyFile(a, "info"))) return infoCompressed(onlyFile(a, "info"), a, out);
+  const auto dump = openDumpArgument(onlyFile(a, "info"), loadOptions(a));
   const KvDumpSummary& s = dump->summary();
   json md = json::object();
   for (const auto& [k, v] : s.metadata) md[k] = k == "token_strings" && v.size() > 200 ? v.substr(0, 200) + "..." : v;
@@ -569,6 +550,11 @@ int cmdInfo(const Args& a, std::ostream& out) {
             {"tensor_bytes", s.tensorBytes},
             {"warnings", s.warnings},
             {"metadata", md}};
+  SampleId sid;
+  if (parseSampleArgument(onlyFile(a, "info"), &sid)) {
+    j["embedded_sample"] = sampleInfo(sid).key;
+    j["sample_file"] = sampleInfo(sid).fileName;
+  }
   if (a.flag("json")) {
     out << j.dump(2) << "\n";
   } else {
@@ -584,7 +570,7 @@ int cmdCompress(const Args& a, std::ostream& out) {
   if (!a.has("out")) throw UsageError("compress needs --out FILE (a tq-compressed/1 safetensors file)");
   const std::string outPath = a.str("out", "");
   const std::string in = onlyFile(a, "compress");
-  const auto dump = KvDump::open(in, loadOptions(a));
+  const auto dump = openDumpArgument(in, loadOptions(a));
   if (!a.flag("force") && std::filesystem::exists(outPath))
     throw UsageError("--out " + outPath + " exists; pass --force to replace it");
   QuantConfig kc;
@@ -641,7 +627,7 @@ int cmdEvaluate(const Args& a, std::ostream& out, std::ostream& err) {
     initSeconds = secs(t);
     return b;
   });
-  const auto dump = KvDump::open(onlyFile(a, "evaluate"), loadOptions(a));
+  const auto dump = openDumpArgument(onlyFile(a, "evaluate"), loadOptions(a));
   const double openSeconds = secs(tStart);
   SweepConfig c;
   c.keyBits = a.intList("key-bits", {1, 2, 3, 4}, 1, 8);

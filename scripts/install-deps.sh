@@ -11,10 +11,11 @@ for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 python_modules() {
-  # The Python dump tools' tests need numpy and safetensors (PyPI); failure here only makes those tests skip.
-  if command -v python3 >/dev/null && ! python3 -c "import numpy, safetensors" 2>/dev/null; then
-    echo "install-deps: installing numpy and safetensors for $(command -v python3)"
-    python3 -m pip install --quiet numpy safetensors || echo "install-deps: WARNING: pip install failed; the tools_python test will report SKIP"
+  # The Python dump tools' tests need numpy and safetensors, and gguf + tokenizers for the GGUF dumper's
+  # qwen2/llama paths (PyPI); failure here only makes those tests skip.
+  if command -v python3 >/dev/null && ! python3 -c "import numpy, safetensors, gguf, tokenizers" 2>/dev/null; then
+    echo "install-deps: installing numpy, safetensors, gguf and tokenizers for $(command -v python3)"
+    python3 -m pip install --quiet numpy safetensors gguf tokenizers || echo "install-deps: WARNING: pip install failed; the tools_python test will report SKIP"
   fi
 }
 if [ ${#missing[@]} -eq 0 ]; then

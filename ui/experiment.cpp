@@ -59,6 +59,7 @@ QJsonObject Experiment::toJson() const {
   QJsonObject data;
   data["kind"] = dataKind == DataKind::Sample ? "sample" : dataKind == DataKind::File ? "file" : "synthetic";
   if (dataKind == DataKind::File) data["path"] = dataPath;
+  if (dataKind == DataKind::Sample) data["sample"] = tq::sampleInfo(sample).key;
   if (dataKind == DataKind::Synthetic) {
     QJsonObject s;
     s["kind"] = tq::syntheticKindName(synth.kind);
@@ -181,6 +182,9 @@ bool Experiment::fromJson(const QJsonObject& o, QString* error) {
       const QString kind = d.string("kind", "sample");
       if (kind == "sample") {
         e.dataKind = DataKind::Sample;
+        const QString which = d.string("sample", tq::sampleInfo(e.sample).key);
+        if (!tq::parseSampleArgument("sample:" + which.toStdString(), &e.sample))
+          throw std::invalid_argument("data.sample must be default or tiny, got \"" + which.left(40).toStdString() + "\"");
       } else if (kind == "file") {
         e.dataKind = DataKind::File;
         e.dataPath = d.string("path", "");

@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "backend/backend.h"
+#include "data/samples.h"
 #include "synth/synthetic.h"
 #include "sweep/sweep.h"
 
@@ -25,6 +26,7 @@ enum class DataKind { Sample, File, Synthetic };
 struct Experiment {
   // data
   DataKind dataKind = DataKind::Sample;
+  tq::SampleId sample = tq::SampleId::Default;  ///< DataKind::Sample: which embedded sample
   QString dataPath;                 ///< DataKind::File
   tq::SyntheticSpec synth;          ///< DataKind::Synthetic
   // quantizer

@@ -164,8 +164,12 @@ bool resolveData(Options& o, const QStringList& args, QString* error) {
     if (!parseOptions(args, again, error)) return false;
     o.exp = again.exp;
   }
-  if (o.file.isEmpty() || o.file == "sample") {
-    if (o.experiment.isEmpty()) o.exp.dataKind = DataKind::Sample;
+  tq::SampleId sid = tq::SampleId::Default;
+  if (o.file.isEmpty() || tq::parseSampleArgument(o.file.toStdString(), &sid)) {
+    if (o.experiment.isEmpty() || !o.file.isEmpty()) {
+      o.exp.dataKind = DataKind::Sample;
+      o.exp.sample = sid;
+    }
   } else if (o.file == "synthetic") {
     o.exp.dataKind = DataKind::Synthetic;
     o.exp.querySource = o.exp.querySource == tq::QuerySource::Dump ? tq::QuerySource::Dump : o.exp.querySource;
@@ -389,7 +393,8 @@ std::string exportFiguresUsage() {
   return std::string(
              "Usage: tqstudio-cli export-figures FILE --out DIR [--format png,svg,pdf] [--size WxH] [--dpi N] [--no-csv]\n"
              "       [--experiment EXP.json] [configuration flags]\n"
-             "  FILE: a KV dump, 'sample' (embedded stories260K sample) or 'synthetic'. Writes one file per view and format,\n"
+             "  FILE: a KV dump, 'sample' (the embedded Qwen2.5-Coder-1.5B slice, head_dim 128), 'sample:tiny' (stories260K,\n"
+             "  head_dim 8) or 'synthetic'. Writes one file per view and format,\n"
              "  plus the plotted data as CSV (attention, fidelity, memory, distortion, estimator, how).\n") +
          Experiment::flagHelp().toStdString();
 }

@@ -22,6 +22,7 @@
 #include <QLabel>
 #include <QLineEdit>
 #include <QMenuBar>
+#include <QMenu>
 #include <QMessageBox>
 #include <QMimeData>
 #include <QProgressBar>
@@ -35,6 +36,8 @@
 #include <QTimer>
 #include <QVBoxLayout>
 #include <algorithm>
+
+#include "data/compressed_io.h"
 
 namespace tq::ui {
 
@@ -399,16 +402,19 @@ void MainWindow::buildUi() {
   auto* bSynth = new QPushButton("Synthetic…");
   for (auto* b : {bOpen, bSample, bSynth}) b->setMinimumWidth(40);
   bOpen->setToolTip("Open a KV dump: safetensors, npz or npy (Ctrl+O, or drop a file on the window)");
-  bSample->setToolTip("The embedded real sample: stories260K, 512 tokens");
+  bSample->setToolTip("The embedded samples: Qwen2.5-Coder-1.5B (head_dim 128, the default) or stories260K (head_dim 8, tiny)");
   connect(bOpen, &QPushButton::clicked, this, [this] {
     const QString p = QFileDialog::getOpenFileName(this, "Open KV dump", QString(), "KV dumps (*.safetensors *.npz *.npy);;All files (*)");
     if (!p.isEmpty()) openFile(p);
   });
-  connect(bSample, &QPushButton::clicked, this, [this] {
-    Experiment e = m_exp;
-    e.dataKind = DataKind::Sample;
-    applyExperiment(e);
-  });
+  {
+    auto* menu = new QMenu(bSample);
+    for (const tq::SampleInfo& si : tq::samples()) {
+      const tq::SampleId id = si.id;
+      menu->addAction(QString::fromUtf8(si.label), this, [this, id] { openSampleData(id); });
+    }
+    bSample->setMenu(menu);
+  }
   connect(bSynth, &QPushButton::clicked, this, [this] {
     tq::SyntheticSpec s = m_exp.synth;
     if (askSynthetic(this, s)) openSynthetic(s);
@@ -537,11 +543,12 @@ void MainWindow::buildMenus() {
     const QString p = QFileDialog::getOpenFileName(this, "Open KV dump", QString(), "KV dumps (*.safetensors *.npz *.npy);;All files (*)");
     if (!p.isEmpty()) openFile(p);
   });
-  file->addAction("Open the embedded &sample", this, [this] {
-    Experiment e = m_exp;
-    e.dataKind = DataKind::Sample;
-    applyExperiment(e);
-  });
+  auto* sampleMenu = file->addMenu("&Sample");
+  for (const tq::SampleInfo& si : tq::samples()) {
+    const tq::SampleId id = si.id;
+    sampleMenu->addAction(QString::fromUtf8(si.label), this, [this, id] { openSampleData(id); })
+        ->setToolTip(QString("The embedded %1 (%2)").arg(QString::fromUtf8(si.label), si.fileName));
+  }
   file->addAction("S&ynthetic data…", this, [this] {
     tq::SyntheticSpec s = m_exp.synth;
     if (askSynthetic(this, s)) openSynthetic(s);
@@ -660,6 +667,7 @@ void MainWindow::onControl() {
 void MainWindow::applyExperiment(const Experiment& n) {
   const Experiment o = m_exp;
   const bool dataChanged = n.dataKind != o.dataKind || (n.dataKind == DataKind::File && n.dataPath != o.dataPath) ||
+                           (n.dataKind == DataKind::Sample && n.sample != o.sample) ||
                            (n.dataKind == DataKind::Synthetic && n.synth.describe() != o.synth.describe()) || !m_data;
   if (dataChanged) {
     // Open in the background; the current data and experiment stay until it succeeds.
@@ -1062,8 +1070,29 @@ void MainWindow::openFile(const QString& path) {
     if (!loadExperimentFile(path, &err)) reportError("Cannot open the experiment", err, true);
     return;
   }
+  if (tq::isCompressedCacheFile(path.toStdString())) {
+    // A saved compressed cache: loaded and verified (codebooks, fingerprints, buffer sizes) and shown; the
+    // explorer's views study uncompressed dumps, so the current data set stays.
+    try {
+      const tq::LoadedCompressedCache ld = tq::loadCompressed(path.toStdString());
+      const QString text = QString::fromStdString(tq::summarizeCompressed(ld.cache).describe());
+      m_lastError.clear();
+      statusBar()->showMessage(QFileInfo(path).fileName() + ": " + text.section('\n', 0, 0), 15000);
+      if (m_opt.dialogs) QMessageBox::information(this, "Compressed cache", QFileInfo(path).fileName() + "\n\n" + text);
+    } catch (const std::exception& ex) {
+      reportError("Cannot open the compressed cache", QString::fromStdString(ex.what()), true);
+    }
+    return;
+  }
   m_lastError.clear();
   if (m_data && m_exp.dataKind == DataKind::File && m_exp.dataPath == e.dataPath) m_exp.dataPath.clear();  // force a reload
+  applyExperiment(e);
+}
+
+void MainWindow::openSampleData(tq::SampleId id) {
+  Experiment e = m_exp;
+  e.dataKind = DataKind::Sample;
+  e.sample = id;
   applyExperiment(e);
 }
 

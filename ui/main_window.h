@@ -48,6 +48,7 @@ class MainWindow : public QMainWindow {
 
   /// Opens a file in the background; on failure an error is reported and the current data stays.
   void openFile(const QString& path);
+  void openSampleData(tq::SampleId id);
   void openSynthetic(const tq::SyntheticSpec& spec);
   /// Applies an experiment (controls, data); recomputes what changed.
   void applyExperiment(const Experiment& e);

@@ -11,10 +11,8 @@
 #include <stdexcept>
 
 #include "data/kv_dump.h"
+#include "data/samples.h"
 #include "synth/synthetic.h"
-
-// The resource lives in a static library: register it explicitly (outside any namespace).
-static void initTqResources() { Q_INIT_RESOURCE(tqstudio); }
 
 namespace tq::ui {
 
@@ -24,16 +22,6 @@ SourceOpener defaultOpener() {
   };
 }
 
-std::vector<uint8_t> sampleBytes() {
-  initTqResources();
-  QFile res(":/tq/sample.safetensors");
-  if (!res.open(QIODevice::ReadOnly)) throw std::runtime_error("the embedded sample is missing from the resources");
-  const QByteArray b = res.readAll();
-  return std::vector<uint8_t>(b.begin(), b.end());
-}
-
-std::unique_ptr<tq::KvSource> openSample() { return tq::KvDump::openBuffer(kSampleName, sampleBytes()); }
-
 std::shared_ptr<const tq::KvSource> openData(const Experiment& e, const SourceOpener& opener, const std::function<bool(size_t, size_t)>& progress) {
   switch (e.dataKind) {
     case DataKind::Synthetic: {
@@ -41,7 +29,7 @@ std::shared_ptr<const tq::KvSource> openData(const Experiment& e, const SourceOp
       return std::make_shared<tq::SyntheticKv>(e.synth);
     }
     case DataKind::File: return std::shared_ptr<const tq::KvSource>(opener(e.dataPath.toStdString(), progress));
-    default: return std::shared_ptr<const tq::KvSource>(openSample());
+    default: return std::shared_ptr<const tq::KvSource>(tq::openSample(e.sample));
   }
 }
 

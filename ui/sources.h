@@ -20,10 +20,7 @@ using SourceOpener = std::function<std::unique_ptr<tq::KvSource>(const std::stri
 /// The default opener: the engine's KvDump (safetensors, npz, npy; every layout it knows).
 SourceOpener defaultOpener();
 
-inline constexpr const char* kSampleName = "stories260K_lily_512.safetensors";
-/// The embedded real sample (stories260K · lily · 512 tokens), compiled into the binary as a Qt resource.
-std::vector<uint8_t> sampleBytes();
-std::unique_ptr<tq::KvSource> openSample();
+/// The embedded samples are core's (data/samples.h): one definition for the CLI and the GUI.
 
 /// Opens the data an experiment names. Throws std::exception with the reader's message.
 std::shared_ptr<const tq::KvSource> openData(const Experiment& e, const SourceOpener& opener,

@@ -372,4 +372,42 @@ LoadedCompressedCache loadCompressedBuffer(const std::string& name, std::vector<
   return loadFrom(f);
 }
 
+CompressedSummary summarizeCompressed(const CompressedCache& cache) {
+  CompressedSummary s;
+  s.layers = cache.layers.size();
+  s.bytes = cache.bytes();
+  for (const auto& l : cache.layers) {
+    s.kvHeads = std::max(s.kvHeads, l.keys.size());
+    if (!l.keys.empty()) s.tokens = std::max(s.tokens, l.keys[0].count);
+    std::string line = "layer " + std::to_string(l.sourceLayer) + ": keys " + std::to_string(l.keyConfig.bits) + "-bit " + keyModeName(l.keyConfig.mode);
+    if (l.keyConfig.mode != KeyMode::Mse && !l.keys.empty()) line += " (m = " + std::to_string(l.keys[0].projDim) + ")";
+    if (!l.values.empty()) line += ", values " + std::to_string(l.valueConfig.bits) + "-bit mse";
+    if (!l.keys.empty()) {
+      line += "; " + std::to_string(l.keys[0].bytesPerVector());
+      if (!l.values.empty()) line += " + " + std::to_string(l.values[0].bytesPerVector());
+      line += " B/vector";
+    }
+    s.layerLines.push_back(line);
+  }
+  return s;
+}
+
+std::string CompressedSummary::describe() const {
+  std::string out = "tq-compressed/1 cache: " + std::to_string(layers) + " layers, " + std::to_string(kvHeads) + " kv heads, " +
+                    std::to_string(tokens) + " tokens, " + std::to_string(bytes) + " bytes of codes, signs and norms\n";
+  for (const auto& l : layerLines) out += "  " + l + "\n";
+  out += "verified: codebooks, rotation and QJL fingerprints equal the rebuilt quantizers; every buffer has its size\n";
+  return out;
+}
+
+bool isCompressedCacheFile(const std::string& path) {
+  try {
+    const SafetensorsFile f(path);
+    const auto it = f.metadata().find("format");
+    return it != f.metadata().end() && it->second == kFormat;
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
 }  // namespace tq

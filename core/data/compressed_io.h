@@ -53,4 +53,17 @@ struct LoadedCompressedCache {
 LoadedCompressedCache loadCompressed(const std::string& path);
 LoadedCompressedCache loadCompressedBuffer(const std::string& name, std::vector<uint8_t> bytes);
 
+/// What a loaded cache holds, for `info` and the GUI's Open (one summary, two renderings).
+struct CompressedSummary {
+  size_t layers = 0, kvHeads = 0, tokens = 0;
+  size_t bytes = 0;                    ///< codes, signs and norms of every buffer
+  std::vector<std::string> layerLines; ///< "layer 3: keys 3-bit prod (m = 128), values 2-bit mse; 52 + 34 B/vector"
+  /// Several lines: the counts, one line per layer, and what was verified.
+  std::string describe() const;
+};
+CompressedSummary summarizeCompressed(const CompressedCache& cache);
+
+/// True when `path` is a safetensors file whose metadata says tq-compressed/1. Never throws.
+bool isCompressedCacheFile(const std::string& path);
+
 }  // namespace tq

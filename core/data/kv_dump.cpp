@@ -738,6 +738,9 @@ std::unique_ptr<KvDump> KvDump::openFile(std::shared_ptr<const MappedFile> file,
   else if (const char* kind = (n < 8 || io::rd64(p) > n - 8) ? foreignFormat(p, n) : nullptr)  // not a plausible safetensors length
     throw DataError(path, std::string("is ") + kind + ", not a KV dump (expected a safetensors, .npz or .npy file; see docs/KVDUMP.md)");
   else impl->store = std::make_unique<SafetensorsStore>(file);
+  if (const auto f = impl->store->metadata.find("format"); f != impl->store->metadata.end() && f->second == "tq-compressed/1")
+    throw DataError(path, "is a tq-compressed/1 cache (compressed keys and values), not a KV dump: `tqstudio-cli info` shows and verifies it; "
+                          "open the dump it was made from to explore it");
   impl->summary.container = impl->store->container;
   impl->summary.fileBytes = n;
   impl->resolveLayout();

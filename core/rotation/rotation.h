@@ -10,6 +10,9 @@
 
 namespace tq {
 
+/// The largest dimension a Haar (dense, Gram-Schmidt) rotation is built for; Hadamard has no such limit.
+constexpr int kMaxHaarDimension = 1024;
+
 enum class RotationKind { Haar, Hadamard, Explicit };
 
 const char* rotationName(RotationKind k);

@@ -51,6 +51,26 @@ class TstCli : public QObject {
     QVERIFY2(QString::fromStdString(r.err).contains(message), r.err.c_str());
     QVERIFY(r.out.empty());
   }
+  void infoSampleReportsTheEmbeddedSample() {
+    const Run r = run({"info", "sample", "--json"});
+    QCOMPARE(r.code, 0);
+    const auto j = nlohmann::json::parse(r.out);
+    QCOMPARE(j["embedded_sample"].get<std::string>(), std::string("default"));
+    QVERIFY(j["model"].get<std::string>().find("Qwen2.5-Coder-1.5B-Instruct") != std::string::npos);
+    QCOMPARE(j["head_dim"].get<int>(), 128);
+    QCOMPARE(j["layers"].get<int>(), 4);
+    QCOMPARE(j["q_heads"].get<int>(), 12);
+    QCOMPARE(j["kv_heads"].get<int>(), 2);
+    QCOMPARE(j["seq_len"].get<int>(), 512);
+    QCOMPARE(j["metadata"]["source_layers"].get<std::string>(), std::string("0,9,15,27"));
+    const Run tiny = run({"info", "sample:tiny", "--json"});
+    QCOMPARE(tiny.code, 0);
+    QCOMPARE(nlohmann::json::parse(tiny.out)["head_dim"].get<int>(), 8);
+    // Every command that takes a FILE takes the sample.
+    QCOMPARE(run({"evaluate", "sample", "--key-bits", "3", "--layers", "1", "--json"}).code, 0);
+    QCOMPARE(run({"evaluate", "sample:tiny", "--key-bits", "3", "--csv"}).code, 0);
+    QCOMPARE(run({"info", "sample:huge"}).code, 2);
+  }
   void memoryJson() {
     const Run r = run({"memory", "--model", "qwen2.5-3b", "--tokens", "8192", "--key-bits", "3", "--value-bits", "3", "--json"});
     QCOMPARE(r.code, 0);

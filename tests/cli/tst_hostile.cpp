@@ -77,6 +77,11 @@ class TstHostile : public QObject {
     writeBytes(p("d5000.safetensors"), kvDump(1, 1, 2, 5000));
     for (const char* cmd : {"info", "evaluate"}) expectRefusal(run({cmd, p("d5000.safetensors")}), "d5000.safetensors", "head_dim 5000 is outside 2..4096");
   }
+  void workWithoutACancelPointIsBounded() {
+    // A dense Haar rotation above d = 1024 (2 d^3 operations, minutes at 4096) is refused with the way out.
+    writeBytes(p("d2048.safetensors"), kvDump(1, 1, 4, 2048));
+    expectRefusal(run({"evaluate", p("d2048.safetensors"), "--key-bits", "2", "--mode", "mse"}), "d2048.safetensors", "use the Hadamard rotation");
+  }
   void windowAndFigureSizesAreBounded() {
 #ifdef TQ_HAVE_UI
     expectRefusal(run({"export-figures", "sample", "--out", p("o1"), "--window-size", "100000x100000"}), "--window-size", "outside");
@@ -274,6 +279,8 @@ class TstHostile : public QObject {
     t[8 + headerLen + cb->begin + 3] ^= 0x10;
     writeBytes(p("tampered.safetensors"), t);
     expectRefusal(run({"info", p("tampered.safetensors")}), "tampered.safetensors", "codebook");
+    // Commands that take a KV dump say what the file is instead of "no KV tensors recognised".
+    expectRefusal(run({"evaluate", c}), c, "is a tq-compressed/1 cache");
     writeBytes(p("short.safetensors"), std::vector<uint8_t>(b.begin(), b.end() - 8));
     expectRefusal(run({"info", p("short.safetensors")}), "short.safetensors", "short.safetensors:");
   }

@@ -55,12 +55,14 @@ class TestWindow : public QObject {
     QString err;
     QVERIFY2(w.openNow(sample(), &err), qPrintable(err));
     QVERIFY(w.data());
-    QCOMPARE(w.data()->shape.layers, 5);
-    QCOMPARE(w.data()->shape.qHeads, 8);
-    QCOMPARE(w.data()->shape.kvHeads, 4);
+    // The default sample is the real head_dim-128 slice of Qwen2.5-Coder-1.5B (layers 0, 9, 15, 27).
+    QCOMPARE(w.data()->shape.layers, 4);
+    QCOMPARE(w.data()->shape.qHeads, 12);
+    QCOMPARE(w.data()->shape.kvHeads, 2);
+    QCOMPARE(w.data()->shape.headDim, 128);
     QCOMPARE(w.data()->shape.seq, 512);
     QVERIFY(w.data()->shape.hasQueries);
-    QVERIFY(QString::fromStdString(w.data()->name).contains("stories260K"));
+    QVERIFY2(w.captionText().contains("Qwen2.5-Coder-1.5B"), qPrintable(w.captionText()));
     QCOMPARE(w.views().size(), 6);
     for (auto* v : w.views()) QVERIFY2(v->dataPoints() > 0, qPrintable(v->id() + " is empty"));
     // causal heatmap of the full sample: 512 x 512 cells, of which 512*513/2 are unmasked
@@ -71,8 +73,26 @@ class TestWindow : public QObject {
     QVERIFY(w.backendText().contains("CPU"));
     // hover text names the tokens
     const QString hover = w.attentionView()->describe(14, 20);
-    QVERIFY2(hover.contains("q 20") && hover.contains("k 14") && hover.contains("Lily"), qPrintable(hover));
+    QVERIFY2(hover.contains("q 20") && hover.contains("k 14") && hover.contains("' SQL'"), qPrintable(hover));
     QVERIFY(w.attentionView()->describe(30, 20).contains("masked"));
+  }
+
+  void theTinySampleStaysAChoice() {
+    MainWindow w(quiet());
+    QString err;
+    Experiment e = sample();
+    e.sample = tq::SampleId::Tiny;
+    QVERIFY2(w.openNow(e, &err), qPrintable(err));
+    QCOMPARE(w.data()->shape.layers, 5);
+    QCOMPARE(w.data()->shape.qHeads, 8);
+    QCOMPARE(w.data()->shape.kvHeads, 4);
+    QCOMPARE(w.data()->shape.headDim, 8);
+    QVERIFY(w.captionText().contains("stories260K"));
+    QVERIFY(w.attentionView()->describe(14, 20).contains("Lily"));
+    // The choice is part of the experiment and survives its JSON round trip.
+    Experiment back;
+    QVERIFY(back.fromJson(w.experiment().toJson(), &err));
+    QVERIFY(back.sample == tq::SampleId::Tiny);
   }
 
   void aBitsChangeRecomputesInTheWorker() {
