@@ -72,7 +72,9 @@ const char* kUsage =
     "  evaluate   FILE [--key-bits LIST] [--value-bits LIST] [--proj-dim LIST] [--mode mse,prod,qjl]\n"
     "             [--layers LIST] [--heads LIST] [--queries dump|last-key|random] [--max-queries N]\n"
     "             [--rotation haar|hadamard] [--law exact|gaussian] [--seed S] [--backend auto|cpu|cuda]\n"
-    "             [--sample-cells N] [--nonfinite refuse|zero] [--json|--csv]   fidelity metrics per (layer, head)\n"
+    "             [--sample-cells N] [--center none|causal[:W]|oracle] [--nonfinite refuse|zero] [--json|--csv]\n"
+    "             fidelity metrics per (layer, head); --center: subtract the per-head key mean (causal: of the first W=128\n"
+    "             tokens, kept exact; oracle: of the whole dump) before quantizing, charged to the key bytes\n"
     "             and summarised; --sample-cells N: only the first N (layer, kv head) cells of the seeded order\n"
     "any command: --memory-budget SIZE (default half of this machine's memory, or TQ_MEMORY_BUDGET)\n"
     "exit codes: 0 ok, 1 a check failed, 2 bad usage or input\n";
@@ -612,7 +614,7 @@ json metricsJson(const AttentionMetrics& m) {
 
 int cmdEvaluate(const Args& a, std::ostream& out, std::ostream& err) {
   a.allow({"key-bits", "value-bits", "proj-dim", "mode", "layers", "heads", "queries", "max-queries", "rotation", "law", "seed", "backend",
-           "nonfinite", "json", "csv", "reference-one-bit", "sample-cells"});
+           "nonfinite", "json", "csv", "reference-one-bit", "sample-cells", "center"});
   if (a.flag("json") && a.flag("csv")) throw UsageError("choose one of --json and --csv");
   using Clock = std::chrono::steady_clock;
   const auto tStart = Clock::now();
@@ -643,6 +645,7 @@ int cmdEvaluate(const Args& a, std::ostream& out, std::ostream& err) {
   c.seed = static_cast<uint64_t>(a.integer("seed", 42, 0, (1LL << 62)));
   c.referenceOneBit = a.flag("reference-one-bit");
   c.sampleCells = static_cast<size_t>(a.integer("sample-cells", 0, 0, 100000000));
+  c.centering = parseOr("--center", [&] { return parseKeyCentering(a.str("center", "none"), &c.centerWindow); });
   auto backend = backendReady.get();
   if (!note.empty() && choice == BackendChoice::Cuda) err << "tqstudio-cli evaluate: " << note << "; running on the CPU\n";
   const SweepResult r = parseOr(dump->path(), [&] { return runSweep(*dump, c, *backend); });
@@ -698,7 +701,8 @@ int cmdEvaluate(const Args& a, std::ostream& out, std::ostream& err) {
   }
   json j = {{"command", "evaluate"}, {"file", dump->path()}, {"model", dump->modelName()}, {"queries", r.queryLabel},
             {"backend", r.backend}, {"device", r.device}, {"backend_note", note}, {"head_dim", r.headDim}, {"tokens", r.tokens},
-            {"rotation", rotationName(c.rotation)}, {"law", lawName(c.law)}, {"seed", c.seed}, {"seconds", r.seconds},
+            {"rotation", rotationName(c.rotation)}, {"law", lawName(c.law)}, {"seed", c.seed}, {"key_centering", centeringLabel(c)},
+            {"seconds", r.seconds},
             {"cells_done", r.cellsDone}, {"cells_total", r.cellsTotal}, {"cells_in_grid", r.cellsInGrid}, {"cpu_fallback_cells", r.cpuFallbackCells},
             {"summary", summary}, {"per_head", perHead}};
   if (a.flag("json")) {
@@ -710,15 +714,18 @@ int cmdEvaluate(const Args& a, std::ostream& out, std::ostream& err) {
   if (r.cellsTotal < r.cellsInGrid) out << " · a seeded sample of " << r.cellsTotal << " of " << r.cellsInGrid << " (layer, kv head) cells";
   if (r.cpuFallbackCells) out << " · " << r.cpuFallbackCells << " cells evaluated on the CPU (the device declined them)";
   out << "\n";
-  out << " mode  K  V    m   attn-cos   top1   top5        KL  logit-cos  out-err   (mean over " << (summary.empty() ? 0 : summary[0]["heads"].get<int>())
-      << " heads; worst attn-cos)\n";
+  if (c.centering != KeyCentering::None)
+    out << "keys centred (" << centeringLabel(c) << (c.centering == KeyCentering::Oracle ? ", the whole dump's mean: not causal" : "")
+        << "); the mean and any exact window are charged to key B/vec\n";
+  out << " mode  K  V    m   attn-cos   top1   top5        KL  logit-cos  out-err  key B/vec   (mean over "
+      << (summary.empty() ? 0 : summary[0]["heads"].get<int>()) << " heads; worst attn-cos)\n";
   for (const auto& e : summary) {
     out << std::setw(5) << e["mode"].get<std::string>() << std::setw(3) << e["key_bits"].get<int>() << std::setw(3) << e["value_bits"].get<int>()
         << std::setw(5) << e["proj_dim"].get<int>() << std::fixed << std::setprecision(4) << std::setw(11) << e["attention_cosine"].get<double>()
         << std::setw(7) << std::setprecision(3) << e["top1"].get<double>() << std::setw(7) << e["top5"].get<double>() << std::scientific
         << std::setprecision(2) << std::setw(10) << e["kl"].get<double>() << std::fixed << std::setprecision(4) << std::setw(11)
-        << e["logit_cosine"].get<double>() << std::setw(9) << e["output_error"].get<double>() << "   (" << e["worst"]["attention_cosine"].get<double>()
-        << ")\n";
+        << e["logit_cosine"].get<double>() << std::setw(9) << e["output_error"].get<double>() << std::setprecision(2) << std::setw(11)
+        << e["key_bytes_per_vector"].get<double>() << std::setprecision(4) << "   (" << e["worst"]["attention_cosine"].get<double>() << ")\n";
     out.unsetf(std::ios::floatfield);
   }
   return status;

@@ -32,6 +32,13 @@ struct SweepTaskInput {
   size_t nq = 0;
   std::vector<const Quantizer*> keyQuantizers;    ///< one per key variant
   std::vector<const Quantizer*> valueQuantizers;  ///< one per value bit-width (empty when values is nullptr)
+  /// Key centering (all optional): the key quantizers compress compressKeys (seq x d, the keys minus a
+  /// per-head mean mu) instead of keys; keyOffset (d, mu as stored) is added back to every compressed key,
+  /// i.e. <q, mu> to each estimated score; the first exactKeys keys are kept uncompressed (a window whose
+  /// scores are the exact ones). Exact scores always use keys.
+  const float* compressKeys = nullptr;
+  const float* keyOffset = nullptr;
+  size_t exactKeys = 0;
   const std::atomic<bool>* cancel = nullptr;      ///< checked often (CPU: every block of keys): when set, the output is incomplete
   std::function<bool()> stop;                     ///< polled with cancel (e.g. a user's Cancel); true: stop
 };

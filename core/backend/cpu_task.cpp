@@ -164,6 +164,9 @@ void cpuEvaluateTask(const SweepTaskInput& in, SweepTaskOutput& out) {
   }
 
   std::vector<float> est(nq * seq), w(nq * seq), eo(nq * dv), z, sq;
+  const float* kx = in.compressKeys ? in.compressKeys : in.keys;  // what the key quantizers see
+  Eigen::VectorXf qmu;
+  if (in.keyOffset) qmu = Q * Eigen::Map<const Eigen::VectorXf>(in.keyOffset, static_cast<long>(d));
   // The MSE stage of MSE-only b and of MSE+QJL b+1 (any m) is the same rotation and codebook: when the
   // codes and norms are byte-identical, its reconstruction error and <q, x_mse> are reused (while the
   // cached products stay below ~256 MB).
@@ -181,7 +184,7 @@ void cpuEvaluateTask(const SweepTaskInput& in, SweepTaskOutput& out) {
     if (stop()) return;
     const Quantizer& q = *in.keyQuantizers[k];
     CompressedVectors kc;
-    if (!compress(q, in.keys, d, kc)) return;
+    if (!compress(q, kx, d, kc)) return;
     const MseStage* stage = nullptr;
     for (const auto& st : stages)
       if (st.bits == q.mseBits() && st.q->codebookPtr() == q.codebookPtr() && st.q->rotation().kind() == q.rotation().kind() &&
@@ -194,7 +197,7 @@ void cpuEvaluateTask(const SweepTaskInput& in, SweepTaskOutput& out) {
       keyMse = stage->keyMse;
       std::copy(stage->est.begin(), stage->est.end(), est.begin());
     } else if (q.mseBits() > 0) {
-      keyMse = mseOf(q, kc, in.keys, d, [&](size_t b, size_t n) {
+      keyMse = mseOf(q, kc, kx, d, [&](size_t b, size_t n) {
         E.middleCols(static_cast<long>(b), static_cast<long>(n)).noalias() =
             Q * Eigen::Map<const RowMat>(recBlock.data(), static_cast<long>(n), static_cast<long>(d)).transpose();
       });
@@ -211,6 +214,11 @@ void cpuEvaluateTask(const SweepTaskInput& in, SweepTaskOutput& out) {
           E.middleCols(static_cast<long>(b), static_cast<long>(n)) += Eigen::Map<const RowMat>(blockEst.data(), static_cast<long>(nq), static_cast<long>(n));
         }))
       return;
+    if (in.keyOffset) E.colwise() += qmu;  // <q, k_hat + mu> = <q, k_hat> + <q, mu>
+    const size_t window = std::min(in.exactKeys, seq);
+    if (window)
+      E.leftCols(static_cast<long>(window)) =
+          Eigen::Map<const RowMat>(exact.data(), static_cast<long>(nq), static_cast<long>(seq)).leftCols(static_cast<long>(window));
     std::fill(w.begin(), w.end(), 0.0f);
     for (size_t i = 0; i < nq; ++i) {
       if (stop()) return;

@@ -63,13 +63,19 @@ void toFile(const std::string& path, const std::function<void(std::ostream&)>& w
 
 }  // namespace
 
+std::string centeringLabel(const SweepConfig& c) {
+  if (c.centering == KeyCentering::Causal) return "causal:" + std::to_string(c.centerWindow);
+  return keyCenteringName(c.centering);
+}
+
 void writeCsv(const SweepResult& r, std::ostream& os) {
   os << "key_mode,key_bits,proj_dim,value_bits,layer,q_head,kv_head,tokens," << kMetricCols
-     << ",key_vector_mse,value_vector_mse,key_bytes_per_vector,value_bytes_per_vector\n";
+     << ",key_vector_mse,value_vector_mse,key_bytes_per_vector,value_bytes_per_vector,key_centering\n";
+  const std::string centering = centeringLabel(r.config);
   for (const SweepRow& row : r.rows) {
     os << csvField(keyModeName(row.key.mode)) << ',' << row.key.bits << ',' << row.key.projDim << ',' << row.valueBits << ',' << row.layer << ','
        << row.qHead << ',' << row.kvHead << ',' << row.tokens << ',' << metricFields(row.m) << ',' << num(row.keyVectorMse) << ','
-       << num(row.valueVectorMse) << ',' << row.keyBytesPerVector << ',' << row.valueBytesPerVector << '\n';
+       << num(row.valueVectorMse) << ',' << num(row.keyBytesPerVector) << ',' << row.valueBytesPerVector << ',' << centering << '\n';
   }
 }
 
@@ -80,7 +86,7 @@ void writeSummaryCsv(const SweepResult& r, std::ostream& os) {
   os << "key_mode,key_bits,proj_dim,value_bits,rows,key_bytes_per_vector,value_bytes_per_vector," << kMetricCols << worst << '\n';
   for (const SweepSummary& s : r.summary())
     os << csvField(keyModeName(s.key.mode)) << ',' << s.key.bits << ',' << s.key.projDim << ',' << s.valueBits << ',' << s.rows << ','
-       << s.keyBytesPerVector << ',' << s.valueBytesPerVector << ',' << metricFields(s.mean) << ',' << metricFields(s.worst) << '\n';
+       << num(s.keyBytesPerVector) << ',' << s.valueBytesPerVector << ',' << metricFields(s.mean) << ',' << metricFields(s.worst) << '\n';
 }
 
 void writeJson(const SweepResult& r, std::ostream& os) {
@@ -100,7 +106,7 @@ void writeJson(const SweepResult& r, std::ostream& os) {
   j["config"] = {{"key_bits", c.keyBits}, {"value_bits", c.valueBits}, {"modes", modes}, {"proj_dims", c.projDims},
                  {"rotation", rotationName(c.rotation)}, {"law", lawName(c.law)}, {"seed", c.seed}, {"reference_one_bit", c.referenceOneBit},
                  {"layers", c.layers}, {"q_heads", c.qHeads}, {"query_source", querySourceName(c.queries)}, {"max_queries", c.maxQueries},
-                 {"evaluate_values", c.evaluateValues}};
+                 {"evaluate_values", c.evaluateValues}, {"key_centering", centeringLabel(c)}};
   nlohmann::json rows = nlohmann::json::array();
   for (const SweepRow& row : r.rows)
     rows.push_back({{"key", keyJson(row.key)}, {"value_bits", row.valueBits}, {"layer", row.layer}, {"q_head", row.qHead}, {"kv_head", row.kvHead},

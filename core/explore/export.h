@@ -11,6 +11,8 @@
 namespace tq {
 
 /// Header line + one line per SweepRow (RFC 4180 quoting, '\n' line ends).
+/// "none", "causal:128", "oracle": the key centering of a sweep, as the CSV/JSON and the CLI print it.
+std::string centeringLabel(const SweepConfig& c);
 void writeCsv(const SweepResult& result, std::ostream& os);
 /// Header line + one line per SweepSummary (mean and worst metrics).
 void writeSummaryCsv(const SweepResult& result, std::ostream& os);

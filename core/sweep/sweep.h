@@ -22,6 +22,17 @@ struct KeyVariant {
   bool operator==(const KeyVariant& o) const { return mode == o.mode && bits == o.bits && projDim == o.projDim; }
 };
 
+/// Key centering: subtract a per-(layer, kv head) channel mean mu from the keys before quantizing and add
+/// it back to the reconstruction. Softmax is invariant to the per-query constant <q, mu>, so the shift
+/// alone changes no attention weight; what changes is that the quantizer spends its bits on what varies
+/// between tokens. Causal: mu from the first W tokens, which are kept exact (an fp16 window); Oracle: mu
+/// of the whole dump (not available to a real cache: labelled as such). mu is stored in fp16 and charged
+/// to the key ledger (2 d bytes per head, amortised over the tokens), as are the W exact keys.
+enum class KeyCentering { None, Causal, Oracle };
+const char* keyCenteringName(KeyCentering c);  ///< "none", "causal", "oracle"
+/// "none", "causal", "causal:W", "oracle"; throws std::invalid_argument naming the text.
+KeyCentering parseKeyCentering(const std::string& s, int* window);
+
 struct SweepConfig {
   std::vector<int> keyBits{3};
   std::vector<int> valueBits{3};
@@ -40,6 +51,8 @@ struct SweepConfig {
   /// series) are evaluated first, on the first 8 cells of the order, before the others.
   std::vector<KeyVariant> firstVariants;
   bool evaluateValues = true;
+  KeyCentering centering = KeyCentering::None;
+  int centerWindow = 128;  ///< Causal: the tokens mu is taken from, kept exact
   /// Throws std::invalid_argument naming the problem (bits out of range, empty lists...).
   void validate() const;
 };
@@ -54,7 +67,9 @@ struct SweepRow {
   AttentionMetrics m;          ///< mean over the queries of this head
   double keyVectorMse = 0;     ///< ||k - k_mse||^2 / ||k||^2 (MSE stage)
   double valueVectorMse = 0;
-  size_t keyBytesPerVector = 0, valueBytesPerVector = 0;  ///< measured from the buffers
+  /// Bytes per (token, kv head) from the buffers' sizes; keys include centering's mu and window, amortised.
+  double keyBytesPerVector = 0;
+  size_t valueBytesPerVector = 0;
   size_t tokens = 0;
 };
 
@@ -64,7 +79,8 @@ struct SweepSummary {
   AttentionMetrics mean;   ///< mean over (layer, head) rows
   AttentionMetrics worst;  ///< min of cosines/top-k, max of KL/output error/|bias|
   size_t rows = 0;
-  size_t keyBytesPerVector = 0, valueBytesPerVector = 0;
+  double keyBytesPerVector = 0;
+  size_t valueBytesPerVector = 0;
 };
 
 struct SweepResult {

@@ -7,11 +7,15 @@
 #include <set>
 
 #include "attention/attention.h"
+#include "data/kv_dump.h"
+#include "data/safetensors.h"
 #include "backend/backend.h"
 #include "metrics/metrics.h"
 #include "sweep/sweep.h"
 #include "synth/synthetic.h"
+#include "util/half.h"
 #include "util/parallel.h"
+#include "util/rng.h"
 
 using namespace tq;
 
@@ -98,11 +102,82 @@ class TaskBackend : public Backend {
   std::atomic<int> tasks{0};
   bool refuse = false;
 };
+
+/// One layer, one kv head, one query head: keys = a large per-channel bias (norm ~500, as in Qwen2's layer
+/// 0) + unit noise, real queries. fp16 like a dump.
+std::unique_ptr<KvDump> biasedHead(int seq, int d) {
+  SafetensorsWriter w;
+  std::vector<uint16_t> k(static_cast<size_t>(seq) * d), v(k.size()), q(k.size());
+  for (int t = 0; t < seq; ++t)
+    for (int j = 0; j < d; ++j) {
+      const size_t i = static_cast<size_t>(t) * d + j;
+      const float bias = (j % 8 == 0) ? 150.0f : 5.0f * static_cast<float>(standardNormal(1, 0, static_cast<uint64_t>(j)));
+      k[i] = floatToHalf(bias + static_cast<float>(standardNormal(2, 0, i)));
+      v[i] = floatToHalf(static_cast<float>(standardNormal(3, 0, i)));
+      q[i] = floatToHalf(2.0f * static_cast<float>(standardNormal(4, 0, i)));
+    }
+  for (auto [name, buf] : {std::pair<const char*, std::vector<uint16_t>*>{"layers.0.k", &k}, {"layers.0.v", &v}, {"layers.0.q", &q}})
+    w.add(name, DType::F16, {1, seq, d}, buf->data(), buf->size() * 2);
+  return KvDump::openBuffer("biased.safetensors", w.serialize());
+}
 }  // namespace
 
 class TstSweep : public QObject {
   Q_OBJECT
  private slots:
+  void centeringTheKeysAloneChangesNoAttentionWeight() {
+    // softmax(q.k * s) = softmax(q.(k - mu) * s): the per-query constant q.mu cancels (to 1e-6).
+    const int seq = 200, d = 64;
+    std::vector<float> K(static_cast<size_t>(seq) * d), Kc(K.size()), q(d), mu(d);
+    for (size_t i = 0; i < K.size(); ++i) K[i] = static_cast<float>(standardNormal(5, 1, i)) + (i % d < 4 ? 40.0f : 0.0f);
+    for (int j = 0; j < d; ++j) q[j] = static_cast<float>(standardNormal(6, 1, static_cast<uint64_t>(j)));
+    for (int j = 0; j < d; ++j) {
+      double m = 0;
+      for (int t = 0; t < seq; ++t) m += K[static_cast<size_t>(t) * d + j];
+      mu[j] = static_cast<float>(m / seq);
+    }
+    for (size_t i = 0; i < K.size(); ++i) Kc[i] = K[i] - mu[i % d];
+    std::vector<float> a(seq), b(seq);
+    exactScores(q.data(), 1, K.data(), seq, d, a.data());
+    exactScores(q.data(), 1, Kc.data(), seq, d, b.data());
+    std::vector<double> pa(seq), pb(seq), la(seq), lb(seq);
+    logSoftmax(a.data(), seq, 0.125, pa.data(), la.data());
+    logSoftmax(b.data(), seq, 0.125, pb.data(), lb.data());
+    double worst = 0;
+    for (int t = 0; t < seq; ++t) worst = std::max(worst, std::fabs(pa[t] - pb[t]));
+    QVERIFY2(worst < 1e-6, qPrintable(QString::number(worst)));
+  }
+
+  void centeringRecoversABiasedHeadAndIsCharged() {
+    const int seq = 256, d = 64;
+    const auto src = biasedHead(seq, d);
+    auto cpu = makeCpuBackend();
+    SweepConfig c;
+    c.keyBits = {3};
+    c.valueBits = {4};
+    c.modes = {KeyMode::Mse};
+    auto rowOf = [&](KeyCentering k, int window) {
+      c.centering = k;
+      c.centerWindow = window;
+      const SweepResult r = runSweep(*src, c, *cpu);
+      return r.rows.at(0);
+    };
+    const SweepRow none = rowOf(KeyCentering::None, 128), oracle = rowOf(KeyCentering::Oracle, 128), causal = rowOf(KeyCentering::Causal, 32);
+    // The quantizer spends its bits on the bias without centering.
+    QVERIFY2(none.m.attentionCosine < 0.6, qPrintable(QString::number(none.m.attentionCosine)));
+    QVERIFY2(oracle.m.attentionCosine > 0.95, qPrintable(QString::number(oracle.m.attentionCosine)));
+    QVERIFY2(causal.m.attentionCosine > 0.95, qPrintable(QString::number(causal.m.attentionCosine)));
+    // Ledger: MSE 3 bits at d = 64 is 24 code bytes + a 2-byte norm; mu costs 2d once per head; the causal
+    // window's 32 keys are kept at fp16 (2d bytes each).
+    const double b = 26;
+    QCOMPARE(none.keyBytesPerVector, b);
+    QCOMPARE(oracle.keyBytesPerVector, (seq * b + 2.0 * d) / seq);
+    QCOMPARE(causal.keyBytesPerVector, ((seq - 32) * b + 32 * 2.0 * d + 2.0 * d) / seq);
+    QVERIFY_THROWS_EXCEPTION(std::invalid_argument, parseKeyCentering("causal:0", nullptr));
+    int w = 0;
+    QVERIFY(parseKeyCentering("causal:64", &w) == KeyCentering::Causal && w == 64);
+  }
+
   void syntheticQueryRowsEqualSelectedRows() {
     SyntheticSpec spec = smallSpec();
     for (SyntheticKind k : {SyntheticKind::OutlierChannels, SyntheticKind::LowRank, SyntheticKind::RopeLike}) {
