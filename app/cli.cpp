@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 #include "cli.h"
 
+#include <unistd.h>
+
 #include <Eigen/Dense>
 #include <algorithm>
 #include <chrono>
@@ -648,7 +650,20 @@ int cmdEvaluate(const Args& a, std::ostream& out, std::ostream& err) {
   c.centering = parseOr("--center", [&] { return parseKeyCentering(a.str("center", "none"), &c.centerWindow); });
   auto backend = backendReady.get();
   if (!note.empty() && choice == BackendChoice::Cuda) err << "tqstudio-cli evaluate: " << note << "; running on the CPU\n";
-  const SweepResult r = parseOr(dump->path(), [&] { return runSweep(*dump, c, *backend); });
+  // Progress on stderr for long runs (a terminal only, at most once a second, after the first 2 s);
+  // Ctrl-C ends the process (the default SIGINT action), so nothing here blocks it.
+  const bool tty = ::isatty(2) == 1;
+  auto lastPrint = Clock::now();
+  bool printed = false;
+  const ProgressFn progress = [&](size_t done, size_t total) {
+    if (!tty || secs(tStart) < 2.0 || std::chrono::duration<double>(Clock::now() - lastPrint).count() < 1.0) return true;
+    lastPrint = Clock::now();
+    printed = true;
+    err << "\revaluate: " << done << " of " << total << " cells, " << static_cast<int>(secs(tStart)) << " s" << std::flush;
+    return true;
+  };
+  const SweepResult r = parseOr(dump->path(), [&] { return runSweep(*dump, c, *backend, progress); });
+  if (printed) err << "\n";
   const auto tOut = Clock::now();
   struct ProfileLine {  // TQ_SWEEP_PROFILE=1: where the command's time went, once the output is written
     bool on;

@@ -425,6 +425,12 @@ void MainWindow::buildUi() {
   brow->addWidget(bSynth);
   dl->addWidget(m_dataName);
   dl->addWidget(m_dataShape);
+  m_keyNote = new QLabel;
+  m_keyNote->setWordWrap(true);
+  m_keyNote->setStyleSheet("color: #a04000;");
+  m_keyNote->setObjectName("keyNote");
+  m_keyNote->hide();
+  dl->addWidget(m_keyNote);
   dl->addLayout(brow);
   col->addWidget(gData);
 
@@ -783,6 +789,18 @@ void MainWindow::applyDetail(const DetailResult& r) {
   m_detail.headDim = r.headDim;
   m_detail.keyBytesPerVector = r.keyBytesPerVector;
   m_detail.valueBytesPerVector = r.valueBytesPerVector;
+  m_detail.keyMeanShare = r.keyMeanShare;
+  // Say why TurboQuant fails where the keys are mostly bias (the number is core's, for this head).
+  if (r.keyMeanShare > 0.5) {
+    m_keyNote->setText(QString("L%1 kv head %2: %3 % of the keys' energy is their mean (a bias). TurboQuant spends its bits on it; "
+                               "centring the keys recovers it (tqstudio-cli evaluate --center causal; docs/RESULTS.md).")
+                           .arg(r.exp.layer)
+                           .arg(r.kvHead)
+                           .arg(100.0 * r.keyMeanShare, 0, 'f', 2));
+    m_keyNote->show();
+  } else {
+    m_keyNote->hide();
+  }
   const QString ql = QString::fromStdString(r.queryLabel);
   if (r.parts & PartHeatmap) {
     m_detail.heat = r.heat;

@@ -146,6 +146,7 @@ class MainWindow : public QMainWindow {
 
   // controls
   QLabel* m_dataName = nullptr;
+  QLabel* m_keyNote = nullptr;
   QLabel* m_dataShape = nullptr;
   QSpinBox* m_keyBits = nullptr;
   QSpinBox* m_valueBits = nullptr;

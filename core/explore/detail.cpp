@@ -193,6 +193,7 @@ DetailData computeDetailData(const std::shared_ptr<const KvSource>& src, const s
   if (K.size() != S * D) throw std::runtime_error("the keys of layer " + std::to_string(e.layer) + " have the wrong size");
   const int qpos = e.queryPos < 0 || e.queryPos >= seq ? seq - 1 : e.queryPos;
   out.queryToken = qpos;
+  out.keyMeanShare = meanEnergyShare(K.data(), S, D);
   static const bool profile = std::getenv("TQ_PROFILE") != nullptr;
   int posted = 0;  // parts already delivered as partial results
   auto deliver = [&](int part) {
@@ -207,6 +208,7 @@ DetailData computeDetailData(const std::shared_ptr<const KvSource>& src, const s
     p.device = out.device;
     p.keyBytesPerVector = out.keyBytesPerVector;
     p.valueBytesPerVector = out.valueBytesPerVector;
+    p.keyMeanShare = out.keyMeanShare;
     if (part == PartHeatmap) p.heat = out.heat;
     if (part == PartEstimator) p.estimator = out.estimator;
     if (part == PartHow) p.how = out.how;

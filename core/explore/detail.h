@@ -101,6 +101,7 @@ struct DetailData {
   int kvHead = 0, headDim = 0, queryToken = 0;
   std::string queryLabel, backend, device;
   size_t keyBytesPerVector = 0, valueBytesPerVector = 0;  ///< measured from the compressed buffers
+  double keyMeanShare = 0;  ///< meanEnergyShare of the selected kv head's keys (how much of them is bias)
   Heatmap heat;
   std::vector<EstimatorSeries> estimator;
   HowItWorks how;

@@ -252,4 +252,20 @@ MemoryReport memoryModel(const MemoryConfig& c) {
   return r;
 }
 
+double meanEnergyShare(const float* x, size_t n, size_t d) {
+  if (n == 0 || d == 0) return 0;
+  std::vector<double> mean(d, 0.0);
+  double energy = 0;
+  for (size_t t = 0; t < n; ++t)
+    for (size_t j = 0; j < d; ++j) {
+      const double v = x[t * d + j];
+      mean[j] += v;
+      energy += v * v;
+    }
+  if (!(energy > 0)) return 0;
+  double m2 = 0;
+  for (size_t j = 0; j < d; ++j) m2 += (mean[j] / static_cast<double>(n)) * (mean[j] / static_cast<double>(n));
+  return std::min(1.0, m2 / (energy / static_cast<double>(n)));
+}
+
 }  // namespace tq

@@ -43,6 +43,11 @@ AttentionMetrics attentionMetrics(const float* exact, const double* exactP, cons
                                   double* estP);
 /// ||o - o_hat|| / ||o|| (||o - o_hat|| when o = 0).
 double outputError(const float* exactOut, const float* estimatedOut, size_t dv);
+
+/// The share of the rows' energy that their mean carries: ||mean_t x_t||^2 / mean_t ||x_t||^2, in [0, 1]
+/// (0 for no rows or all-zero rows). Near 1 for keys that are almost all bias (Qwen2's layer 0: 1.00),
+/// where a quantizer of the whole vector spends its bits on the bias.
+double meanEnergyShare(const float* x, size_t n, size_t d);
 /// Inner-product error statistics only (bias, variance, slope, correlation) over pairs.
 void innerProductStats(const double* exact, const double* estimated, size_t n, AttentionMetrics& m);
 

@@ -431,10 +431,12 @@ CrossCheckReport crossCheckReference(const std::string& path) {
     const std::string pre = "d" + std::to_string(d) + ".b" + std::to_string(b);
     const std::string dp = "d" + std::to_string(d);
     const size_t D = static_cast<size_t>(d);
+    const std::string group = pre + "." + kind;  // structured bindings cannot be captured in C++17 (clang)
+    const int dim = d;
     auto boundWork = [&](size_t n) {  // the double-precision rotation of every row: n d^2 multiply-adds
       const double ops = static_cast<double>(n) * static_cast<double>(D) * static_cast<double>(D);
       if (ops > 2e10)
-        throw DataError(path, "group " + pre + "." + kind + ": " + std::to_string(n) + " vectors of dimension " + std::to_string(d) +
+        throw DataError(path, "group " + group + ": " + std::to_string(n) + " vectors of dimension " + std::to_string(dim) +
                                   " need " + std::to_string(static_cast<long long>(ops / 1e9)) + " G multiply-adds, more than the 20 G limit of crosscheck");
     };
     try {

@@ -8,6 +8,7 @@
 #include <QSignalSpy>
 #include <QTemporaryDir>
 #include <QtTest/QtTest>
+#include <QLabel>
 #include <QSettings>
 #include <QStandardPaths>
 #include <sstream>
@@ -63,6 +64,10 @@ class TestWindow : public QObject {
     QCOMPARE(w.data()->shape.seq, 512);
     QVERIFY(w.data()->shape.hasQueries);
     QVERIFY2(w.captionText().contains("Qwen2.5-Coder-1.5B"), qPrintable(w.captionText()));
+    // Layer 0's keys are almost all bias (docs/RESULTS.md): the window says so, with core's number.
+    auto* note = w.findChild<QLabel*>("keyNote");
+    QVERIFY(note);
+    QVERIFY2(!note->isHidden() && note->text().contains("L0 kv head 0: 99.97 %") && note->text().contains("bias"), qPrintable(note->text()));
     QCOMPARE(w.views().size(), 6);
     for (auto* v : w.views()) QVERIFY2(v->dataPoints() > 0, qPrintable(v->id() + " is empty"));
     // causal heatmap of the full sample: 512 x 512 cells, of which 512*513/2 are unmasked
