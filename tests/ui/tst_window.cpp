@@ -9,11 +9,14 @@
 #include <QTemporaryDir>
 #include <QtTest/QtTest>
 #include <QLabel>
+#include <fstream>
+#include <QStatusBar>
 #include <QSettings>
 #include <QStandardPaths>
 #include <sstream>
 
 #include "cli.h"
+#include "data/safetensors.h"
 #include "plot_views.h"
 
 #include "compute.h"
@@ -80,6 +83,35 @@ class TestWindow : public QObject {
     const QString hover = w.attentionView()->describe(14, 20);
     QVERIFY2(hover.contains("q 20") && hover.contains("k 14") && hover.contains("' SQL'"), qPrintable(hover));
     QVERIFY(w.attentionView()->describe(30, 20).contains("masked"));
+  }
+
+  void openShowsAndVerifiesACompressedCache() {
+    MainWindow w(quiet());
+    QString err;
+    QVERIFY(w.openNow(sample(), &err));
+    QTemporaryDir dir;
+    const std::string c = dir.filePath("cache.safetensors").toStdString();
+    std::ostringstream out, cerr;
+    QCOMPARE(tq::runCli({"compress", "sample:tiny", "--out", c, "--key-bits", "3", "--value-bits", "2"}, out, cerr), 0);
+    QSignalSpy errors(&w, &MainWindow::errorOccurred);
+    w.openFile(QString::fromStdString(c));
+    QVERIFY2(w.statusBar()->currentMessage().contains("tq-compressed/1 cache: 5 layers, 4 kv heads, 512 tokens"), qPrintable(w.statusBar()->currentMessage()));
+    QCOMPARE(errors.count(), 0);
+    QCOMPARE(w.data()->shape.headDim, 128);  // the explored data set stays
+    // A tampered cache is refused, naming the file.
+    std::ifstream in(c, std::ios::binary);
+    std::vector<char> b((std::istreambuf_iterator<char>(in)), {});
+    const tq::SafetensorsFile sf(c);
+    const tq::TensorInfo* cb = sf.find("layers.0.k.codebook");
+    QVERIFY(cb);
+    uint64_t headerLen = 0;
+    for (int i = 0; i < 8; ++i) headerLen |= static_cast<uint64_t>(static_cast<uint8_t>(b[static_cast<size_t>(i)])) << (8 * i);
+    b[8 + headerLen + cb->begin + 3] ^= 0x10;  // one codebook value changed
+    const std::string t = dir.filePath("cut.safetensors").toStdString();
+    std::ofstream(t, std::ios::binary).write(b.data(), static_cast<std::streamsize>(b.size()));
+    w.openFile(QString::fromStdString(t));
+    QCOMPARE(errors.count(), 1);
+    QVERIFY2(errors.at(0).at(0).toString().contains("cut.safetensors"), qPrintable(errors.at(0).at(0).toString()));
   }
 
   void theTinySampleStaysAChoice() {
