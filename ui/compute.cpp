@@ -81,6 +81,8 @@ tq::DetailConfig detailConfigFor(const Experiment& e, int headDim) {
   c.queryPos = e.queryPos;
   c.softmaxWeights = e.softmaxWeights;
   c.sweepQueries = e.sweepQueries;
+  c.centering = e.centering;
+  c.centerWindow = e.centerWindow;
   return c;
 }
 
@@ -118,6 +120,8 @@ tq::SweepConfig sweepConfigFor(const Experiment& e, const tq::KvShape& shape) {
   // the current series (mode, m) first on every cell, the other series after
   for (int b : c.keyBits) c.firstVariants.push_back({e.keyMode, b, e.keyMode == tq::KeyMode::Mse ? 0 : e.projDimFor(d)});
   c.evaluateValues = shape.hasValues;
+  c.centering = e.centering;
+  c.centerWindow = e.centerWindow;
   return c;
 }
 

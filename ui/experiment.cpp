@@ -87,6 +87,7 @@ QJsonObject Experiment::toJson() const {
   o["projDim"] = projChoiceName(proj);
   o["customProjDim"] = customProj;
   o["rotation"] = tq::rotationName(rotation);
+  o["keyCentering"] = QString::fromStdString(tq::keyCenteringLabel(centering, centerWindow));
   o["law"] = tq::lawName(law);
   o["seed"] = QString::number(seed);
   o["backend"] = tq::backendChoiceName(backend);
@@ -219,6 +220,8 @@ bool Experiment::fromJson(const QJsonObject& o, QString* error) {
     if (!ok) throw std::invalid_argument("projDim must be d/4, d/2, d, 2d or custom");
     e.customProj = static_cast<int>(f.integer("customProjDim", e.customProj, 1, 16384));
     e.rotation = tq::parseRotation(f.string("rotation", tq::rotationName(e.rotation)).toStdString());
+    e.centering = tq::parseKeyCentering(f.string("keyCentering", QString::fromStdString(tq::keyCenteringLabel(e.centering, e.centerWindow))).toStdString(),
+                                        &e.centerWindow);
     e.law = tq::parseLaw(f.string("law", tq::lawName(e.law)).toStdString());
     e.seed = f.seed("seed", e.seed);
     e.backend = tq::parseBackendChoice(f.string("backend", tq::backendChoiceName(e.backend)).toStdString());
@@ -256,6 +259,9 @@ QString Experiment::quantLabel(int headDim) const {
            .arg(rotation == tq::RotationKind::Hadamard ? "Hadamard" : "Haar")
            .arg(tq::lawName(law))
            .arg(seed);
+  if (centering != tq::KeyCentering::None)
+    s += QString(" · keys centred (%1%2)").arg(QString::fromStdString(tq::keyCenteringLabel(centering, centerWindow)),
+                                             centering == tq::KeyCentering::Oracle ? ", whole-dump mean" : "");
   return s;
 }
 
@@ -285,6 +291,7 @@ bool Experiment::applyFlag(const QString& key, const QString& value, QString* er
         customProj = toInt(1, 16384);
       }
     } else if (key == "rotation") rotation = tq::parseRotation(value.toStdString());
+    else if (key == "center") centering = tq::parseKeyCentering(value.toStdString(), &centerWindow);
     else if (key == "law" || key == "codebook") law = tq::parseLaw(value.toStdString());
     else if (key == "seed") {
       seed = value.toULongLong(&ok);
@@ -314,6 +321,7 @@ bool Experiment::applyFlag(const QString& key, const QString& value, QString* er
 QString Experiment::flagHelp() {
   return "  --key-bits N --value-bits N (1..8)   --mode mse|prod|qjl   --proj-dim d/4|d/2|d|2d|N\n"
          "  --rotation haar|hadamard   --law exact|gaussian   --seed N   --backend auto|cpu|cuda\n"
+         "  --center none|causal[:W]|oracle (subtract the per-head key mean before quantizing)\n"
          "  --layer L --head H --query-pos T   --queries dump|last-key|random   --heatmap softmax|logits\n"
          "  --model PRESET --context TOKENS   --sweep-queries N   --sample-cells N (fidelity sweep on N cells; 0 = all)\n";
 }

@@ -35,6 +35,8 @@ struct Experiment {
   ProjChoice proj = ProjChoice::Full;
   int customProj = 16;
   tq::RotationKind rotation = tq::RotationKind::Haar;
+  tq::KeyCentering centering = tq::KeyCentering::None;  ///< keys centred before quantizing (backend/centering.h)
+  int centerWindow = 128;                               ///< causal centering: mu from (and exact) first tokens
   tq::CodebookLaw law = tq::CodebookLaw::Exact;
   quint64 seed = 42;
   tq::BackendChoice backend = tq::BackendChoice::Auto;

@@ -52,7 +52,7 @@ void HowItWorksView::setData(const HowItWorks& h, int keyBits) {
   };
   // 1: x
   bars(m_rect[0], idx, vecf(h.x), kBlue, "x", 0.8, nullptr)->addToLegend(m_legend[0]);
-  m_sub[0]->setText(QString("1 · the key x of token %1 '%2'\nkv head %3 · ‖x‖ = %4").arg(h.token).arg(QString::fromStdString(h.tokenText)).arg(h.kvHead).arg(h.norm, 0, 'g', 4));
+  m_sub[0]->setText(QString(h.centred ? "1 · the centred key x = k − μ of token %1 '%2'\nkv head %3 · ‖x‖ = %4" : "1 · the key x of token %1 '%2'\nkv head %3 · ‖x‖ = %4").arg(h.token).arg(QString::fromStdString(h.tokenText)).arg(h.kvHead).arg(h.norm, 0, 'g', 4));
   // 2: rotated coordinates + density + cells
   {
     auto* r = m_rect[1];

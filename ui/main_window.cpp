@@ -450,6 +450,11 @@ void MainWindow::buildUi() {
   m_rotation = combo({{"Haar", int(tq::RotationKind::Haar)}, {"Hadamard", int(tq::RotationKind::Hadamard)}}, "Random rotation");
   m_law = combo({{"exact (sphere)", int(tq::CodebookLaw::Exact)}, {"Gaussian", int(tq::CodebookLaw::Gaussian)}}, "Law the Lloyd-Max codebook is solved for");
   m_seed = spin(0, 2147483647, "Seed of rotations and QJL matrices");
+  m_centering = combo({{"none", int(tq::KeyCentering::None)}, {"causal (first W tokens)", int(tq::KeyCentering::Causal)},
+                       {"oracle (whole dump)", int(tq::KeyCentering::Oracle)}},
+                      "Subtract the per-head key mean mu before quantizing and add <q, mu> back (softmax is unchanged by the shift). "
+                      "Causal: mu of the first W tokens (default 128; --center causal:W), kept exact. Oracle: the whole dump's mean, "
+                      "which no real cache has. mu and the window are charged to the key bytes.");
   fq->addRow("Key bits", m_keyBits);
   fq->addRow("Value bits", m_valueBits);
   fq->addRow("Key mode", m_keyMode);
@@ -457,6 +462,7 @@ void MainWindow::buildUi() {
   fq->addRow("Rotation", m_rotation);
   fq->addRow("Codebook", m_law);
   fq->addRow("Seed", m_seed);
+  fq->addRow("Key centring", m_centering);
   col->addWidget(gQ);
 
   // SELECTION
@@ -625,6 +631,7 @@ void MainWindow::syncControls() {
   m_proj->setEnabled(m_exp.keyMode != tq::KeyMode::Mse);
   setComboData(m_rotation, m_exp.rotation);
   setComboData(m_law, m_exp.law);
+  setComboData(m_centering, m_exp.centering);
   m_seed->setValue(static_cast<int>(std::min<quint64>(m_exp.seed, 2147483647)));
   setComboData(m_backend, m_exp.backend);
   m_layer->setValue(m_exp.layer);
@@ -657,6 +664,7 @@ void MainWindow::onControl() {
   n.customProj = m_customProj->value();
   n.rotation = static_cast<tq::RotationKind>(m_rotation->currentData().toInt());
   n.law = static_cast<tq::CodebookLaw>(m_law->currentData().toInt());
+  n.centering = static_cast<tq::KeyCentering>(m_centering->currentData().toInt());
   n.seed = static_cast<quint64>(m_seed->value());
   n.backend = static_cast<tq::BackendChoice>(m_backend->currentData().toInt());
   n.layer = m_layer->value();
@@ -703,7 +711,9 @@ void MainWindow::applyExperiment(const Experiment& n) {
     }
   }
   if (n.proj != o.proj || n.customProj != o.customProj) memory = true;
-  if (n.rotation != o.rotation || n.law != o.law || n.seed != o.seed || n.backend != o.backend) parts |= PartAll, sweep = true;
+  if (n.rotation != o.rotation || n.law != o.law || n.seed != o.seed || n.backend != o.backend || n.centering != o.centering ||
+      n.centerWindow != o.centerWindow)
+    parts |= PartAll, sweep = true;
   if (n.layer != o.layer || n.qHead != o.qHead) parts |= PartAll;
   if (n.queryPos != o.queryPos) parts |= PartHow;
   if (n.querySource != o.querySource) parts |= kHEH, sweep = true;
@@ -791,9 +801,18 @@ void MainWindow::applyDetail(const DetailResult& r) {
   m_detail.valueBytesPerVector = r.valueBytesPerVector;
   m_detail.keyMeanShare = r.keyMeanShare;
   // Say why TurboQuant fails where the keys are mostly bias (the number is core's, for this head).
-  if (r.keyMeanShare > 0.5) {
+  if (r.keyMeanShare > 0.5 && r.exp.centering != tq::KeyCentering::None) {
+    m_keyNote->setText(QString("L%1 kv head %2: %3 % of the keys' energy is their mean (a bias); the keys are centred (%4), so the "
+                               "quantizer sees only what varies between tokens. Keys cost %5 B/vector with the mean and window.")
+                           .arg(r.exp.layer)
+                           .arg(r.kvHead)
+                           .arg(100.0 * r.keyMeanShare, 0, 'f', 2)
+                           .arg(QString::fromStdString(tq::keyCenteringLabel(r.exp.centering, r.exp.centerWindow)))
+                           .arg(r.keyBytesCentred, 0, 'f', 2));
+    m_keyNote->show();
+  } else if (r.keyMeanShare > 0.5) {
     m_keyNote->setText(QString("L%1 kv head %2: %3 % of the keys' energy is their mean (a bias). TurboQuant spends its bits on it; "
-                               "centring the keys recovers it (tqstudio-cli evaluate --center causal; docs/RESULTS.md).")
+                               "centring the keys (Key centring: causal) recovers most of it (docs/RESULTS.md).")
                            .arg(r.exp.layer)
                            .arg(r.kvHead)
                            .arg(100.0 * r.keyMeanShare, 0, 'f', 2));

@@ -154,6 +154,7 @@ class MainWindow : public QMainWindow {
   QComboBox* m_proj = nullptr;
   QSpinBox* m_customProj = nullptr;
   QComboBox* m_rotation = nullptr;
+  QComboBox* m_centering = nullptr;
   QComboBox* m_law = nullptr;
   QSpinBox* m_seed = nullptr;
   QComboBox* m_backend = nullptr;

@@ -50,7 +50,7 @@ void viewScores(Backend& be, const Quantizer& q, const CompressedVectors& kc, co
 namespace {
 
 Heatmap computeHeat(const std::shared_ptr<const KvSource>& src, const DetailConfig& e, const HeatRegion& reg, Backend& be, const Quantizer& kq,
-                    const CompressedVectors& kcv, const std::vector<float>& K) {
+                    const CompressedVectors& kcv, const std::vector<float>& K, const CentredKeys& centred) {
   const KvShape shape = src->shape();
   const float scale = src->softmaxScale();
   const int seq = shape.seq, d = shape.headDim;
@@ -114,6 +114,7 @@ Heatmap computeHeat(const std::shared_ptr<const KvSource>& src, const DetailConf
   }
   std::vector<float> ap(R * S);
   viewScores(be, kq, kcv, exact->Qr.data(), R, ap.data());
+  uncentreScores(centred, exact->Qr.data(), R, K.data(), S, D, ap.data());
   const float nan = std::numeric_limits<float>::quiet_NaN();
   h.exact.assign(R * C, nan);
   h.approx.assign(R * C, nan);
@@ -194,6 +195,10 @@ DetailData computeDetailData(const std::shared_ptr<const KvSource>& src, const s
   const int qpos = e.queryPos < 0 || e.queryPos >= seq ? seq - 1 : e.queryPos;
   out.queryToken = qpos;
   out.keyMeanShare = meanEnergyShare(K.data(), S, D);
+  // Key centering: every quantizer of the views sees Kq = K - mu; scores get <q, mu> back (and the window's
+  // exact scores); exact sides use K.
+  const CentredKeys centred = centreKeys(K.data(), S, D, e.centering, e.centerWindow);
+  const std::vector<float>& Kq = centred.active() ? centred.keys : K;
   static const bool profile = std::getenv("TQ_PROFILE") != nullptr;
   int posted = 0;  // parts already delivered as partial results
   auto deliver = [&](int part) {
@@ -209,6 +214,7 @@ DetailData computeDetailData(const std::shared_ptr<const KvSource>& src, const s
     p.keyBytesPerVector = out.keyBytesPerVector;
     p.valueBytesPerVector = out.valueBytesPerVector;
     p.keyMeanShare = out.keyMeanShare;
+    p.keyBytesCentred = out.keyBytesCentred;
     if (part == PartHeatmap) p.heat = out.heat;
     if (part == PartEstimator) p.estimator = out.estimator;
     if (part == PartHow) p.how = out.how;
@@ -231,8 +237,9 @@ DetailData computeDetailData(const std::shared_ptr<const KvSource>& src, const s
   // Current-mode keys: heatmap, measured bytes, "how it works".
   Quantizer kq(e.keyConfig(e.keyMode, e.keyBits, d));
   CompressedVectors kcv;
-  be.compress(kq, K.data(), S, kcv);
+  be.compress(kq, Kq.data(), S, kcv);
   out.keyBytesPerVector = kcv.count ? kcv.bytes() / kcv.count : 0;
+  out.keyBytesCentred = centredKeyBytes(static_cast<double>(out.keyBytesPerVector), S, D, centred);
   if (sh.hasValues) {
     const int dv = sh.headDimV > 0 ? sh.headDimV : d;
     QuantConfig vc;
@@ -251,7 +258,7 @@ DetailData computeDetailData(const std::shared_ptr<const KvSource>& src, const s
     }
   }
   step(1);
-  if (parts & PartHeatmap) out.heat = computeHeat(src, e, region, be, kq, kcv, K);
+  if (parts & PartHeatmap) out.heat = computeHeat(src, e, region, be, kq, kcv, K, centred);
   step(2);
   deliver(PartHeatmap);
 
@@ -266,7 +273,7 @@ DetailData computeDetailData(const std::shared_ptr<const KvSource>& src, const s
     for (KeyMode m : {KeyMode::Mse, KeyMode::Prod, KeyMode::QjlOnly}) {
       checkCancel();
       ModeData md{m, std::make_unique<Quantizer>(e.keyConfig(m, e.keyBits, d)), {}};
-      be.compress(*md.q, K.data(), S, md.cv);
+      be.compress(*md.q, Kq.data(), S, md.cv);
       modes.push_back(std::move(md));
     }
   }
@@ -282,6 +289,7 @@ DetailData computeDetailData(const std::shared_ptr<const KvSource>& src, const s
       s.mode = md.mode;
       s.label = keyModeLabelText(md.mode) + (md.mode == KeyMode::Mse ? "" : " m=" + std::to_string(e.projDim));
       viewScores(be, *md.q, md.cv, qs.data(), pos.size(), est.data());
+      uncentreScores(centred, qs.data(), pos.size(), K.data(), S, D, est.data());
       for (size_t i = 0; i < pos.size(); ++i)
         for (int k = 0; k <= pos[i]; ++k) {
           s.exact.push_back(exact[i * S + static_cast<size_t>(k)]);
@@ -303,7 +311,9 @@ DetailData computeDetailData(const std::shared_ptr<const KvSource>& src, const s
     h.mode = e.keyMode;
     h.mseBits = kq.mseBits();
     h.projDim = kq.projDim();
-    const float* x = K.data() + static_cast<size_t>(qpos) * D;
+    // The key the quantizer sees (centred: x - mu, and <q, x - mu> is what its estimates are compared with).
+    h.centred = centred.active();
+    const float* x = Kq.data() + static_cast<size_t>(qpos) * D;
     const std::vector<float> qv = queryVectors(*src, e.queries, e.seed, e.layer, e.qHead, K, {qpos});
     const float* q = qv.data();
     h.x.assign(x, x + D);
@@ -334,8 +344,8 @@ DetailData computeDetailData(const std::shared_ptr<const KvSource>& src, const s
     const int nb = 40;
     std::vector<float> U(K.size()), Y(K.size());
     for (size_t t = 0; t < S; ++t) {
-      const float nn = std::sqrt(dot(K.data() + t * D, K.data() + t * D, D));
-      for (size_t j = 0; j < D; ++j) U[t * D + j] = nn > 0 ? K[t * D + j] / nn : 0.0f;
+      const float nn = std::sqrt(dot(Kq.data() + t * D, Kq.data() + t * D, D));
+      for (size_t j = 0; j < D; ++j) U[t * D + j] = nn > 0 ? Kq[t * D + j] / nn : 0.0f;
     }
     kq.rotation().apply(U.data(), Y.data(), S);
     std::vector<double> cnt(nb, 0.0);
@@ -397,7 +407,7 @@ DetailData computeDetailData(const std::shared_ptr<const KvSource>& src, const s
     std::vector<float> Ks(nk * D);
     for (size_t i = 0; i < nk; ++i) {
       const size_t t = nk == S ? i : i * S / nk;
-      std::copy_n(K.begin() + static_cast<long>(t * D), D, Ks.begin() + static_cast<long>(i * D));
+      std::copy_n(Kq.begin() + static_cast<long>(t * D), D, Ks.begin() + static_cast<long>(i * D));
     }
     dd.dataVectors = nk;
     dd.headVectors = S;

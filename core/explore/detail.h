@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/centering.h"
 #include "data/kv_source.h"
 #include "data/queries.h"
 #include "metrics/metrics.h"
@@ -32,6 +33,8 @@ struct DetailConfig {
   int queryPos = -1;  ///< token studied in "how it works" (-1 or out of range: the last)
   bool softmaxWeights = true;
   int sweepQueries = 32;  ///< the estimator uses the sweep's query positions (evaluationPositions)
+  KeyCentering centering = KeyCentering::None;  ///< as SweepConfig: the views quantize K - mu (backend/centering.h)
+  int centerWindow = 128;
   /// The key quantizer of this selection for a mode and bit-width (the layer's seed).
   QuantConfig keyConfig(KeyMode mode, int bits, int d) const;
 };
@@ -70,6 +73,7 @@ struct HowItWorks {
   int token = 0, kvHead = 0, dim = 0, mseBits = 0, projDim = 0;
   KeyMode mode = KeyMode::Prod;
   std::string tokenText;
+  bool centred = false;                  ///< x is the centred key k - mu (key centering on)
   std::vector<float> x, xMse, residual;  ///< original, MSE reconstruction, residual (d)
   std::vector<float> rotated;            ///< R x / ||x|| (d)
   std::vector<float> codeValue;          ///< centroid chosen for each rotated coordinate (d)
@@ -101,6 +105,7 @@ struct DetailData {
   int kvHead = 0, headDim = 0, queryToken = 0;
   std::string queryLabel, backend, device;
   size_t keyBytesPerVector = 0, valueBytesPerVector = 0;  ///< measured from the compressed buffers
+  double keyBytesCentred = 0;  ///< the key ledger with centering's mu and window (= keyBytesPerVector without)
   double keyMeanShare = 0;  ///< meanEnergyShare of the selected kv head's keys (how much of them is bias)
   Heatmap heat;
   std::vector<EstimatorSeries> estimator;

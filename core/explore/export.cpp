@@ -63,10 +63,7 @@ void toFile(const std::string& path, const std::function<void(std::ostream&)>& w
 
 }  // namespace
 
-std::string centeringLabel(const SweepConfig& c) {
-  if (c.centering == KeyCentering::Causal) return "causal:" + std::to_string(c.centerWindow);
-  return keyCenteringName(c.centering);
-}
+std::string centeringLabel(const SweepConfig& c) { return keyCenteringLabel(c.centering, c.centerWindow); }
 
 void writeCsv(const SweepResult& r, std::ostream& os) {
   os << "key_mode,key_bits,proj_dim,value_bits,layer,q_head,kv_head,tokens," << kMetricCols

@@ -21,30 +21,6 @@
 
 namespace tq {
 
-const char* keyCenteringName(KeyCentering c) {
-  switch (c) {
-    case KeyCentering::Causal: return "causal";
-    case KeyCentering::Oracle: return "oracle";
-    default: return "none";
-  }
-}
-
-KeyCentering parseKeyCentering(const std::string& s, int* window) {
-  if (s == "none") return KeyCentering::None;
-  if (s == "oracle") return KeyCentering::Oracle;
-  if (s == "causal") return KeyCentering::Causal;
-  if (s.rfind("causal:", 0) == 0) {
-    const std::string w = s.substr(7);
-    char* end = nullptr;
-    const long v = std::strtol(w.c_str(), &end, 10);
-    if (w.empty() || *end != 0 || v < 1 || v > (1 << 24))
-      throw std::invalid_argument("centering window must be a whole number in 1..16777216, got '" + w + "'");
-    if (window) *window = static_cast<int>(v);
-    return KeyCentering::Causal;
-  }
-  throw std::invalid_argument("unknown key centering '" + s + "' (expected none, causal, causal:W or oracle)");
-}
-
 void SweepConfig::validate() const {
   auto need = [](bool ok, const std::string& what) {
     if (!ok) throw std::invalid_argument(what);
@@ -225,23 +201,12 @@ std::vector<SweepRow> evaluateCell(SweepPlan& plan, const SweepCell& cell, const
   const auto& L = plan.layer(cell.layer);
   SweepTaskInput in;
   in.keys = K.data();
-  // Key centering: mu (fp16, as stored) from the window or the whole head; the quantizers see K - mu.
-  std::vector<float> Kc, mu;
-  size_t window = 0;
-  if (cfg.centering != KeyCentering::None) {
-    const size_t from = cfg.centering == KeyCentering::Causal ? std::min<size_t>(seq, static_cast<size_t>(cfg.centerWindow)) : seq;
-    std::vector<double> acc(d, 0.0);
-    for (size_t t = 0; t < from; ++t)
-      for (size_t j = 0; j < d; ++j) acc[j] += K[t * d + j];
-    mu.resize(d);
-    for (size_t j = 0; j < d; ++j) mu[j] = roundToHalf(static_cast<float>(acc[j] / static_cast<double>(from)));
-    Kc.resize(K.size());
-    for (size_t t = 0; t < seq; ++t)
-      for (size_t j = 0; j < d; ++j) Kc[t * d + j] = K[t * d + j] - mu[j];
-    window = cfg.centering == KeyCentering::Causal ? from : 0;
-    in.compressKeys = Kc.data();
-    in.keyOffset = mu.data();
-    in.exactKeys = window;
+  // Key centering (core/backend/centering): the quantizers see K - mu; the task adds <q, mu> back.
+  const CentredKeys centred = centreKeys(K.data(), seq, d, cfg.centering, cfg.centerWindow);
+  if (centred.active()) {
+    in.compressKeys = centred.keys.data();
+    in.keyOffset = centred.mu.data();
+    in.exactKeys = centred.window;
   }
   in.values = plan.values ? V.data() : nullptr;
   in.seq = seq;
@@ -278,12 +243,7 @@ std::vector<SweepRow> evaluateCell(SweepPlan& plan, const SweepCell& cell, const
         row.qHead = cell.qHeads[hi];
         row.kvHead = cell.kvHead;
         row.keyVectorMse = out.keyMse[k];
-        // Ledger: compressed tokens at the variant's bytes, window tokens at fp16, mu (fp16) once per head.
-        row.keyBytesPerVector = cfg.centering == KeyCentering::None
-                                    ? static_cast<double>(formulaBytes(*L.keys[variantIdx[k]]))
-                                    : (static_cast<double>(seq - window) * static_cast<double>(formulaBytes(*L.keys[variantIdx[k]])) +
-                                       static_cast<double>(window) * 2.0 * static_cast<double>(d) + 2.0 * static_cast<double>(d)) /
-                                          static_cast<double>(seq);
+        row.keyBytesPerVector = centredKeyBytes(static_cast<double>(formulaBytes(*L.keys[variantIdx[k]])), seq, d, centred);
         row.tokens = seq;
         if (nvq > 0) {
           row.valueBits = plan.vbits[vi];

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/centering.h"
 #include "data/kv_source.h"
 #include "data/queries.h"
 #include "metrics/metrics.h"
@@ -22,17 +23,7 @@ struct KeyVariant {
   bool operator==(const KeyVariant& o) const { return mode == o.mode && bits == o.bits && projDim == o.projDim; }
 };
 
-/// Key centering: subtract a per-(layer, kv head) channel mean mu from the keys before quantizing and add
-/// it back to the reconstruction. Softmax is invariant to the per-query constant <q, mu>, so the shift
-/// alone changes no attention weight; what changes is that the quantizer spends its bits on what varies
-/// between tokens. Causal: mu from the first W tokens, which are kept exact (an fp16 window); Oracle: mu
-/// of the whole dump (not available to a real cache: labelled as such). mu is stored in fp16 and charged
-/// to the key ledger (2 d bytes per head, amortised over the tokens), as are the W exact keys.
-enum class KeyCentering { None, Causal, Oracle };
-const char* keyCenteringName(KeyCentering c);  ///< "none", "causal", "oracle"
-/// "none", "causal", "causal:W", "oracle"; throws std::invalid_argument naming the text.
-KeyCentering parseKeyCentering(const std::string& s, int* window);
-
+/// Key centering (KeyCentering, centreKeys): core/backend/centering.h.
 struct SweepConfig {
   std::vector<int> keyBits{3};
   std::vector<int> valueBits{3};

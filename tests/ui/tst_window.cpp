@@ -172,12 +172,20 @@ class TestWindow : public QObject {
     QVERIFY(!w.sweepOutput() || !w.view("fidelity")->outdated());
   }
 
+  void fidelityCsvIsTheCliEvaluateCsv_data() {
+    QTest::addColumn<int>("centering");
+    QTest::newRow("keys as they are") << int(tq::KeyCentering::None);
+    QTest::newRow("causal centring") << int(tq::KeyCentering::Causal);
+  }
   void fidelityCsvIsTheCliEvaluateCsv() {
     // the same configuration and query source through the view and through `tqstudio-cli evaluate --csv`
+    QFETCH(int, centering);
     MainWindow w(quiet());
     Experiment e;
     e.dataKind = DataKind::File;
     e.dataPath = TQ_TEST_DATA_DIR "/stories260K_lily_512.safetensors";
+    e.centering = static_cast<tq::KeyCentering>(centering);
+    e.centerWindow = 64;
     QString err;
     QVERIFY2(w.openNow(e, &err), qPrintable(err));
     const QString gui = w.view("fidelity")->csv();
@@ -192,11 +200,14 @@ class TestWindow : public QObject {
     const std::vector<std::string> args = {"evaluate", e.dataPath.toStdString(), "--key-bits", join(c.keyBits), "--value-bits", join(c.valueBits),
                                            "--mode", modes, "--proj-dim", join(c.projDims), "--queries", tq::querySourceName(c.queries),
                                            "--max-queries", std::to_string(c.maxQueries), "--rotation", tq::rotationName(c.rotation), "--law",
-                                           tq::lawName(c.law), "--seed", std::to_string(c.seed), "--backend", "cpu", "--csv"};
+                                           tq::lawName(c.law), "--seed", std::to_string(c.seed), "--backend", "cpu",
+                                           "--center", tq::keyCenteringLabel(c.centering, c.centerWindow), "--csv"};
     std::ostringstream out, cerr;
     QCOMPARE(tq::runCli(args, out, cerr), 0);
     const QString cli = QString::fromStdString(out.str());
     QVERIFY(gui.startsWith("key_mode,key_bits,proj_dim,value_bits,layer,q_head"));
+    QVERIFY(gui.contains(centering ? ",causal:64\n" : ",none\n"));
+    if (centering) QVERIFY2(w.captionText().contains("keys centred (causal:64)"), qPrintable(w.captionText()));
     QCOMPARE(gui.count('\n'), cli.count('\n'));
     QCOMPARE(gui, cli);
   }
