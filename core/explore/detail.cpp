@@ -194,6 +194,8 @@ DetailData computeDetailData(const std::shared_ptr<const KvSource>& src, const s
   if (K.size() != S * D) throw std::runtime_error("the keys of layer " + std::to_string(e.layer) + " have the wrong size");
   const int qpos = e.queryPos < 0 || e.queryPos >= seq ? seq - 1 : e.queryPos;
   out.queryToken = qpos;
+  // As in the sweep: a key whose norm its fp16 norm cannot hold is refused, naming the head.
+  requireStorableNorms(K.data(), S, D, "keys of layer " + std::to_string(e.layer) + ", kv head " + std::to_string(out.kvHead));
   out.keyMeanShare = meanEnergyShare(K.data(), S, D);
   // Key centering: every quantizer of the views sees Kq = K - mu; scores get <q, mu> back (and the window's
   // exact scores); exact sides use K.

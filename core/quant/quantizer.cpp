@@ -201,8 +201,6 @@ void Quantizer::compressChunk(const float* x, size_t n, CompressedVectors& out, 
   for (size_t i = 0; i < n; ++i) {
     const float* __restrict xi = x + i * d;
     const float nrm = std::sqrt(laneSumSquares(xi, d));
-    if (!(nrm <= kMaxStorableNorm))
-      throw std::invalid_argument("a vector's norm " + std::to_string(nrm) + " is above 65504, the largest its stored fp16 norm can hold");
     norm[i] = nrm;
     out.norms[offset + i] = floatToHalf(nrm);
     float* __restrict ui = unit + i * d;
