@@ -94,8 +94,16 @@ void EstimatorView::setData(const std::vector<EstimatorSeries>& series, tq::KeyM
   const auto yr = m_rect[1]->axis(QCPAxis::atLeft)->range();
   m_rect[1]->axis(QCPAxis::atLeft)->setRange(0, yr.upper * 1.35);
   const size_t pairs = series.empty() ? 0 : series.front().exact.size();
-  m_sub[0]->setText(QString("estimated vs exact ⟨q, k⟩ at %1 bits · %2 (query, key) pairs, causal").arg(bits).arg(pairs));
-  m_sub[1]->setText("error = estimate − exact: MSE-only shrinks (biased), QJL is unbiased but noisier");
+  m_sub[0]->setText(QString("estimated vs exact ⟨q, k⟩\n%1 bits · %2 (query, key) pairs, causal").arg(bits).arg(pairs));
+  // The sentence follows the data: the slope of each series on this draw of the rotation and S (core's
+  // innerProductStats), not the textbook's expectation (unbiased over random draws is not unbiased per draw).
+  QStringList slopes;
+  for (const auto& s : series) {
+    const double k = s.stats.slope;
+    slopes << QString("%1 %2").arg(QString::fromStdString(tq::keyModeLabelText(s.mode))).arg(k, 0, 'f', 2);
+  }
+  m_sub[1]->setText("error = estimate − exact · slope on this draw: " + slopes.join(" · ") +
+                    "\n(unbiased over random draws of S is not unbiased for one draw)");
   applyStyle();
   requestReplot();
 }

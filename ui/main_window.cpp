@@ -438,6 +438,7 @@ void MainWindow::buildUi() {
   auto* gQ = new QGroupBox("QUANTIZER");
   auto* fq = new QFormLayout(gQ);
   m_keyBits = spin(1, 8, "Bits per key coordinate (+ / − keys)");
+  m_keyBits->setObjectName("keyBits");
   m_valueBits = spin(1, 8, "Bits per value coordinate");
   m_keyMode = combo({{"MSE-only", int(tq::KeyMode::Mse)}, {"MSE+QJL", int(tq::KeyMode::Prod)}, {"QJL-only", int(tq::KeyMode::QjlOnly)}},
                     "MSE+QJL: b−1 MSE bits + a 1-bit QJL sketch of the residual (unbiased inner products)");
@@ -629,6 +630,10 @@ void MainWindow::syncControls() {
   m_customProj->setValue(m_exp.customProj);
   m_customProj->setEnabled(m_exp.proj == ProjChoice::Custom && m_exp.keyMode != tq::KeyMode::Mse);
   m_proj->setEnabled(m_exp.keyMode != tq::KeyMode::Mse);
+  // QJL-only stores m sign bits and a norm whatever the bit-width: the control has no effect there.
+  m_keyBits->setEnabled(m_exp.keyMode != tq::KeyMode::QjlOnly);
+  m_keyBits->setToolTip(m_exp.keyMode == tq::KeyMode::QjlOnly ? "QJL-only keys use m sign bits (proj_dim) and a norm; key bits have no effect"
+                                                              : "Bits per key coordinate (+ / − keys)");
   setComboData(m_rotation, m_exp.rotation);
   setComboData(m_law, m_exp.law);
   setComboData(m_centering, m_exp.centering);

@@ -9,6 +9,7 @@
 #include <QTemporaryDir>
 #include <QtTest/QtTest>
 #include <QLabel>
+#include <QSpinBox>
 #include <fstream>
 #include <QStatusBar>
 #include <QSettings>
@@ -112,6 +113,20 @@ class TestWindow : public QObject {
     w.openFile(QString::fromStdString(t));
     QCOMPARE(errors.count(), 1);
     QVERIFY2(errors.at(0).at(0).toString().contains("cut.safetensors"), qPrintable(errors.at(0).at(0).toString()));
+  }
+
+  void keyBitsAreOffWhereTheyHaveNoEffect() {
+    MainWindow w(quiet());
+    QString err;
+    QVERIFY(w.openNow(sample(), &err));
+    auto* bits = w.findChild<QSpinBox*>("keyBits");
+    QVERIFY(bits);
+    QVERIFY(bits->isEnabled());
+    w.setKeyMode(tq::KeyMode::QjlOnly);  // m sign bits and a norm, whatever the bit-width
+    QVERIFY(!bits->isEnabled());
+    QVERIFY(bits->toolTip().contains("no effect"));
+    w.setKeyMode(tq::KeyMode::Mse);
+    QVERIFY(bits->isEnabled());
   }
 
   void theTinySampleStaysAChoice() {
