@@ -78,6 +78,10 @@ const char* kUsage =
     "             fidelity metrics per (layer, head); --center: subtract the per-head key mean (causal: of the first W=128\n"
     "             tokens, kept exact; oracle: of the whole dump) before quantizing, charged to the key bytes\n"
     "             and summarised; --sample-cells N: only the first N (layer, kv head) cells of the seeded order\n"
+    "             [--methods LIST] instead of --mode: tq-mse,tq-prod,tq-qjl,tq-mse-nc,kivi,int-rot,fp8-e4m3,fp8-e5m2,fp16\n"
+    "             (fp8/fp16 at their own width; the others at every --key-bits/--value-bits); [--norm-correction]\n"
+    "             (tq-mse-nc for tq-mse) [--group G] [--window R] (KIVI, default 32 and 128); every method is charged\n"
+    "             for every byte it stores (key/value B/vector per row)\n"
     "any command: --memory-budget SIZE (default half of this machine's memory, or TQ_MEMORY_BUDGET)\n"
     "exit codes: 0 ok, 1 a check failed, 2 bad usage or input\n";
 
@@ -616,7 +620,8 @@ json metricsJson(const AttentionMetrics& m) {
 
 int cmdEvaluate(const Args& a, std::ostream& out, std::ostream& err) {
   a.allow({"key-bits", "value-bits", "proj-dim", "mode", "layers", "heads", "queries", "max-queries", "rotation", "law", "seed", "backend",
-           "nonfinite", "json", "csv", "reference-one-bit", "sample-cells", "center"});
+           "nonfinite", "json", "csv", "reference-one-bit", "sample-cells", "center", "methods", "norm-correction", "group", "window"});
+  if (a.has("methods") && a.has("mode")) throw UsageError("choose one of --methods and --mode (TurboQuant's modes are tq-mse, tq-prod, tq-qjl in --methods)");
   if (a.flag("json") && a.flag("csv")) throw UsageError("choose one of --json and --csv");
   using Clock = std::chrono::steady_clock;
   const auto tStart = Clock::now();
@@ -637,7 +642,31 @@ int cmdEvaluate(const Args& a, std::ostream& out, std::ostream& err) {
   c.keyBits = a.intList("key-bits", {1, 2, 3, 4}, 1, 8);
   c.valueBits = a.intList("value-bits", {4}, 1, 8);
   c.projDims = a.intList("proj-dim", {0}, 0, 16384);
-  c.modes = modeList(a.str("mode", "mse,prod"));
+  if (a.has("methods")) {
+    c.modes.clear();
+    std::stringstream ss(a.str("methods", ""));
+    std::string item;
+    while (std::getline(ss, item, ',')) {
+      const MethodSpec m = parseOr("--methods", [&] { return parseMethod(item); });
+      if (m.method == Method::TurboQuant) {
+        if (std::find(c.modes.begin(), c.modes.end(), m.mode) == c.modes.end()) c.modes.push_back(m.mode);
+      } else if (std::find(c.methods.begin(), c.methods.end(), m.method) == c.methods.end()) {
+        c.methods.push_back(m.method);
+      }
+    }
+    if (c.modes.empty() && c.methods.empty()) throw UsageError("--methods is empty");
+  } else {
+    c.modes = modeList(a.str("mode", "mse,prod"));
+  }
+  // --norm-correction: TurboQuant-MSE's reconstructions rescaled to the stored norm (tq-mse-nc instead of tq-mse)
+  if (a.flag("norm-correction")) {
+    const auto it = std::find(c.modes.begin(), c.modes.end(), KeyMode::Mse);
+    if (it == c.modes.end()) throw UsageError("--norm-correction applies to tq-mse, which is not among the methods");
+    c.modes.erase(it);
+    if (std::find(c.methods.begin(), c.methods.end(), Method::TqMseNormCorrected) == c.methods.end()) c.methods.insert(c.methods.begin(), Method::TqMseNormCorrected);
+  }
+  c.methodOptions.group = static_cast<int>(a.integer("group", 32, 1, 65536));
+  c.methodOptions.window = static_cast<int>(a.integer("window", 128, 0, 1 << 24));
   if (a.has("layers")) c.layers = a.intList("layers", {}, 0, 1 << 20);
   if (a.has("heads")) c.qHeads = a.intList("heads", {}, 0, 1 << 20);
   c.queries = parseOr("--queries", [&] { return parseQuerySource(a.str("queries", dump->summary().hasQueries ? "dump" : "last-key")); });
@@ -698,20 +727,27 @@ int cmdEvaluate(const Args& a, std::ostream& out, std::ostream& err) {
   }
   json summary = json::array(), perHead = json::array();
   for (const auto& s : r.summary()) {
-    json e = {{"key_bits", s.key.bits}, {"value_bits", s.valueBits}, {"proj_dim", s.key.projDim}, {"mode", keyModeName(s.key.mode)}};
+    json e = {{"method", s.key.methodName()}, {"method_options", methodOptionsLabel(s.key.method, c.methodOptions)}, {"key_bits", s.key.bits},
+              {"value_bits", s.valueBits}, {"proj_dim", s.key.projDim}, {"mode", keyModeName(s.key.mode)}};
     e.update(metricsJson(s.mean));
     e["worst"] = metricsJson(s.worst);
     e["key_bytes_per_vector"] = s.keyBytesPerVector;
     e["value_bytes_per_vector"] = s.valueBytesPerVector;
+    e["key_bits_per_coordinate"] = 8.0 * s.keyBytesPerVector / r.headDim;
+    e["bytes_per_token_per_head"] = s.keyBytesPerVector + s.valueBytesPerVector;
     e["heads"] = s.rows;
     summary.push_back(e);
   }
   for (const auto& row : r.rows) {
-    json e = {{"key_bits", row.key.bits}, {"value_bits", row.valueBits}, {"proj_dim", row.key.projDim}, {"mode", keyModeName(row.key.mode)},
+    json e = {{"method", row.key.methodName()}, {"method_options", methodOptionsLabel(row.key.method, c.methodOptions)}, {"key_bits", row.key.bits},
+              {"value_bits", row.valueBits}, {"proj_dim", row.key.projDim}, {"mode", keyModeName(row.key.mode)},
               {"layer", row.layer}, {"head", row.qHead}, {"kv_head", row.kvHead}};
     e.update(metricsJson(row.m));
     e["key_vector_mse"] = row.keyVectorMse;
     e["value_vector_mse"] = row.valueVectorMse;
+    e["key_bytes_per_vector"] = row.keyBytesPerVector;
+    e["value_bytes_per_vector"] = row.valueBytesPerVector;
+    e["key_bits_per_coordinate"] = 8.0 * row.keyBytesPerVector / r.headDim;
     perHead.push_back(e);
   }
   json j = {{"command", "evaluate"}, {"file", dump->path()}, {"model", dump->modelName()}, {"queries", r.queryLabel},
@@ -729,13 +765,15 @@ int cmdEvaluate(const Args& a, std::ostream& out, std::ostream& err) {
   if (r.cellsTotal < r.cellsInGrid) out << " · a seeded sample of " << r.cellsTotal << " of " << r.cellsInGrid << " (layer, kv head) cells";
   if (r.cpuFallbackCells) out << " · " << r.cpuFallbackCells << " cells evaluated on the CPU (the device declined them)";
   out << "\n";
+  if (std::find(c.methods.begin(), c.methods.end(), Method::Kivi) != c.methods.end())
+    out << "kivi: groups of " << c.methodOptions.group << ", the last " << c.methodOptions.window << " tokens (and any part group) in fp16, charged\n";
   if (c.centering != KeyCentering::None)
     out << "keys centred (" << centeringLabel(c) << (c.centering == KeyCentering::Oracle ? ", the whole dump's mean: not causal" : "")
         << "); the mean and any exact window are charged to key B/vec\n";
-  out << " mode  K  V    m   attn-cos   top1   top5        KL  logit-cos  out-err  key B/vec   (mean over "
+  out << "   method  K  V    m   attn-cos   top1   top5        KL  logit-cos  out-err  key B/vec   (mean over "
       << (summary.empty() ? 0 : summary[0]["heads"].get<int>()) << " heads; worst attn-cos)\n";
   for (const auto& e : summary) {
-    out << std::setw(5) << e["mode"].get<std::string>() << std::setw(3) << e["key_bits"].get<int>() << std::setw(3) << e["value_bits"].get<int>()
+    out << std::setw(9) << e["method"].get<std::string>() << std::setw(3) << e["key_bits"].get<int>() << std::setw(3) << e["value_bits"].get<int>()
         << std::setw(5) << e["proj_dim"].get<int>() << std::fixed << std::setprecision(4) << std::setw(11) << e["attention_cosine"].get<double>()
         << std::setw(7) << std::setprecision(3) << e["top1"].get<double>() << std::setw(7) << e["top5"].get<double>() << std::scientific
         << std::setprecision(2) << std::setw(10) << e["kl"].get<double>() << std::fixed << std::setprecision(4) << std::setw(11)

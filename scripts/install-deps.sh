@@ -12,10 +12,11 @@ for p in "${PKGS[@]}"; do
 done
 python_modules() {
   # The Python dump tools' tests need numpy and safetensors, and gguf + tokenizers for the GGUF dumper's
-  # qwen2/llama paths (PyPI); failure here only makes those tests skip.
-  if command -v python3 >/dev/null && ! python3 -c "import numpy, safetensors, gguf, tokenizers" 2>/dev/null; then
-    echo "install-deps: installing numpy, safetensors, gguf and tokenizers for $(command -v python3)"
-    python3 -m pip install --quiet numpy safetensors gguf tokenizers || echo "install-deps: WARNING: pip install failed; the tools_python test will report SKIP"
+  # qwen2/llama paths (PyPI), ml_dtypes for the fp8 check of tools/methods_reference.py; failure here only
+  # makes those tests skip.
+  if command -v python3 >/dev/null && ! python3 -c "import numpy, safetensors, gguf, tokenizers, ml_dtypes" 2>/dev/null; then
+    echo "install-deps: installing numpy, safetensors, gguf, tokenizers and ml_dtypes for $(command -v python3)"
+    python3 -m pip install --quiet numpy safetensors gguf tokenizers ml_dtypes || echo "install-deps: WARNING: pip install failed; the tools_python test will report SKIP"
   fi
 }
 if [ ${#missing[@]} -eq 0 ]; then

@@ -416,5 +416,56 @@ class DumpKvCli(unittest.TestCase):
             dump_kv.parse_layers("30", 30)
 
 
+class MethodsReference(unittest.TestCase):
+    """tools/methods_reference.py: its fp8 against ml_dtypes / torch, and the golden file it wrote."""
+
+    def setUp(self):
+        import methods_reference as mr
+        self.mr = mr
+
+    def test_fp8_table_equals_ml_dtypes_and_torch(self):
+        mr = self.mr
+        rng = np.random.default_rng(11)
+        for fmt in ("e4m3", "e5m2"):
+            t = mr.fp8_table(fmt)
+            mids = ((t[1:] + t[:-1]) / 2).astype(np.float32)
+            x = np.concatenate([rng.standard_normal(20000).astype(np.float32) * np.float32(t[-1] / 4), mids, -mids, t.astype(np.float32)])
+            x = np.clip(x, -t[-1], t[-1]).astype(np.float32)
+            codes = mr.fp8_encode_table(x, fmt)
+            np.testing.assert_array_equal(mr.fp8_decode_table(codes, fmt), np.abs(mr.fp8_decode_table(codes, fmt)) * np.where(codes & 0x80, -1, 1))
+            checked = 0
+            try:
+                import ml_dtypes
+                dt = ml_dtypes.float8_e4m3fn if fmt == "e4m3" else ml_dtypes.float8_e5m2
+                np.testing.assert_array_equal(codes, x.astype(dt).view(np.uint8))
+                checked += 1
+            except ImportError:
+                pass
+            try:
+                import torch
+                tt = torch.float8_e4m3fn if fmt == "e4m3" else torch.float8_e5m2
+                np.testing.assert_array_equal(codes, torch.from_numpy(x).to(tt).view(torch.uint8).numpy())
+                checked += 1
+            except (ImportError, AttributeError):
+                pass
+            if not checked:
+                self.skipTest("neither ml_dtypes nor torch is installed")
+
+    def test_reproduces_the_golden_file(self):
+        from safetensors.numpy import load_file
+        want = load_file(self.mr.GOLDEN)
+        got = self.mr.golden_tensors()
+        self.assertEqual(sorted(want), sorted(got))
+        for k in got:
+            np.testing.assert_array_equal(got[k].view(np.uint8), want[k].view(np.uint8), err_msg=k)
+
+    def test_kivi_window_and_groups_are_charged(self):
+        x = self.mr.fixture(100, 64, 0)
+        _, nb = self.mr.kivi(x, 2, False, group=32, window=30)  # 70 tokens -> 64 quantized, 36 fp16
+        self.assertEqual(nb, 64 * 64 * 2 // 8 + 4 * 2 * 64 + 2 * 36 * 64)
+        _, nb = self.mr.kivi(x, 2, True, group=32, window=30)   # 70 quantized, 2 groups per token
+        self.assertEqual(nb, 70 * 64 * 2 // 8 + 4 * 70 * 2 + 2 * 30 * 64)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

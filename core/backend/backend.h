@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "methods/methods.h"
 #include "quant/quantizer.h"
 
 namespace tq {
@@ -39,6 +40,13 @@ struct SweepTaskInput {
   const float* compressKeys = nullptr;
   const float* keyOffset = nullptr;
   size_t exactKeys = 0;
+  /// Reconstruction codecs (core/methods: KIVI, int-rot, fp8, fp16, tq-mse-nc), evaluated after the
+  /// quantizers: key variant nk_q + i is keyCodecs[i], value variant nv_q + j is valueCodecs[j]. A device
+  /// backend may decline a task that has any. Their keys see compressKeys like the quantizers'.
+  std::vector<const VectorCodec*> keyCodecs, valueCodecs;
+  /// Optional pairing: the output error of key variant k with value variant v is computed only when
+  /// keyFamily[k] == valueFamily[v] (both empty: every pair). Sizes: all key / value variants.
+  std::vector<int> keyFamily, valueFamily;
   const std::atomic<bool>* cancel = nullptr;      ///< checked often (CPU: every block of keys): when set, the output is incomplete
   std::function<bool()> stop;                     ///< polled with cancel (e.g. a user's Cancel); true: stop
 };
@@ -49,6 +57,8 @@ struct SweepTaskOutput {
   std::vector<double> outputError;  ///< [key variant][value variant][query]
   std::vector<double> keyMse;       ///< per key variant (vectorMse of the MSE stage; 1 when it has none)
   std::vector<double> valueMse;     ///< per value variant
+  /// Bytes per vector held by each codec's buffers (EncodedMatrix::bytes() / tokens), keys then values.
+  std::vector<double> keyCodecBytes, valueCodecBytes;
 };
 
 class Backend {

@@ -106,7 +106,11 @@ bool cancelRequested(const SweepTaskInput& in) { return (in.cancel && in.cancel-
 void cpuEvaluateTask(const SweepTaskInput& in, SweepTaskOutput& out) {
   const size_t seq = in.seq, nq = in.nq, d = static_cast<size_t>(in.d), dv = static_cast<size_t>(in.dv);
   if (seq == 0 || nq == 0 || d == 0) throw std::invalid_argument("empty sweep task");
-  const size_t nvq = in.values ? in.valueQuantizers.size() : 0, nvOut = std::max<size_t>(1, nvq), nk = in.keyQuantizers.size();
+  const size_t nvqq = in.values ? in.valueQuantizers.size() : 0, nvc = in.values ? in.valueCodecs.size() : 0, nvq = nvqq + nvc;
+  const size_t nvOut = std::max<size_t>(1, nvq), nkq = in.keyQuantizers.size(), nk = nkq + in.keyCodecs.size();
+  if ((!in.keyFamily.empty() || !in.valueFamily.empty()) && (in.keyFamily.size() != nk || (in.values && in.valueFamily.size() != nvq)))
+    throw std::invalid_argument("sweep task: the key / value families do not match the variants");
+  auto paired = [&](size_t k, size_t v) { return in.keyFamily.empty() || in.valueFamily.empty() || in.keyFamily[k] == in.valueFamily[v]; };
   out = SweepTaskOutput{};
   out.keyMetrics.assign(nk * nq * SweepTaskOutput::kKeyMetrics, 0.0);
   out.outputError.assign(nk * nvOut * nq, 0.0);
@@ -153,7 +157,7 @@ void cpuEvaluateTask(const SweepTaskInput& in, SweepTaskOutput& out) {
 
   // values: compressed and reconstructed once per width
   std::vector<std::vector<float>> vhat(nvq);
-  for (size_t vi = 0; vi < nvq; ++vi) {
+  for (size_t vi = 0; vi < nvqq; ++vi) {
     const Quantizer& vq = *in.valueQuantizers[vi];
     CompressedVectors vc;
     if (!compress(vq, in.values, dv, vc)) return;
@@ -161,6 +165,20 @@ void cpuEvaluateTask(const SweepTaskInput& in, SweepTaskOutput& out) {
     const double mse = mseOf(vq, vc, in.values, dv, [&](size_t b, size_t n) { std::copy_n(recBlock.begin(), n * dv, vhat[vi].begin() + static_cast<long>(b * dv)); });
     if (mse < 0) return;
     out.valueMse.push_back(mse);
+  }
+  // value codecs: encoded once, decoded from their buffers
+  for (size_t ci = 0; ci < nvc; ++ci) {
+    if (stop()) return;
+    const VectorCodec& vc = *in.valueCodecs[ci];
+    const EncodedMatrix enc = vc.encode(in.values, seq, dv);
+    auto& vh = vhat[nvqq + ci];
+    vh.resize(seq * dv);
+    vc.decode(enc, vh.data());
+    double sum = 0;
+    size_t used = 0;
+    vectorMseAccumulate(in.values, vh.data(), seq, dv, sum, used);
+    out.valueMse.push_back(used ? sum / static_cast<double>(used) : 0.0);
+    out.valueCodecBytes.push_back(static_cast<double>(enc.bytes()) / static_cast<double>(seq));
   }
 
   std::vector<float> est(nq * seq), w(nq * seq), eo(nq * dv), z, sq;
@@ -180,11 +198,11 @@ void cpuEvaluateTask(const SweepTaskInput& in, SweepTaskOutput& out) {
   };
   std::vector<MseStage> stages;
   const size_t maxStages = std::max<size_t>(1, (size_t{256} << 20) / std::max<size_t>(1, nq * seq * sizeof(float)));
-  for (size_t k = 0; k < nk; ++k) {
-    if (stop()) return;
+  // TurboQuant keys: est = <q, x_mse> (+ the QJL term); false when cancelled
+  auto evaluateQuantizerKeys = [&](size_t k) -> bool {
     const Quantizer& q = *in.keyQuantizers[k];
     CompressedVectors kc;
-    if (!compress(q, kx, d, kc)) return;
+    if (!compress(q, kx, d, kc)) return false;
     const MseStage* stage = nullptr;
     for (const auto& st : stages)
       if (st.bits == q.mseBits() && st.q->codebookPtr() == q.codebookPtr() && st.q->rotation().kind() == q.rotation().kind() &&
@@ -201,27 +219,29 @@ void cpuEvaluateTask(const SweepTaskInput& in, SweepTaskOutput& out) {
         E.middleCols(static_cast<long>(b), static_cast<long>(n)).noalias() =
             Q * Eigen::Map<const RowMat>(recBlock.data(), static_cast<long>(n), static_cast<long>(d)).transpose();
       });
-      if (keyMse < 0) return;
+      if (keyMse < 0) return false;
     } else {
       E.setZero();
     }
     if (!stage && stages.size() < maxStages) stages.push_back(MseStage{&q, q.mseBits(), kc.codes, kc.norms, keyMse, est});
     out.keyMse.push_back(keyMse);
-    if (q.projDim() > 0 && !blocks([&](size_t b, size_t n) {
-          CompressedVectors part = slice(kc, b, n);
-          std::vector<float> blockEst(nq * n, 0.0f);
-          addQjlTerm(q, part, Q, blockEst.data(), z, sq);
-          E.middleCols(static_cast<long>(b), static_cast<long>(n)) += Eigen::Map<const RowMat>(blockEst.data(), static_cast<long>(nq), static_cast<long>(n));
-        }))
-      return;
-    if (in.keyOffset) E.colwise() += qmu;  // <q, k_hat + mu> = <q, k_hat> + <q, mu>
+    return !(q.projDim() > 0 && !blocks([&](size_t b, size_t n) {
+      CompressedVectors part = slice(kc, b, n);
+      std::vector<float> blockEst(nq * n, 0.0f);
+      addQjlTerm(q, part, Q, blockEst.data(), z, sq);
+      E.middleCols(static_cast<long>(b), static_cast<long>(n)) += Eigen::Map<const RowMat>(blockEst.data(), static_cast<long>(nq), static_cast<long>(n));
+    }));
+  };
+  // the metrics of est for key variant k, and its output error with every paired value variant
+  auto finishVariant = [&](size_t k) -> bool {
+    Eigen::Map<RowMat> E(est.data(), static_cast<long>(nq), static_cast<long>(seq));
     const size_t window = std::min(in.exactKeys, seq);
     if (window)
       E.leftCols(static_cast<long>(window)) =
           Eigen::Map<const RowMat>(exact.data(), static_cast<long>(nq), static_cast<long>(seq)).leftCols(static_cast<long>(window));
     std::fill(w.begin(), w.end(), 0.0f);
     for (size_t i = 0; i < nq; ++i) {
-      if (stop()) return;
+      if (stop()) return false;
       const size_t n = static_cast<size_t>(in.limits[i]) + 1;
       const AttentionMetrics mt =
           attentionMetrics(exact.data() + i * seq, exactP.data() + i * seq, exactLogP.data() + i * seq, est.data() + i * seq, n, in.scale, p.data());
@@ -232,12 +252,40 @@ void cpuEvaluateTask(const SweepTaskInput& in, SweepTaskOutput& out) {
       for (size_t t = 0; t < n; ++t) w[i * seq + t] = static_cast<float>(p[t]);
     }
     for (size_t vi = 0; vi < nvq; ++vi) {
-      if (stop()) return;
+      if (!paired(k, vi)) continue;
+      if (stop()) return false;
       Eigen::Map<RowMat>(eo.data(), static_cast<long>(nq), static_cast<long>(dv)).noalias() =
           Eigen::Map<const RowMat>(w.data(), static_cast<long>(nq), static_cast<long>(seq)) *
           Eigen::Map<const RowMat>(vhat[vi].data(), static_cast<long>(seq), static_cast<long>(dv));
       for (size_t i = 0; i < nq; ++i) out.outputError[(k * nvOut + vi) * nq + i] = outputError(exactOut.data() + i * dv, eo.data() + i * dv, dv);
     }
+    return true;
+  };
+  std::vector<float> khat;
+  for (size_t k = 0; k < nk; ++k) {
+    if (stop()) return;
+    Eigen::Map<RowMat> E(est.data(), static_cast<long>(nq), static_cast<long>(seq));
+    if (k >= nkq) {
+      // a reconstruction codec: <q, k_hat> from its decoded buffers
+      const VectorCodec& kcodec = *in.keyCodecs[k - nkq];
+      const EncodedMatrix enc = kcodec.encode(kx, seq, d);
+      khat.resize(seq * d);
+      kcodec.decode(enc, khat.data());
+      double sum = 0;
+      size_t used = 0;
+      vectorMseAccumulate(kx, khat.data(), seq, d, sum, used);
+      out.keyMse.push_back(used ? sum / static_cast<double>(used) : 0.0);
+      out.keyCodecBytes.push_back(static_cast<double>(enc.bytes()) / static_cast<double>(seq));
+      if (!blocks([&](size_t b, size_t n) {
+            E.middleCols(static_cast<long>(b), static_cast<long>(n)).noalias() =
+                Q * Eigen::Map<const RowMat>(khat.data() + b * d, static_cast<long>(n), static_cast<long>(d)).transpose();
+          }))
+        return;
+    } else if (!evaluateQuantizerKeys(k)) {
+      return;
+    }
+    if (in.keyOffset) E.colwise() += qmu;  // <q, k_hat + mu> = <q, k_hat> + <q, mu>
+    if (!finishVariant(k)) return;
   }
 }
 

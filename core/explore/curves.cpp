@@ -27,9 +27,9 @@ std::vector<CurvePoint> fidelityCurves(const SweepResult& r) {
     CurvePoint p;
     std::vector<double> s1, s2;
   };
-  std::map<std::tuple<int, int, int, int>, Acc> acc;
+  std::map<std::tuple<int, int, int, int, int>, Acc> acc;
   for (const SweepRow& row : r.rows) {
-    auto& a = acc[std::make_tuple(static_cast<int>(row.key.mode), row.key.bits, row.key.projDim, row.valueBits)];
+    auto& a = acc[std::make_tuple(static_cast<int>(row.key.method), static_cast<int>(row.key.mode), row.key.bits, row.key.projDim, row.valueBits)];
     if (a.p.rows == 0) {
       a.p.key = row.key;
       a.p.valueBits = row.valueBits;
@@ -39,6 +39,8 @@ std::vector<CurvePoint> fidelityCurves(const SweepResult& r) {
       a.s2.assign(nm, 0.0);
     }
     ++a.p.rows;
+    a.p.keyBytes += row.keyBytesPerVector;
+    a.p.valueBytes += row.valueBytesPerVector;
     for (size_t i = 0; i < nm; ++i) {
       const double v = metrics[i].get(row.m);
       a.s1[i] += v;
@@ -51,6 +53,8 @@ std::vector<CurvePoint> fidelityCurves(const SweepResult& r) {
   out.reserve(acc.size());
   for (auto& [k, a] : acc) {
     const double n = static_cast<double>(a.p.rows);
+    a.p.keyBytes /= n;
+    a.p.valueBytes /= n;
     a.p.mean.resize(nm);
     a.p.ci95.resize(nm);
     for (size_t i = 0; i < nm; ++i) {

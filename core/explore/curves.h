@@ -27,10 +27,11 @@ struct CurvePoint {
   KeyVariant key;
   int valueBits = 0;
   size_t rows = 0;                ///< (layer, query head) rows aggregated
+  double keyBytes = 0, valueBytes = 0;  ///< mean bytes per (token, kv head) of the rows (their ledgers)
   std::vector<double> mean, min, max, ci95;  ///< per curveMetrics() entry; ci95 = 1.96 sd / sqrt(rows) (0 for one row)
 };
 
-/// One point per (key variant, value bits) present in the rows, in the rows' order (mode, bits, m).
+/// One point per (key variant, value bits) present in the rows, in the rows' order (method, mode, bits, m).
 std::vector<CurvePoint> fidelityCurves(const SweepResult& r);
 
 }  // namespace tq

@@ -49,7 +49,7 @@ nlohmann::json metricsJson(const AttentionMetrics& m) {
           {"variance", jnum(m.variance)}, {"slope", jnum(m.slope)}, {"correlation", jnum(m.correlation)}, {"queries", m.count}};
 }
 
-nlohmann::json keyJson(const KeyVariant& k) { return {{"mode", keyModeName(k.mode)}, {"bits", k.bits}, {"proj_dim", k.projDim}}; }
+nlohmann::json keyJson(const KeyVariant& k) { return {{"method", k.methodName()}, {"mode", keyModeName(k.mode)}, {"bits", k.bits}, {"proj_dim", k.projDim}}; }
 
 void toFile(const std::string& path, const std::function<void(std::ostream&)>& write) {
   std::ostringstream os;
@@ -66,13 +66,14 @@ void toFile(const std::string& path, const std::function<void(std::ostream&)>& w
 std::string centeringLabel(const SweepConfig& c) { return keyCenteringLabel(c.centering, c.centerWindow); }
 
 void writeCsv(const SweepResult& r, std::ostream& os) {
-  os << "key_mode,key_bits,proj_dim,value_bits,layer,q_head,kv_head,tokens," << kMetricCols
-     << ",key_vector_mse,value_vector_mse,key_bytes_per_vector,value_bytes_per_vector,key_centering\n";
+  os << "method,key_mode,key_bits,proj_dim,value_bits,layer,q_head,kv_head,tokens," << kMetricCols
+     << ",key_vector_mse,value_vector_mse,key_bytes_per_vector,value_bytes_per_vector,key_bits_per_coordinate,key_centering,method_options\n";
   const std::string centering = centeringLabel(r.config);
   for (const SweepRow& row : r.rows) {
-    os << csvField(keyModeName(row.key.mode)) << ',' << row.key.bits << ',' << row.key.projDim << ',' << row.valueBits << ',' << row.layer << ','
-       << row.qHead << ',' << row.kvHead << ',' << row.tokens << ',' << metricFields(row.m) << ',' << num(row.keyVectorMse) << ','
-       << num(row.valueVectorMse) << ',' << num(row.keyBytesPerVector) << ',' << row.valueBytesPerVector << ',' << centering << '\n';
+    os << csvField(row.key.methodName()) << ',' << csvField(keyModeName(row.key.mode)) << ',' << row.key.bits << ',' << row.key.projDim << ','
+       << row.valueBits << ',' << row.layer << ',' << row.qHead << ',' << row.kvHead << ',' << row.tokens << ',' << metricFields(row.m) << ','
+       << num(row.keyVectorMse) << ',' << num(row.valueVectorMse) << ',' << num(row.keyBytesPerVector) << ',' << num(row.valueBytesPerVector) << ','
+       << num(8.0 * row.keyBytesPerVector / r.headDim) << ',' << centering << ',' << csvField(methodOptionsLabel(row.key.method, r.config.methodOptions)) << '\n';
   }
 }
 
@@ -80,10 +81,11 @@ void writeSummaryCsv(const SweepResult& r, std::ostream& os) {
   std::string worst;
   for (std::string c : {"logit_cosine", "attention_cosine", "kl", "top1", "top5", "output_error", "bias", "variance", "slope", "correlation", "queries"})
     worst += ",worst_" + c;
-  os << "key_mode,key_bits,proj_dim,value_bits,rows,key_bytes_per_vector,value_bytes_per_vector," << kMetricCols << worst << '\n';
+  os << "method,key_mode,key_bits,proj_dim,value_bits,rows,key_bytes_per_vector,value_bytes_per_vector,key_bits_per_coordinate," << kMetricCols << worst << '\n';
   for (const SweepSummary& s : r.summary())
-    os << csvField(keyModeName(s.key.mode)) << ',' << s.key.bits << ',' << s.key.projDim << ',' << s.valueBits << ',' << s.rows << ','
-       << num(s.keyBytesPerVector) << ',' << s.valueBytesPerVector << ',' << metricFields(s.mean) << ',' << metricFields(s.worst) << '\n';
+    os << csvField(s.key.methodName()) << ',' << csvField(keyModeName(s.key.mode)) << ',' << s.key.bits << ',' << s.key.projDim << ',' << s.valueBits << ','
+       << s.rows << ',' << num(s.keyBytesPerVector) << ',' << num(s.valueBytesPerVector) << ',' << num(8.0 * s.keyBytesPerVector / r.headDim) << ','
+       << metricFields(s.mean) << ',' << metricFields(s.worst) << '\n';
 }
 
 void writeJson(const SweepResult& r, std::ostream& os) {
@@ -100,21 +102,27 @@ void writeJson(const SweepResult& r, std::ostream& os) {
   const SweepConfig& c = r.config;
   nlohmann::json modes = nlohmann::json::array();
   for (KeyMode m : c.modes) modes.push_back(keyModeName(m));
+  nlohmann::json methods = nlohmann::json::array();
+  for (KeyMode m : c.modes) methods.push_back(methodName(Method::TurboQuant, m));
+  for (Method m : c.methods) methods.push_back(methodName(m));
   j["config"] = {{"key_bits", c.keyBits}, {"value_bits", c.valueBits}, {"modes", modes}, {"proj_dims", c.projDims},
                  {"rotation", rotationName(c.rotation)}, {"law", lawName(c.law)}, {"seed", c.seed}, {"reference_one_bit", c.referenceOneBit},
                  {"layers", c.layers}, {"q_heads", c.qHeads}, {"query_source", querySourceName(c.queries)}, {"max_queries", c.maxQueries},
-                 {"evaluate_values", c.evaluateValues}, {"key_centering", centeringLabel(c)}};
+                 {"evaluate_values", c.evaluateValues}, {"key_centering", centeringLabel(c)},
+                 {"methods", methods}, {"kivi_group", c.methodOptions.group}, {"kivi_window", c.methodOptions.window}};
   nlohmann::json rows = nlohmann::json::array();
   for (const SweepRow& row : r.rows)
     rows.push_back({{"key", keyJson(row.key)}, {"value_bits", row.valueBits}, {"layer", row.layer}, {"q_head", row.qHead}, {"kv_head", row.kvHead},
                     {"tokens", row.tokens}, {"metrics", metricsJson(row.m)}, {"key_vector_mse", jnum(row.keyVectorMse)},
                     {"value_vector_mse", jnum(row.valueVectorMse)}, {"key_bytes_per_vector", row.keyBytesPerVector},
-                    {"value_bytes_per_vector", row.valueBytesPerVector}});
+                    {"value_bytes_per_vector", row.valueBytesPerVector}, {"key_bits_per_coordinate", 8.0 * row.keyBytesPerVector / r.headDim},
+                    {"method", row.key.methodName()}, {"method_options", methodOptionsLabel(row.key.method, c.methodOptions)}});
   j["rows"] = rows;
   nlohmann::json summary = nlohmann::json::array();
   for (const SweepSummary& s : r.summary())
-    summary.push_back({{"key", keyJson(s.key)}, {"value_bits", s.valueBits}, {"rows", s.rows}, {"key_bytes_per_vector", s.keyBytesPerVector},
-                       {"value_bytes_per_vector", s.valueBytesPerVector}, {"mean", metricsJson(s.mean)}, {"worst", metricsJson(s.worst)}});
+    summary.push_back({{"key", keyJson(s.key)}, {"method", s.key.methodName()}, {"value_bits", s.valueBits}, {"rows", s.rows},
+                       {"key_bytes_per_vector", s.keyBytesPerVector}, {"value_bytes_per_vector", s.valueBytesPerVector},
+                       {"key_bits_per_coordinate", 8.0 * s.keyBytesPerVector / r.headDim}, {"mean", metricsJson(s.mean)}, {"worst", metricsJson(s.worst)}});
   j["summary"] = summary;
   os << j.dump(2) << '\n';
 }

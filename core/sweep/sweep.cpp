@@ -25,7 +25,10 @@ void SweepConfig::validate() const {
   auto need = [](bool ok, const std::string& what) {
     if (!ok) throw std::invalid_argument(what);
   };
-  need(!keyBits.empty() && !valueBits.empty() && !modes.empty() && !projDims.empty(), "every grid axis needs at least one value");
+  need(!keyBits.empty() && !valueBits.empty() && !projDims.empty(), "every grid axis needs at least one value");
+  need(!modes.empty() || !methods.empty(), "choose at least one method (a TurboQuant key mode or a baseline)");
+  for (Method m : methods) need(m != Method::TurboQuant, "TurboQuant's variants are chosen by key mode, not in the methods list");
+  methodOptions.validate();
   for (int b : keyBits) need(b >= 1 && b <= 8, "key bits must be in 1..8, got " + std::to_string(b));
   for (int b : valueBits) need(b >= 1 && b <= 8, "value bits must be in 1..8, got " + std::to_string(b));
   for (int m : projDims) need(m >= 0 && m <= 16384, "proj_dim must be in 0..16384, got " + std::to_string(m));
@@ -49,6 +52,29 @@ std::vector<KeyVariant> keyVariants(const SweepConfig& c, int headDim) {
         if (std::find(out.begin(), out.end(), v) == out.end()) out.push_back(v);
       }
     }
+  for (Method m : c.methods) {
+    std::vector<int> widths = c.keyBits;
+    if (!methodHasBits(m)) widths = {methodFixedBits(m)};
+    for (int b : widths) {
+      KeyVariant v{KeyMode::Mse, b, 0, m};
+      if (std::find(out.begin(), out.end(), v) == out.end()) out.push_back(v);
+    }
+  }
+  return out;
+}
+
+std::vector<ValueVariant> valueVariants(const SweepConfig& c) {
+  std::vector<ValueVariant> out;
+  if (!c.modes.empty())
+    for (int b : c.valueBits) out.push_back({Method::TurboQuant, b});
+  for (Method m : c.methods) {
+    std::vector<int> widths = c.valueBits;
+    if (!methodHasBits(m)) widths = {methodFixedBits(m)};
+    for (int b : widths) {
+      const ValueVariant v{m, b};
+      if (std::find(out.begin(), out.end(), v) == out.end()) out.push_back(v);
+    }
+  }
   return out;
 }
 
@@ -127,10 +153,12 @@ struct SweepPlan {
   double scale = 1;
   bool values = false;
   std::vector<KeyVariant> variants;
-  std::vector<int> vbits;
+  std::vector<ValueVariant> vvariants;
   struct Layer {
     std::once_flag built;
+    /// per key / value variant: a quantizer (TurboQuant) or a codec (the other methods)
     std::vector<std::shared_ptr<const Quantizer>> keys, values;
+    std::vector<std::shared_ptr<const VectorCodec>> keyCodecs, valueCodecs;
   };
   std::map<int, std::unique_ptr<Layer>> layers;
 
@@ -150,14 +178,21 @@ struct SweepPlan {
         return std::make_shared<const Quantizer>(qc);
       };
       L.keys.resize(variants.size());
-      L.values.resize(vbits.size());
+      L.values.resize(vvariants.size());
+      L.keyCodecs.resize(variants.size());
+      L.valueCodecs.resize(vvariants.size());
       // a Prod quantizer draws its QJL matrix: build the layer's quantizers on all cores
-      parallelRanges(variants.size() + vbits.size(), 1, [&](size_t b, size_t e) {
+      parallelRanges(variants.size() + vvariants.size(), 1, [&](size_t b, size_t e) {
         for (size_t i = b; i < e; ++i) {
-          if (i < variants.size())
-            L.keys[i] = make(variants[i].mode, variants[i].bits, variants[i].projDim, false);
-          else
-            L.values[i - variants.size()] = make(KeyMode::Mse, vbits[i - variants.size()], 0, true);
+          const bool isValue = i >= variants.size();
+          const Method m = isValue ? vvariants[i - variants.size()].method : variants[i].method;
+          const int bits = isValue ? vvariants[i - variants.size()].bits : variants[i].bits;
+          if (m == Method::TurboQuant) {
+            (isValue ? L.values[i - variants.size()] : L.keys[i]) = isValue ? make(KeyMode::Mse, bits, 0, true) : make(variants[i].mode, bits, variants[i].projDim, false);
+            continue;
+          }
+          auto tq = m == Method::TqMseNormCorrected ? make(KeyMode::Mse, bits, 0, isValue) : nullptr;
+          (isValue ? L.valueCodecs[i - variants.size()] : L.keyCodecs[i]) = makeCodec(m, bits, isValue, cfg->methodOptions, tq);
         }
       });
     });
@@ -218,18 +253,30 @@ std::vector<SweepRow> evaluateCell(SweepPlan& plan, const SweepCell& cell, const
   in.nq = limits.size();
   in.cancel = &cancel;
   in.stop = stop;
-  for (size_t k : variantIdx) in.keyQuantizers.push_back(L.keys[k].get());
-  if (plan.values)
-    for (auto& q : L.values) in.valueQuantizers.push_back(q.get());
+  // the task's order: TurboQuant's quantizers, then the codecs (key and value variants alike)
+  std::vector<size_t> order, vorder;
+  for (size_t k : variantIdx)
+    if (L.keys[k]) order.push_back(k), in.keyQuantizers.push_back(L.keys[k].get());
+  for (size_t k : variantIdx)
+    if (!L.keys[k]) order.push_back(k), in.keyCodecs.push_back(L.keyCodecs[k].get());
+  for (size_t k : order) in.keyFamily.push_back(static_cast<int>(plan.variants[k].method));
+  if (plan.values) {
+    for (size_t v = 0; v < L.values.size(); ++v)
+      if (L.values[v]) vorder.push_back(v), in.valueQuantizers.push_back(L.values[v].get());
+    for (size_t v = 0; v < L.values.size(); ++v)
+      if (!L.values[v]) vorder.push_back(v), in.valueCodecs.push_back(L.valueCodecs[v].get());
+    for (size_t v : vorder) in.valueFamily.push_back(static_cast<int>(plan.vvariants[v].method));
+  }
   SweepTaskOutput out;
   if (!backend.evaluateTask(in, out)) {
     *cpuFallback = true;
     cpuEvaluateTask(in, out);
   }
   if (cancel.load()) return {};
-  const size_t nk = variantIdx.size(), nq = in.nq, nvq = in.valueQuantizers.size(), nvOut = std::max<size_t>(1, nvq);
+  const size_t nk = variantIdx.size(), nq = in.nq, nvq = vorder.size(), nvOut = std::max<size_t>(1, nvq);
+  const size_t nkq = in.keyQuantizers.size(), nvqq = in.valueQuantizers.size();
   if (out.keyMetrics.size() != nk * nq * SweepTaskOutput::kKeyMetrics || out.outputError.size() != nk * nvOut * nq || out.keyMse.size() != nk ||
-      out.valueMse.size() != nvq)
+      out.valueMse.size() != nvq || out.keyCodecBytes.size() != in.keyCodecs.size() || out.valueCodecBytes.size() != in.valueCodecs.size())
     throw std::runtime_error("the backend returned task results of the wrong size");
   std::vector<SweepRow> rows;
   rows.reserve(nk * cell.qHeads.size() * nvOut);
@@ -237,18 +284,20 @@ std::vector<SweepRow> evaluateCell(SweepPlan& plan, const SweepCell& cell, const
   for (size_t k = 0; k < nk; ++k)
     for (size_t hi = 0; hi < cell.qHeads.size(); ++hi)
       for (size_t vi = 0; vi < nvOut; ++vi) {
+        if (nvq > 0 && in.keyFamily[k] != in.valueFamily[vi]) continue;  // values use the keys' method
         SweepRow row;
-        row.key = plan.variants[variantIdx[k]];
+        row.key = plan.variants[order[k]];
         row.layer = cell.layer;
         row.qHead = cell.qHeads[hi];
         row.kvHead = cell.kvHead;
         row.keyVectorMse = out.keyMse[k];
-        row.keyBytesPerVector = centredKeyBytes(static_cast<double>(formulaBytes(*L.keys[variantIdx[k]])), seq, d, centred);
+        const double keyBytes = k < nkq ? static_cast<double>(formulaBytes(*L.keys[order[k]])) : out.keyCodecBytes[k - nkq];
+        row.keyBytesPerVector = centredKeyBytes(keyBytes, seq, d, centred);
         row.tokens = seq;
         if (nvq > 0) {
-          row.valueBits = plan.vbits[vi];
+          row.valueBits = plan.vvariants[vorder[vi]].bits;
           row.valueVectorMse = out.valueMse[vi];
-          row.valueBytesPerVector = formulaBytes(*L.values[vi]);
+          row.valueBytesPerVector = vi < nvqq ? static_cast<double>(formulaBytes(*L.values[vorder[vi]])) : out.valueCodecBytes[vi - nvqq];
         }
         for (size_t i = hi * hn; i < (hi + 1) * hn; ++i) {
           const double* km = out.keyMetrics.data() + (k * nq + i) * SweepTaskOutput::kKeyMetrics;
@@ -274,8 +323,8 @@ std::vector<SweepRow> evaluateCell(SweepPlan& plan, const SweepCell& cell, const
 
 void sortRows(std::vector<SweepRow>& rows) {
   std::sort(rows.begin(), rows.end(), [](const SweepRow& a, const SweepRow& b) {
-    return std::make_tuple(static_cast<int>(a.key.mode), a.key.bits, a.key.projDim, a.valueBits, a.layer, a.qHead) <
-           std::make_tuple(static_cast<int>(b.key.mode), b.key.bits, b.key.projDim, b.valueBits, b.layer, b.qHead);
+    return std::make_tuple(static_cast<int>(a.key.method), static_cast<int>(a.key.mode), a.key.bits, a.key.projDim, a.valueBits, a.layer, a.qHead) <
+           std::make_tuple(static_cast<int>(b.key.method), static_cast<int>(b.key.mode), b.key.bits, b.key.projDim, b.valueBits, b.layer, b.qHead);
   });
 }
 
@@ -299,7 +348,7 @@ SweepResult runSweep(const KvSource& src, const SweepConfig& cfg, Backend& backe
   plan.scale = src.softmaxScale();
   plan.values = cfg.evaluateValues && shape.hasValues;
   plan.variants = keyVariants(cfg, plan.d);
-  if (plan.values) plan.vbits = cfg.valueBits;
+  if (plan.values) plan.vvariants = valueVariants(cfg);
   size_t inGrid = 0;
   const std::vector<SweepCell> cells = sweepCells(shape, cfg, &inGrid);
   for (const auto& c : cells)

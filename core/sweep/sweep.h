@@ -11,23 +11,32 @@
 #include "backend/centering.h"
 #include "data/kv_source.h"
 #include "data/queries.h"
+#include "methods/methods.h"
 #include "metrics/metrics.h"
 #include "quant/quantizer.h"
 
 namespace tq {
 
+/// One configuration of the keys. TurboQuant: mode, bits, m. The other methods (core/methods): method,
+/// bits (fp8: 8, fp16: 16), mode Mse and m 0. A row's values use the same method (TurboQuant: MSE).
 struct KeyVariant {
   KeyMode mode = KeyMode::Prod;
   int bits = 3;
   int projDim = 0;  ///< resolved (0 for MSE)
-  bool operator==(const KeyVariant& o) const { return mode == o.mode && bits == o.bits && projDim == o.projDim; }
+  Method method = Method::TurboQuant;
+  bool operator==(const KeyVariant& o) const { return mode == o.mode && bits == o.bits && projDim == o.projDim && method == o.method; }
+  std::string methodName() const { return tq::methodName(method, mode); }
 };
 
 /// Key centering (KeyCentering, centreKeys): core/backend/centering.h.
 struct SweepConfig {
   std::vector<int> keyBits{3};
   std::vector<int> valueBits{3};
-  std::vector<KeyMode> modes{KeyMode::Prod};
+  std::vector<KeyMode> modes{KeyMode::Prod};  ///< TurboQuant's key modes (may be empty when `methods` is not)
+  /// Other methods (core/methods) on the same heads: each at every key bit-width (its values at every
+  /// value bit-width), fp8 / fp16 once at their own width.
+  std::vector<Method> methods;
+  MethodOptions methodOptions;
   std::vector<int> projDims{0};  ///< 0 = head_dim; ignored for MSE keys
   RotationKind rotation = RotationKind::Haar;
   CodebookLaw law = CodebookLaw::Exact;
@@ -48,8 +57,19 @@ struct SweepConfig {
   void validate() const;
 };
 
-/// Expands the grid's key axes (MSE ignores projDims; projDim 0 resolved to head_dim).
+/// Expands the grid's key axes (MSE ignores projDims; projDim 0 resolved to head_dim), TurboQuant's
+/// variants first, then those of `methods` in their order.
 std::vector<KeyVariant> keyVariants(const SweepConfig& c, int headDim);
+
+/// A value configuration: TurboQuant-MSE or another method at a width.
+struct ValueVariant {
+  Method method = Method::TurboQuant;
+  int bits = 3;
+  bool operator==(const ValueVariant& o) const { return method == o.method && bits == o.bits; }
+};
+/// The value variants of a grid: TurboQuant-MSE at every value width (when a key mode is chosen), then
+/// each method's.
+std::vector<ValueVariant> valueVariants(const SweepConfig& c);
 
 struct SweepRow {
   KeyVariant key;
@@ -60,7 +80,7 @@ struct SweepRow {
   double valueVectorMse = 0;
   /// Bytes per (token, kv head) from the buffers' sizes; keys include centering's mu and window, amortised.
   double keyBytesPerVector = 0;
-  size_t valueBytesPerVector = 0;
+  double valueBytesPerVector = 0;
   size_t tokens = 0;
 };
 
@@ -71,7 +91,7 @@ struct SweepSummary {
   AttentionMetrics worst;  ///< min of cosines/top-k, max of KL/output error/|bias|
   size_t rows = 0;
   double keyBytesPerVector = 0;
-  size_t valueBytesPerVector = 0;
+  double valueBytesPerVector = 0;
 };
 
 struct SweepResult {

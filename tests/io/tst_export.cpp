@@ -55,7 +55,7 @@ class TstExport : public QObject {
     const auto lines = splitLines(os.str());
     QCOMPARE(lines.size(), m_result.rows.size() + 1);
     const auto header = splitCsv(lines[0]);
-    QCOMPARE(header[0], std::string("key_mode"));
+    QCOMPARE(header[0], std::string("method"));
     const auto col = [&](const char* n) { return static_cast<size_t>(std::find(header.begin(), header.end(), n) - header.begin()); };
     QVERIFY(col("kl") < header.size() && col("value_bytes_per_vector") < header.size());
     for (size_t i = 0; i < m_result.rows.size(); ++i) {
@@ -63,6 +63,7 @@ class TstExport : public QObject {
       const auto f = splitCsv(lines[i + 1]);
       QCOMPARE(f.size(), header.size());
       QCOMPARE(f[col("key_mode")], std::string(keyModeName(r.key.mode)));
+      QCOMPARE(f[col("method")], r.key.methodName());
       QCOMPARE(std::stoi(f[col("key_bits")]), r.key.bits);
       QCOMPARE(std::stoi(f[col("layer")]), r.layer);
       QCOMPARE(std::stoi(f[col("q_head")]), r.qHead);

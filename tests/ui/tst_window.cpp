@@ -220,8 +220,8 @@ class TestWindow : public QObject {
     std::ostringstream out, cerr;
     QCOMPARE(tq::runCli(args, out, cerr), 0);
     const QString cli = QString::fromStdString(out.str());
-    QVERIFY(gui.startsWith("key_mode,key_bits,proj_dim,value_bits,layer,q_head"));
-    QVERIFY(gui.contains(centering ? ",causal:64\n" : ",none\n"));
+    QVERIFY(gui.startsWith("method,key_mode,key_bits,proj_dim,value_bits,layer,q_head"));
+    QVERIFY(gui.contains(centering ? ",causal:64,\n" : ",none,\n"));
     if (centering) QVERIFY2(w.captionText().contains("keys centred (causal:64)"), qPrintable(w.captionText()));
     QCOMPARE(gui.count('\n'), cli.count('\n'));
     QCOMPARE(gui, cli);

@@ -1,0 +1,2 @@
+list(APPEND TQ_CORE_SOURCES
+  ${CMAKE_CURRENT_SOURCE_DIR}/methods/methods.cpp)

@@ -1,0 +1,258 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+/// The baselines of core/methods: fp8 conversions, ledgers equal to their formulas, bit-for-bit agreement
+/// with the numpy implementations (tools/methods_reference.py -> tests/data/methods_golden.safetensors),
+/// and their rows in a sweep.
+#include <QtTest/QtTest>
+
+#include <cmath>
+#include <cstring>
+#include <set>
+#include <sstream>
+
+#include "data/safetensors.h"
+#include "explore/export.h"
+#include "methods/methods.h"
+#include "quant/bitpack.h"
+#include "sweep/sweep.h"
+#include "synth/synthetic.h"
+#include "util/half.h"
+
+using namespace tq;
+
+namespace {
+bool sameBits(float a, float b) { return std::memcmp(&a, &b, 4) == 0; }
+std::vector<float> roundTrip(const VectorCodec& c, const std::vector<float>& x, size_t n, size_t d, size_t* bytes = nullptr) {
+  const EncodedMatrix e = c.encode(x.data(), n, d);
+  if (bytes) *bytes = e.bytes();
+  std::vector<float> out(n * d, -1.0f);
+  c.decode(e, out.data());
+  return out;
+}
+SyntheticSpec spec() {
+  SyntheticSpec s;
+  s.kind = SyntheticKind::OutlierChannels;
+  s.layers = 2;
+  s.qHeads = 4;
+  s.kvHeads = 2;
+  s.tokens = 300;
+  s.headDim = 64;
+  s.seed = 5;
+  return s;
+}
+}  // namespace
+
+class TestMethods : public QObject {
+  Q_OBJECT
+ private slots:
+  void fp8FormatsKnownValues() {
+    QCOMPARE(fp8E4M3ToFloat(0x7e), 448.0f);
+    QCOMPARE(fp8E4M3ToFloat(0x01), std::ldexp(1.0f, -9));  // smallest subnormal
+    QCOMPARE(fp8E4M3ToFloat(0x08), std::ldexp(1.0f, -6));  // smallest normal
+    QVERIFY(std::isnan(fp8E4M3ToFloat(0x7f)));
+    QCOMPARE(fp8E5M2ToFloat(0x7b), 57344.0f);
+    QCOMPARE(fp8E5M2ToFloat(0x01), std::ldexp(1.0f, -16));
+    QVERIFY(std::isinf(fp8E5M2ToFloat(0x7c)));
+    QCOMPARE(fp8E4M3ToFloat(0xfe), -448.0f);
+    // every finite code round-trips; midpoints go to the even code; beyond the largest value saturates
+    for (int c = 0; c < 256; ++c) {
+      const uint8_t u = static_cast<uint8_t>(c);
+      if ((c & 0x7f) <= 0x7e) QCOMPARE(floatToFp8E4M3(fp8E4M3ToFloat(u)), u);
+      if ((c & 0x7f) <= 0x7b) QCOMPARE(floatToFp8E5M2(fp8E5M2ToFloat(u)), u);
+    }
+    for (int c = 0; c < 0x7e; ++c) {
+      const float mid = 0.5f * (fp8E4M3ToFloat(static_cast<uint8_t>(c)) + fp8E4M3ToFloat(static_cast<uint8_t>(c + 1)));
+      QCOMPARE(int(floatToFp8E4M3(mid)), (c % 2 == 0) ? c : c + 1);
+    }
+    QCOMPARE(floatToFp8E4M3(1e9f), uint8_t(0x7e));
+    QCOMPARE(floatToFp8E5M2(-1e9f), uint8_t(0xfb));
+  }
+
+  void ledgersEqualTheirFormulas() {
+    struct Shape {
+      size_t n, d;
+    };
+    for (const Shape s : {Shape{1, 8}, Shape{37, 48}, Shape{200, 64}, Shape{129, 128}, Shape{513, 128}, Shape{64, 80}})
+      for (int window : {0, 16, 128})
+        for (int group : {8, 32}) {
+          MethodOptions o;
+          o.group = group;
+          o.window = window;
+          std::vector<float> x(s.n * s.d);
+          for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(std::sin(0.37 * static_cast<double>(i)) * (1 + i % 7));
+          for (Method m : {Method::Kivi, Method::IntRot, Method::Fp8E4M3, Method::Fp8E5M2, Method::Fp16})
+            for (int bits : {1, 2, 3, 4, 5, 8})
+              for (bool values : {false, true}) {
+                if (!methodHasBits(m) && bits != 1) continue;
+                const auto c = makeCodec(m, bits, values, o);
+                size_t held = 0;
+                const auto rec = roundTrip(*c, x, s.n, s.d, &held);
+                QVERIFY2(static_cast<double>(held) == c->formulaBytes(s.n, s.d),
+                         qPrintable(QString("%1 b=%2 n=%3 d=%4: %5 held vs %6").arg(QString::fromStdString(methodName(m))).arg(bits).arg(s.n).arg(s.d).arg(held).arg(c->formulaBytes(s.n, s.d))));
+                for (float v : rec) QVERIFY(std::isfinite(v));
+              }
+        }
+    // the numbers of docs/METHODS.md for a 512-token, d = 128 head (R 128, G 32)
+    const MethodOptions o;
+    QCOMPARE(makeCodec(Method::Kivi, 2, false, o)->formulaBytes(512, 128) / 512, 100.0);
+    QCOMPARE(makeCodec(Method::Kivi, 2, true, o)->formulaBytes(512, 128) / 512, 100.0);
+    QCOMPARE(makeCodec(Method::IntRot, 4, false, o)->formulaBytes(512, 128) / 512, 72.0);
+    QCOMPARE(makeCodec(Method::Fp8E4M3, 8, false, o)->formulaBytes(512, 128), 512.0 * 128 + 4);
+    QCOMPARE(makeCodec(Method::Fp16, 16, false, o)->formulaBytes(512, 128) / 512, 256.0);
+  }
+
+  void agreesWithTheNumpyImplementationsBitForBit() {
+    SafetensorsFile g(TQ_TEST_DATA_DIR "/methods_golden.safetensors");
+    MethodOptions o;
+    o.group = std::stoi(g.metadata().at("kivi_group"));
+    o.window = std::stoi(g.metadata().at("kivi_window"));
+    int compared = 0;
+    for (const std::string name : {"a", "b"}) {
+      const TensorInfo& xi = g.require(name + ".x");
+      const size_t n = static_cast<size_t>(xi.shape[0]), d = static_cast<size_t>(xi.shape[1]);
+      const std::vector<float> x = g.readFloat(xi);
+      auto check = [&](const VectorCodec& c, const std::string& key) {
+        size_t held = 0;
+        const auto rec = roundTrip(c, x, n, d, &held);
+        const auto want = g.readFloat(key);
+        QCOMPARE(want.size(), rec.size());
+        size_t diff = 0;
+        for (size_t i = 0; i < rec.size(); ++i) diff += !sameBits(rec[i], want[i]);
+        QVERIFY2(diff == 0, qPrintable(QString::fromStdString(key) + QString(": %1 of %2 values differ").arg(diff).arg(rec.size())));
+        QCOMPARE(static_cast<int64_t>(held), g.readInt(g.require(key + ".bytes")).at(0));
+        ++compared;
+      };
+      for (int bits : {1, 2, 3, 4, 8}) {
+        check(*makeCodec(Method::Kivi, bits, false, o), name + ".kivi" + std::to_string(bits) + ".k");
+        check(*makeCodec(Method::Kivi, bits, true, o), name + ".kivi" + std::to_string(bits) + ".v");
+        check(*makeCodec(Method::IntRot, bits, false, o), name + ".introt" + std::to_string(bits));
+      }
+      check(*makeCodec(Method::Fp8E4M3, 8, false, o), name + ".fp8e4m3");
+      check(*makeCodec(Method::Fp8E5M2, 8, false, o), name + ".fp8e5m2");
+      check(*makeCodec(Method::Fp16, 16, false, o), name + ".fp16");
+      // the fp8 codes themselves (ml_dtypes' conversion when the file was written)
+      for (const std::string fmt : {"e4m3", "e5m2"}) {
+        const auto e = makeCodec(fmt == "e4m3" ? Method::Fp8E4M3 : Method::Fp8E5M2, 8, false, o)->encode(x.data(), n, d);
+        const auto& ci = g.require(name + ".fp8" + fmt + ".codes");
+        QCOMPARE(static_cast<size_t>(ci.end - ci.begin), e.codes.size());
+        QVERIFY(std::memcmp(g.bytes(ci), e.codes.data(), e.codes.size()) == 0);
+      }
+    }
+    QCOMPARE(compared, 2 * 18);
+  }
+
+  void blockHadamardIsItsOwnInverse() {
+    std::vector<float> x(3 * 64);
+    for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i % 11) - 5.0f;
+    auto y = x;
+    blockHadamard(y.data(), 3, 64, 32);
+    double e2 = 0, y2 = 0, x2 = 0;
+    for (size_t i = 0; i < x.size(); ++i) x2 += double(x[i]) * x[i], y2 += double(y[i]) * y[i];
+    QVERIFY(std::fabs(y2 - x2) < 1e-3 * x2);  // orthonormal
+    blockHadamard(y.data(), 3, 64, 32);
+    for (size_t i = 0; i < x.size(); ++i) e2 += std::fabs(double(y[i]) - x[i]);
+    QVERIFY(e2 < 1e-3);
+    QCOMPARE(intRotBlock(128), size_t(32));
+    QCOMPARE(intRotBlock(48), size_t(16));
+    QCOMPARE(intRotBlock(8), size_t(8));
+    QVERIFY_THROWS_EXCEPTION(std::invalid_argument, blockHadamard(y.data(), 3, 64, 24));
+  }
+
+  void normCorrectionRestoresTheStoredNorm() {
+    QuantConfig qc;
+    qc.dim = 64;
+    qc.bits = 2;
+    qc.mode = KeyMode::Mse;
+    auto q = std::make_shared<const Quantizer>(qc);
+    const auto c = makeCodec(Method::TqMseNormCorrected, 2, false, {}, q);
+    std::vector<float> x(50 * 64);
+    for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(std::cos(0.11 * static_cast<double>(i * i % 97))) * 3.0f;
+    size_t held = 0;
+    const auto rec = roundTrip(*c, x, 50, 64, &held);
+    CompressedVectors cv = q->compress(x.data(), 50);
+    QCOMPARE(held, cv.bytes());  // no byte more than TurboQuant-MSE
+    std::vector<float> plain(50 * 64);
+    q->decompress(cv, 0, 50, plain.data());
+    double sumR = 0, sumP = 0;
+    for (size_t i = 0; i < 50; ++i) {
+      double r2 = 0, p2 = 0, dot = 0;
+      for (size_t j = 0; j < 64; ++j) r2 += double(rec[i * 64 + j]) * rec[i * 64 + j], p2 += double(plain[i * 64 + j]) * plain[i * 64 + j],
+                                        dot += double(rec[i * 64 + j]) * plain[i * 64 + j];
+      QVERIFY(std::fabs(std::sqrt(r2) - halfToFloat(cv.norms[i])) < 1e-4 * halfToFloat(cv.norms[i]));
+      sumR += std::sqrt(r2);
+      sumP += std::sqrt(p2);
+      QVERIFY(dot > 0.99999 * std::sqrt(r2) * std::sqrt(p2));      // the direction is unchanged
+    }
+    QVERIFY(sumP < 0.95 * sumR);  // MSE shrinks on average; the correction undoes it
+    QVERIFY_THROWS_EXCEPTION(std::invalid_argument, makeCodec(Method::TqMseNormCorrected, 2, false, {}, nullptr));
+  }
+
+  void refusals() {
+    QVERIFY_THROWS_EXCEPTION(std::invalid_argument, makeCodec(Method::Kivi, 0, false, {}));
+    QVERIFY_THROWS_EXCEPTION(std::invalid_argument, makeCodec(Method::IntRot, 9, false, {}));
+    MethodOptions bad;
+    bad.group = 0;
+    QVERIFY_THROWS_EXCEPTION(std::invalid_argument, makeCodec(Method::Kivi, 2, false, bad));
+    QVERIFY_THROWS_EXCEPTION(std::invalid_argument, parseMethod("kivi2"));
+    QCOMPARE(int(parseMethod("tq-qjl").mode), int(KeyMode::QjlOnly));
+    const std::vector<float> nan(8, NAN);
+    QVERIFY_THROWS_EXCEPTION(std::invalid_argument, makeCodec(Method::Fp8E4M3, 8, false, {})->encode(nan.data(), 1, 8));
+  }
+
+  void sweepChargesEveryMethodAndPairsValues() {
+    SyntheticKv src(spec());
+    SweepConfig c;
+    c.keyBits = {2, 4};
+    c.valueBits = {3};
+    c.modes = {KeyMode::Mse};
+    c.methods = {Method::Kivi, Method::IntRot, Method::Fp8E4M3, Method::Fp16, Method::TqMseNormCorrected};
+    c.methodOptions.window = 44;
+    c.maxQueries = 8;
+    auto be = makeCpuBackend();
+    const SweepResult r = runSweep(src, c, *be);
+    const size_t heads = 2 * 4;
+    // tq-mse 2 + kivi 2 + int-rot 2 + fp8 1 + fp16 1 + tq-mse-nc 2 key variants, one value variant each
+    QCOMPARE(r.rows.size(), size_t(10) * heads);
+    std::set<std::string> names;
+    for (const SweepRow& row : r.rows) {
+      names.insert(row.key.methodName());
+      const Method m = row.key.method;
+      if (m == Method::TurboQuant || m == Method::TqMseNormCorrected) {
+        QCOMPARE(row.valueBits, 3);
+        QCOMPARE(row.keyBytesPerVector, double(packedBytes(64, row.key.bits) + 2));
+        QCOMPARE(row.valueBytesPerVector, double(packedBytes(64, 3) + 2));
+      } else {
+        const int vb = methodHasBits(m) ? 3 : methodFixedBits(m);
+        QCOMPARE(row.valueBits, vb);
+        const auto kc = makeCodec(m, row.key.bits, false, c.methodOptions), vc = makeCodec(m, vb, true, c.methodOptions);
+        QCOMPARE(row.keyBytesPerVector, kc->formulaBytes(300, 64) / 300);
+        QCOMPARE(row.valueBytesPerVector, vc->formulaBytes(300, 64) / 300);
+      }
+      if (m == Method::Fp16) {
+        QVERIFY2(row.m.attentionCosine > 0.9999, qPrintable(QString("%1 %2 %3").arg(row.m.attentionCosine).arg(row.m.outputError).arg(row.m.kl)));
+        QVERIFY2(row.m.outputError < 1e-2, qPrintable(QString::number(row.m.outputError)));
+      }
+    }
+    QCOMPARE(names, (std::set<std::string>{"tq-mse", "kivi", "int-rot", "fp8-e4m3", "fp16", "tq-mse-nc"}));
+    // the CSV says which method and options each row is
+    std::ostringstream csv;
+    writeCsv(r, csv);
+    const std::string s = csv.str();
+    QVERIFY(s.rfind("method,key_mode,key_bits", 0) == 0);
+    QVERIFY(s.find("\nkivi,mse,2,0,3,") != std::string::npos);
+    QVERIFY(s.find("G=32 R=44") != std::string::npos);
+    // baselines alone, and with key centering (charged the same way as TurboQuant's)
+    SweepConfig b = c;
+    b.modes.clear();
+    b.methods = {Method::Fp16};
+    b.centering = KeyCentering::Causal;
+    b.centerWindow = 20;
+    const SweepResult rb = runSweep(src, b, *be);
+    QCOMPARE(rb.rows.size(), heads);
+    for (const SweepRow& row : rb.rows) QCOMPARE(row.keyBytesPerVector, ((300 - 20) * 128.0 + 20 * 128.0 + 128.0) / 300);
+    b.methods.clear();
+    QVERIFY_THROWS_EXCEPTION(std::invalid_argument, runSweep(src, b, *be));
+  }
+};
+
+QTEST_APPLESS_MAIN(TestMethods)
+#include "tst_methods.moc"
