@@ -643,18 +643,10 @@ int cmdEvaluate(const Args& a, std::ostream& out, std::ostream& err) {
   c.valueBits = a.intList("value-bits", {4}, 1, 8);
   c.projDims = a.intList("proj-dim", {0}, 0, 16384);
   if (a.has("methods")) {
-    c.modes.clear();
-    std::stringstream ss(a.str("methods", ""));
-    std::string item;
-    while (std::getline(ss, item, ',')) {
-      const MethodSpec m = parseOr("--methods", [&] { return parseMethod(item); });
-      if (m.method == Method::TurboQuant) {
-        if (std::find(c.modes.begin(), c.modes.end(), m.mode) == c.modes.end()) c.modes.push_back(m.mode);
-      } else if (std::find(c.methods.begin(), c.methods.end(), m.method) == c.methods.end()) {
-        c.methods.push_back(m.method);
-      }
-    }
-    if (c.modes.empty() && c.methods.empty()) throw UsageError("--methods is empty");
+    parseOr("--methods", [&] {
+      parseMethodList(a.str("methods", ""), c.modes, c.methods);
+      return 0;
+    });
   } else {
     c.modes = modeList(a.str("mode", "mse,prod"));
   }

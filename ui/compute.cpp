@@ -122,6 +122,10 @@ tq::SweepConfig sweepConfigFor(const Experiment& e, const tq::KvShape& shape) {
   c.evaluateValues = shape.hasValues;
   c.centering = e.centering;
   c.centerWindow = e.centerWindow;
+  c.methods = e.methods;
+  c.methodOptions = e.methodOptions;
+  c.methods = e.methods;
+  c.methodOptions = e.methodOptions;
   return c;
 }
 

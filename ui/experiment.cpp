@@ -88,6 +88,10 @@ QJsonObject Experiment::toJson() const {
   o["customProjDim"] = customProj;
   o["rotation"] = tq::rotationName(rotation);
   o["keyCentering"] = QString::fromStdString(tq::keyCenteringLabel(centering, centerWindow));
+  o["methods"] = QString::fromStdString(tq::methodListLabel(methods));
+  o["kiviGroup"] = methodOptions.group;
+  o["kiviWindow"] = methodOptions.window;
+  o["fidelityX"] = fidelityAxisName(fidelityX);
   o["law"] = tq::lawName(law);
   o["seed"] = QString::number(seed);
   o["backend"] = tq::backendChoiceName(backend);
@@ -103,7 +107,31 @@ QJsonObject Experiment::toJson() const {
   return o;
 }
 
+const char* fidelityAxisName(FidelityAxis a) { return a == FidelityAxis::Bytes ? "bytes" : a == FidelityAxis::Ratio ? "ratio" : "key-bits"; }
+FidelityAxis parseFidelityAxis(const QString& s, bool* ok) {
+  *ok = true;
+  if (s == "key-bits" || s == "bits") return FidelityAxis::KeyBits;
+  if (s == "bytes") return FidelityAxis::Bytes;
+  if (s == "ratio") return FidelityAxis::Ratio;
+  *ok = false;
+  return FidelityAxis::KeyBits;
+}
+
 namespace {
+/// The GUI always sweeps TurboQuant's three modes: a list names the baselines beside them ("none": no
+/// baseline; tq-mse, tq-prod, tq-qjl are accepted and already there).
+std::vector<tq::Method> baselineList(const QString& text, const char* what) {
+  if (text.isEmpty() || text == "none") return {};
+  std::vector<tq::KeyMode> modes;
+  std::vector<tq::Method> methods;
+  try {
+    tq::parseMethodList(text.toStdString(), modes, methods);
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(std::string(what) + ": " + e.what());
+  }
+  return methods;
+}
+
 // Typed, bounded access to an experiment's JSON fields: a field of the wrong type or out of range is an
 // error naming the field, the expected type and what was found (it used to fall back to the default).
 QString describe(const QJsonValue& v) {
@@ -222,6 +250,11 @@ bool Experiment::fromJson(const QJsonObject& o, QString* error) {
     e.rotation = tq::parseRotation(f.string("rotation", tq::rotationName(e.rotation)).toStdString());
     e.centering = tq::parseKeyCentering(f.string("keyCentering", QString::fromStdString(tq::keyCenteringLabel(e.centering, e.centerWindow))).toStdString(),
                                         &e.centerWindow);
+    if (o.contains("methods")) e.methods = baselineList(f.string("methods", ""), "methods");
+    e.methodOptions.group = static_cast<int>(f.integer("kiviGroup", e.methodOptions.group, 1, 65536));
+    e.methodOptions.window = static_cast<int>(f.integer("kiviWindow", e.methodOptions.window, 0, 1 << 24));
+    e.fidelityX = parseFidelityAxis(f.string("fidelityX", fidelityAxisName(e.fidelityX)), &ok);
+    if (!ok) throw std::invalid_argument("fidelityX must be key-bits, bytes or ratio");
     e.law = tq::parseLaw(f.string("law", tq::lawName(e.law)).toStdString());
     e.seed = f.seed("seed", e.seed);
     e.backend = tq::parseBackendChoice(f.string("backend", tq::backendChoiceName(e.backend)).toStdString());
@@ -293,6 +326,13 @@ bool Experiment::applyFlag(const QString& key, const QString& value, QString* er
     } else if (key == "rotation") rotation = tq::parseRotation(value.toStdString());
     else if (key == "center") centering = tq::parseKeyCentering(value.toStdString(), &centerWindow);
     else if (key == "law" || key == "codebook") law = tq::parseLaw(value.toStdString());
+    else if (key == "methods") methods = baselineList(value, "--methods");
+    else if (key == "group") methodOptions.group = toInt(1, 65536);
+    else if (key == "window") methodOptions.window = toInt(0, 1 << 24);
+    else if (key == "fidelity-x") {
+      fidelityX = parseFidelityAxis(value, &ok);
+      if (!ok) throw std::invalid_argument("--fidelity-x expects key-bits, bytes or ratio");
+    }
     else if (key == "seed") {
       seed = value.toULongLong(&ok);
       if (!ok) throw std::invalid_argument("--seed expects an unsigned integer");
@@ -322,6 +362,8 @@ QString Experiment::flagHelp() {
   return "  --key-bits N --value-bits N (1..8)   --mode mse|prod|qjl   --proj-dim d/4|d/2|d|2d|N\n"
          "  --rotation haar|hadamard   --law exact|gaussian   --seed N   --backend auto|cpu|cuda\n"
          "  --center none|causal[:W]|oracle (subtract the per-head key mean before quantizing)\n"
+         "  --methods LIST: baselines swept beside TurboQuant (tq-mse-nc,kivi,int-rot,fp8-e4m3,fp8-e5m2,fp16; 'none')\n"
+         "  --group G --window R (KIVI)   --fidelity-x key-bits|bytes|ratio (the fidelity view's x axis)\n"
          "  --layer L --head H --query-pos T   --queries dump|last-key|random   --heatmap softmax|logits\n"
          "  --model PRESET --context TOKENS   --sweep-queries N   --sample-cells N (fidelity sweep on N cells; 0 = all)\n";
 }

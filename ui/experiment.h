@@ -23,6 +23,12 @@ ProjChoice parseProjChoice(const QString& s, bool* ok = nullptr);
 
 enum class DataKind { Sample, File, Synthetic };
 
+/// The fidelity view's x axis: key bits, bytes per (token, kv head) of keys + values, or that as a
+/// compression ratio versus fp16 keys + values.
+enum class FidelityAxis { KeyBits, Bytes, Ratio };
+const char* fidelityAxisName(FidelityAxis a);  ///< "key-bits", "bytes", "ratio"
+FidelityAxis parseFidelityAxis(const QString& s, bool* ok);
+
 struct Experiment {
   // data
   DataKind dataKind = DataKind::Sample;
@@ -37,6 +43,10 @@ struct Experiment {
   tq::RotationKind rotation = tq::RotationKind::Haar;
   tq::KeyCentering centering = tq::KeyCentering::None;  ///< keys centred before quantizing (backend/centering.h)
   int centerWindow = 128;                               ///< causal centering: mu from (and exact) first tokens
+  /// Baselines swept beside TurboQuant (core/methods) and KIVI's options.
+  std::vector<tq::Method> methods;
+  tq::MethodOptions methodOptions;
+  FidelityAxis fidelityX = FidelityAxis::KeyBits;
   tq::CodebookLaw law = tq::CodebookLaw::Exact;
   quint64 seed = 42;
   tq::BackendChoice backend = tq::BackendChoice::Auto;

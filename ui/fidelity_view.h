@@ -18,11 +18,22 @@ class FidelityView : public PlotView {
   void setRunning(const QString& text);  ///< shown while the sweep runs
   QString csv() const override;
   int dataPoints() const override;
+  /// Points on the Pareto frontier of the first panel (0 on the key-bits axis).
+  int frontierPoints() const { return m_frontier; }
+  /// The hover text of the point nearest (x, y) in data coordinates of panel `panel` (tests).
+  QString hoverTextNear(int panel, double x, double y) const;
 
  private:
   std::vector<QCPAxisRect*> m_rects;
   std::shared_ptr<const SweepOutput> m_sweep;
   int m_points = 0;
+  int m_frontier = 0;
+  struct HoverPoint {
+    QCPAxisRect* rect;
+    double x, y;
+    QString text;
+  };
+  std::vector<HoverPoint> m_hover;
   QCPLegend* m_legend = nullptr;
   QCPTextElement* m_status = nullptr;
 };

@@ -31,6 +31,7 @@
 #include <QSettings>
 #include <QSpinBox>
 #include <QSplitter>
+#include <QToolButton>
 #include <QStatusBar>
 #include <QTabWidget>
 #include <QTimer>
@@ -466,6 +467,43 @@ void MainWindow::buildUi() {
   fq->addRow("Key centring", m_centering);
   col->addWidget(gQ);
 
+  // COMPARE: baselines on the same heads, and the fidelity view's x axis
+  auto* gC = new QGroupBox("COMPARE");
+  auto* fc = new QFormLayout(gC);
+  m_methods = new QToolButton;
+  m_methods->setObjectName("methods");
+  m_methods->setPopupMode(QToolButton::InstantPopup);
+  m_methods->setToolButtonStyle(Qt::ToolButtonTextOnly);
+  m_methods->setSizePolicy(QSizePolicy::Ignored, QSizePolicy::Preferred);  // the names never widen the side panel
+  m_methods->setMinimumWidth(60);
+  m_methodsHelp = QString("Baselines evaluated beside TurboQuant on the same heads and charged for every byte they store (--methods): "
+                        "TurboQuant-MSE with norm correction, KIVI (groups of 32, the last 128 tokens in fp16), rotated int (H32 blocks, "
+                        "fp16 scale per block), fp8 e4m3 / e5m2 (per-head scale), fp16. Their values use the same method.");
+  m_methods->setToolTip(m_methodsHelp);
+  {
+    auto* menu = new QMenu(m_methods);
+    const std::pair<const char*, tq::Method> items[] = {{"TurboQuant-MSE, norm-corrected", tq::Method::TqMseNormCorrected},
+                                                         {"KIVI (G 32, R 128)", tq::Method::Kivi},
+                                                         {"rotated int (H32, q4_0 rule)", tq::Method::IntRot},
+                                                         {"fp8 e4m3", tq::Method::Fp8E4M3},
+                                                         {"fp8 e5m2", tq::Method::Fp8E5M2},
+                                                         {"fp16", tq::Method::Fp16}};
+    for (const auto& [label, m] : items) {
+      QAction* a = menu->addAction(label);
+      a->setCheckable(true);
+      a->setData(static_cast<int>(m));
+      connect(a, &QAction::toggled, this, &MainWindow::onControl);
+    }
+    m_methods->setMenu(menu);
+  }
+  m_fidelityX = combo({{"key bits", int(FidelityAxis::KeyBits)}, {"bytes per token·head (K+V)", int(FidelityAxis::Bytes)},
+                       {"ratio vs fp16", int(FidelityAxis::Ratio)}},
+                      "The fidelity view's x axis. Bytes: keys + values per (token, kv head) from each method's ledger, the Pareto "
+                      "frontier marked; ratio: fp16 bytes over those bytes.");
+  fc->addRow("Baselines", m_methods);
+  fc->addRow("Fidelity x", m_fidelityX);
+  col->addWidget(gC);
+
   // SELECTION
   auto* gS = new QGroupBox("SELECTION");
   auto* fs = new QFormLayout(gS);
@@ -637,6 +675,17 @@ void MainWindow::syncControls() {
   setComboData(m_rotation, m_exp.rotation);
   setComboData(m_law, m_exp.law);
   setComboData(m_centering, m_exp.centering);
+  {
+    QStringList names;
+    for (QAction* a : m_methods->menu()->actions()) {
+      const bool on = std::find(m_exp.methods.begin(), m_exp.methods.end(), static_cast<tq::Method>(a->data().toInt())) != m_exp.methods.end();
+      a->setChecked(on);
+      if (on) names << QString::fromStdString(tq::methodName(static_cast<tq::Method>(a->data().toInt())));
+    }
+    m_methods->setText(names.isEmpty() ? "none" : names.size() <= 2 ? names.join(", ") : QString("%1 selected").arg(names.size()));
+    m_methods->setToolTip((names.isEmpty() ? QString("No baseline. ") : "Selected: " + names.join(", ") + ". ") + m_methodsHelp);
+  }
+  setComboData(m_fidelityX, m_exp.fidelityX);
   m_seed->setValue(static_cast<int>(std::min<quint64>(m_exp.seed, 2147483647)));
   setComboData(m_backend, m_exp.backend);
   m_layer->setValue(m_exp.layer);
@@ -670,6 +719,10 @@ void MainWindow::onControl() {
   n.rotation = static_cast<tq::RotationKind>(m_rotation->currentData().toInt());
   n.law = static_cast<tq::CodebookLaw>(m_law->currentData().toInt());
   n.centering = static_cast<tq::KeyCentering>(m_centering->currentData().toInt());
+  n.methods.clear();
+  for (QAction* a : m_methods->menu()->actions())
+    if (a->isChecked()) n.methods.push_back(static_cast<tq::Method>(a->data().toInt()));
+  n.fidelityX = static_cast<FidelityAxis>(m_fidelityX->currentData().toInt());
   n.seed = static_cast<quint64>(m_seed->value());
   n.backend = static_cast<tq::BackendChoice>(m_backend->currentData().toInt());
   n.layer = m_layer->value();
@@ -719,6 +772,8 @@ void MainWindow::applyExperiment(const Experiment& n) {
   if (n.rotation != o.rotation || n.law != o.law || n.seed != o.seed || n.backend != o.backend || n.centering != o.centering ||
       n.centerWindow != o.centerWindow)
     parts |= PartAll, sweep = true;
+  if (n.methods != o.methods || n.methodOptions.group != o.methodOptions.group || n.methodOptions.window != o.methodOptions.window) sweep = true;
+  if (n.fidelityX != o.fidelityX) memory = true;  // a re-render of the fidelity view (flush), no computation
   if (n.layer != o.layer || n.qHead != o.qHead) parts |= PartAll;
   if (n.queryPos != o.queryPos) parts |= PartHow;
   if (n.querySource != o.querySource) parts |= kHEH, sweep = true;

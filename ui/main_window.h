@@ -17,6 +17,7 @@
 
 class QSpinBox;
 class QComboBox;
+class QToolButton;
 class QLabel;
 class QProgressBar;
 class QPushButton;
@@ -155,6 +156,9 @@ class MainWindow : public QMainWindow {
   QSpinBox* m_customProj = nullptr;
   QComboBox* m_rotation = nullptr;
   QComboBox* m_centering = nullptr;
+  QToolButton* m_methods = nullptr;     ///< baselines beside TurboQuant (a menu of checkable actions)
+  QComboBox* m_fidelityX = nullptr;
+  QString m_methodsHelp;
   QComboBox* m_law = nullptr;
   QSpinBox* m_seed = nullptr;
   QComboBox* m_backend = nullptr;

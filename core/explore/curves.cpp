@@ -68,4 +68,31 @@ std::vector<CurvePoint> fidelityCurves(const SweepResult& r) {
   return out;
 }
 
+double pointBytes(const CurvePoint& p) { return p.keyBytes + p.valueBytes; }
+
+double fp16PointBytes(const SweepResult& r) {
+  const bool values = r.config.evaluateValues && std::any_of(r.rows.begin(), r.rows.end(), [](const SweepRow& row) { return row.valueBits > 0; });
+  return 2.0 * r.headDim + (values ? 2.0 * (r.headDimV > 0 ? r.headDimV : r.headDim) : 0.0);
+}
+
+std::vector<size_t> paretoFrontier(const std::vector<CurvePoint>& pts, size_t metric) {
+  const bool higher = curveMetrics().at(metric).higherIsBetter;
+  auto better = [&](double a, double b) { return higher ? a > b : a < b; };
+  std::vector<size_t> out;
+  for (size_t i = 0; i < pts.size(); ++i) {
+    const double bi = pointBytes(pts[i]), mi = pts[i].mean.at(metric);
+    if (!std::isfinite(mi)) continue;
+    bool dominated = false;
+    for (size_t j = 0; j < pts.size() && !dominated; ++j) {
+      if (j == i) continue;
+      const double bj = pointBytes(pts[j]), mj = pts[j].mean.at(metric);
+      if (!std::isfinite(mj)) continue;
+      dominated = bj <= bi && !better(mi, mj) && (bj < bi || better(mj, mi));
+    }
+    if (!dominated) out.push_back(i);
+  }
+  std::sort(out.begin(), out.end(), [&](size_t a, size_t b) { return pointBytes(pts[a]) < pointBytes(pts[b]); });
+  return out;
+}
+
 }  // namespace tq

@@ -34,4 +34,12 @@ struct CurvePoint {
 /// One point per (key variant, value bits) present in the rows, in the rows' order (method, mode, bits, m).
 std::vector<CurvePoint> fidelityCurves(const SweepResult& r);
 
+/// Bytes per (token, kv head) that a point stores: keys + values (keys alone when the sweep had no values).
+double pointBytes(const CurvePoint& p);
+/// fp16's bytes for the same (token, kv head): 2 d (+ 2 dv with values).
+double fp16PointBytes(const SweepResult& r);
+/// The points (indices into pts) that no other point beats on both bytes (pointBytes, fewer) and the
+/// curveMetrics()[metric] mean (better, as that metric counts better): ascending in bytes.
+std::vector<size_t> paretoFrontier(const std::vector<CurvePoint>& pts, size_t metric);
+
 }  // namespace tq

@@ -24,6 +24,31 @@ MethodSpec parseMethod(const std::string& s) {
   throw std::invalid_argument("unknown method '" + s + "' (expected tq-mse, tq-prod, tq-qjl, tq-mse-nc, kivi, int-rot, fp8-e4m3, fp8-e5m2 or fp16)");
 }
 
+void parseMethodList(const std::string& list, std::vector<KeyMode>& modes, std::vector<Method>& methods) {
+  modes.clear();
+  methods.clear();
+  size_t from = 0;
+  while (from <= list.size()) {
+    const size_t comma = std::min(list.find(',', from), list.size());
+    const std::string item = list.substr(from, comma - from);
+    from = comma + 1;
+    if (item.empty()) continue;
+    const MethodSpec m = parseMethod(item);
+    if (m.method == Method::TurboQuant) {
+      if (std::find(modes.begin(), modes.end(), m.mode) == modes.end()) modes.push_back(m.mode);
+    } else if (std::find(methods.begin(), methods.end(), m.method) == methods.end()) {
+      methods.push_back(m.method);
+    }
+  }
+  if (modes.empty() && methods.empty()) throw std::invalid_argument("the list of methods is empty");
+}
+
+std::string methodListLabel(const std::vector<Method>& methods) {
+  std::string s;
+  for (Method m : methods) s += (s.empty() ? "" : ",") + methodName(m);
+  return s;
+}
+
 std::string methodName(Method m, KeyMode mode) {
   switch (m) {
     case Method::TurboQuant: return mode == KeyMode::Mse ? "tq-mse" : mode == KeyMode::Prod ? "tq-prod" : "tq-qjl";

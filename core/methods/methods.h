@@ -34,6 +34,11 @@ struct MethodSpec {
 };
 /// Throws std::invalid_argument naming the text and the accepted names.
 MethodSpec parseMethod(const std::string& s);
+/// A comma-separated list of those names: TurboQuant's modes go to `modes`, the others to `methods`, each
+/// once, in the order given. Throws std::invalid_argument naming a bad entry (or an empty list).
+void parseMethodList(const std::string& list, std::vector<KeyMode>& modes, std::vector<Method>& methods);
+/// "kivi,int-rot" (the names joined by commas; empty for none).
+std::string methodListLabel(const std::vector<Method>& methods);
 /// "tq-mse", "kivi", ... (TurboQuant: by key mode).
 std::string methodName(Method m, KeyMode mode = KeyMode::Mse);
 /// Whether the method takes the grid's bit-widths (fp8 and fp16 have fixed widths: 8 and 16).

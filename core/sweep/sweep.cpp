@@ -362,6 +362,7 @@ SweepResult runSweep(const KvSource& src, const SweepConfig& cfg, Backend& backe
   res.backend = backend.name();
   res.device = backend.device();
   res.headDim = plan.d;
+  res.headDimV = plan.dv;
   res.tokens = static_cast<size_t>(plan.seq);
   res.cellsTotal = cells.size();
   res.cellsInGrid = inGrid;

@@ -100,6 +100,7 @@ struct SweepResult {
   std::string queryLabel;   ///< e.g. "dump queries" or "proxy: last key"
   std::string backend, device;
   int headDim = 0;
+  int headDimV = 0;
   size_t tokens = 0;
   std::vector<SweepRow> rows;
   double seconds = 0;

@@ -189,17 +189,21 @@ class TestWindow : public QObject {
 
   void fidelityCsvIsTheCliEvaluateCsv_data() {
     QTest::addColumn<int>("centering");
-    QTest::newRow("keys as they are") << int(tq::KeyCentering::None);
-    QTest::newRow("causal centring") << int(tq::KeyCentering::Causal);
+    QTest::addColumn<bool>("baselines");
+    QTest::newRow("keys as they are") << int(tq::KeyCentering::None) << false;
+    QTest::newRow("causal centring") << int(tq::KeyCentering::Causal) << false;
+    QTest::newRow("baselines") << int(tq::KeyCentering::None) << true;
   }
   void fidelityCsvIsTheCliEvaluateCsv() {
     // the same configuration and query source through the view and through `tqstudio-cli evaluate --csv`
     QFETCH(int, centering);
+    QFETCH(bool, baselines);
     MainWindow w(quiet());
     Experiment e;
     e.dataKind = DataKind::File;
     e.dataPath = TQ_TEST_DATA_DIR "/stories260K_lily_512.safetensors";
     e.centering = static_cast<tq::KeyCentering>(centering);
+    if (baselines) e.methods = {tq::Method::Kivi, tq::Method::IntRot, tq::Method::Fp16};
     e.centerWindow = 64;
     QString err;
     QVERIFY2(w.openNow(e, &err), qPrintable(err));
@@ -211,9 +215,10 @@ class TestWindow : public QObject {
       return s;
     };
     std::string modes;
-    for (auto m : c.modes) modes += (modes.empty() ? "" : ",") + std::string(tq::keyModeName(m));
+    for (auto m : c.modes) modes += (modes.empty() ? "" : ",") + (baselines ? tq::methodName(tq::Method::TurboQuant, m) : std::string(tq::keyModeName(m)));
+    if (baselines) modes += "," + tq::methodListLabel(c.methods);
     const std::vector<std::string> args = {"evaluate", e.dataPath.toStdString(), "--key-bits", join(c.keyBits), "--value-bits", join(c.valueBits),
-                                           "--mode", modes, "--proj-dim", join(c.projDims), "--queries", tq::querySourceName(c.queries),
+                                           baselines ? "--methods" : "--mode", modes, "--proj-dim", join(c.projDims), "--queries", tq::querySourceName(c.queries),
                                            "--max-queries", std::to_string(c.maxQueries), "--rotation", tq::rotationName(c.rotation), "--law",
                                            tq::lawName(c.law), "--seed", std::to_string(c.seed), "--backend", "cpu",
                                            "--center", tq::keyCenteringLabel(c.centering, c.centerWindow), "--csv"};
@@ -225,6 +230,30 @@ class TestWindow : public QObject {
     if (centering) QVERIFY2(w.captionText().contains("keys centred (causal:64)"), qPrintable(w.captionText()));
     QCOMPARE(gui.count('\n'), cli.count('\n'));
     QCOMPARE(gui, cli);
+    if (baselines) {
+      QVERIFY(gui.contains("\nkivi,mse,2,0,") && gui.contains("\nfp16,mse,16,0,"));
+      // on the bytes axis: every method on one plot, the frontier marked, hover names the configuration
+      Experiment b = w.experiment();
+      b.fidelityX = FidelityAxis::Bytes;
+      w.applyExperiment(b);  // a re-render only (the flush timer)
+      auto* fv = qobject_cast<FidelityView*>(w.view("fidelity"));
+      QVERIFY(fv);
+      QTRY_VERIFY_WITH_TIMEOUT(fv->frontierPoints() >= 2, 5000);
+      QVERIFY(!w.busy());
+      const auto& pts = w.sweepOutput()->curves;
+      const auto it = std::find_if(pts.begin(), pts.end(), [](const tq::CurvePoint& p) { return p.key.method == tq::Method::Kivi && p.key.bits == 2; });
+      QVERIFY(it != pts.end());
+      const QString hover = fv->hoverTextNear(0, tq::pointBytes(*it), it->mean[0]);
+      // the baselines and the axis are part of the experiment (JSON round trip; bad names refused)
+      Experiment back;
+      QString why;
+      QVERIFY(back.fromJson(w.experiment().toJson(), &why));
+      QVERIFY(back.methods == e.methods && back.fidelityX == FidelityAxis::Bytes);
+      QJsonObject bad = w.experiment().toJson();
+      bad["methods"] = "kivi,zip";
+      QVERIFY(!back.fromJson(bad, &why) && why.contains("zip"));
+      QVERIFY2(hover.startsWith("KIVI · K2/V") && hover.contains(QString::number(tq::pointBytes(*it), 'f', 1)), qPrintable(hover));
+    }
   }
 
   void outOfDateViewsAreMarkedAndNotExported() {
