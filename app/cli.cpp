@@ -78,8 +78,9 @@ const char* kUsage =
     "             fidelity metrics per (layer, head); --center: subtract the per-head key mean (causal: of the first W=128\n"
     "             tokens, kept exact; oracle: of the whole dump) before quantizing, charged to the key bytes\n"
     "             and summarised; --sample-cells N: only the first N (layer, kv head) cells of the seeded order\n"
-    "             [--methods LIST] instead of --mode: tq-mse,tq-prod,tq-qjl,tq-mse-nc,kivi,int-rot,fp8-e4m3,fp8-e5m2,fp16\n"
-    "             (fp8/fp16 at their own width; the others at every --key-bits/--value-bits); [--norm-correction]\n"
+    "             [--methods LIST] instead of --mode: tq-mse,tq-prod,tq-qjl,tq-mse-nc,tq-mse-oc,kivi,int-rot,fp8-e4m3,\n"
+    "             fp8-e5m2,fp16; [--outlier-channels K] (tq-mse-oc: K channels at b+1 bits, default d/2: 2.5 bits at b=2)\n"
+    "             fp8/fp16 at their own width, the others at every --key-bits/--value-bits; [--norm-correction]\n"
     "             (tq-mse-nc for tq-mse) [--group G] [--window R] (KIVI, default 32 and 128); every method is charged\n"
     "             for every byte it stores (key/value B/vector per row)\n"
     "any command: --memory-budget SIZE (default half of this machine's memory, or TQ_MEMORY_BUDGET)\n"
@@ -620,7 +621,7 @@ json metricsJson(const AttentionMetrics& m) {
 
 int cmdEvaluate(const Args& a, std::ostream& out, std::ostream& err) {
   a.allow({"key-bits", "value-bits", "proj-dim", "mode", "layers", "heads", "queries", "max-queries", "rotation", "law", "seed", "backend",
-           "nonfinite", "json", "csv", "reference-one-bit", "sample-cells", "center", "methods", "norm-correction", "group", "window"});
+           "nonfinite", "json", "csv", "reference-one-bit", "sample-cells", "center", "methods", "norm-correction", "group", "window", "outlier-channels"});
   if (a.has("methods") && a.has("mode")) throw UsageError("choose one of --methods and --mode (TurboQuant's modes are tq-mse, tq-prod, tq-qjl in --methods)");
   if (a.flag("json") && a.flag("csv")) throw UsageError("choose one of --json and --csv");
   using Clock = std::chrono::steady_clock;
@@ -659,6 +660,11 @@ int cmdEvaluate(const Args& a, std::ostream& out, std::ostream& err) {
   }
   c.methodOptions.group = static_cast<int>(a.integer("group", 32, 1, 65536));
   c.methodOptions.window = static_cast<int>(a.integer("window", 128, 0, 1 << 24));
+  // --outlier-channels K: tq-mse-oc (K channels at b+1 bits; K = d/2 at b = 2 is 2.5 bits)
+  if (a.has("outlier-channels")) {
+    c.methodOptions.outlierChannels = static_cast<int>(a.integer("outlier-channels", 0, 1, kMaxHeadDimension));
+    if (std::find(c.methods.begin(), c.methods.end(), Method::TqMseOutliers) == c.methods.end()) c.methods.push_back(Method::TqMseOutliers);
+  }
   if (a.has("layers")) c.layers = a.intList("layers", {}, 0, 1 << 20);
   if (a.has("heads")) c.qHeads = a.intList("heads", {}, 0, 1 << 20);
   c.queries = parseOr("--queries", [&] { return parseQuerySource(a.str("queries", dump->summary().hasQueries ? "dump" : "last-key")); });

@@ -477,12 +477,13 @@ void MainWindow::buildUi() {
   m_methods->setSizePolicy(QSizePolicy::Ignored, QSizePolicy::Preferred);  // the names never widen the side panel
   m_methods->setMinimumWidth(60);
   m_methodsHelp = QString("Baselines evaluated beside TurboQuant on the same heads and charged for every byte they store (--methods): "
-                        "TurboQuant-MSE with norm correction, KIVI (groups of 32, the last 128 tokens in fp16), rotated int (H32 blocks, "
+                        "TurboQuant-MSE with norm correction, TurboQuant-MSE with the d/2 largest channels at b+1 bits (the paper's 2.5 / 3.5 bits), KIVI (groups of 32, the last 128 tokens in fp16), rotated int (H32 blocks, "
                         "fp16 scale per block), fp8 e4m3 / e5m2 (per-head scale), fp16. Their values use the same method.");
   m_methods->setToolTip(m_methodsHelp);
   {
     auto* menu = new QMenu(m_methods);
     const std::pair<const char*, tq::Method> items[] = {{"TurboQuant-MSE, norm-corrected", tq::Method::TqMseNormCorrected},
+                                                         {"TurboQuant-MSE, d/2 outlier channels at b+1 (b+½ bits)", tq::Method::TqMseOutliers},
                                                          {"KIVI (G 32, R 128)", tq::Method::Kivi},
                                                          {"rotated int (H32, q4_0 rule)", tq::Method::IntRot},
                                                          {"fp8 e4m3", tq::Method::Fp8E4M3},

@@ -57,7 +57,8 @@ struct SweepTaskOutput {
   std::vector<double> outputError;  ///< [key variant][value variant][query]
   std::vector<double> keyMse;       ///< per key variant (vectorMse of the MSE stage; 1 when it has none)
   std::vector<double> valueMse;     ///< per value variant
-  /// Bytes per vector held by each codec's buffers (EncodedMatrix::bytes() / tokens), keys then values.
+  /// Bytes per vector held by each codec's buffers (EncodedMatrix::bytes() / the tokens encoded: a key
+  /// codec does not encode the exact window), keys then values.
   std::vector<double> keyCodecBytes, valueCodecBytes;
 };
 

@@ -267,15 +267,21 @@ void cpuEvaluateTask(const SweepTaskInput& in, SweepTaskOutput& out) {
     Eigen::Map<RowMat> E(est.data(), static_cast<long>(nq), static_cast<long>(seq));
     if (k >= nkq) {
       // a reconstruction codec: <q, k_hat> from its decoded buffers
+      // (tokens of an exact window are not encoded: the codec sees the rest, as a cache would store it)
       const VectorCodec& kcodec = *in.keyCodecs[k - nkq];
-      const EncodedMatrix enc = kcodec.encode(kx, seq, d);
-      khat.resize(seq * d);
-      kcodec.decode(enc, khat.data());
+      const size_t w0 = std::min(in.exactKeys, seq), nc = seq - w0;
+      khat.assign(kx, kx + seq * d);
+      double bytes = 0;
+      if (nc > 0) {
+        const EncodedMatrix enc = kcodec.encode(kx + w0 * d, nc, d);
+        kcodec.decode(enc, khat.data() + w0 * d);
+        bytes = static_cast<double>(enc.bytes()) / static_cast<double>(nc);
+      }
       double sum = 0;
       size_t used = 0;
-      vectorMseAccumulate(kx, khat.data(), seq, d, sum, used);
+      vectorMseAccumulate(kx + w0 * d, khat.data() + w0 * d, nc, d, sum, used);
       out.keyMse.push_back(used ? sum / static_cast<double>(used) : 0.0);
-      out.keyCodecBytes.push_back(static_cast<double>(enc.bytes()) / static_cast<double>(seq));
+      out.keyCodecBytes.push_back(bytes);
       if (!blocks([&](size_t b, size_t n) {
             E.middleCols(static_cast<long>(b), static_cast<long>(n)).noalias() =
                 Q * Eigen::Map<const RowMat>(khat.data() + b * d, static_cast<long>(n), static_cast<long>(d)).transpose();

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <mutex>
 #include <stdexcept>
 
 #include "quant/bitpack.h"
@@ -16,12 +17,13 @@ MethodSpec parseMethod(const std::string& s) {
   if (s == "tq-prod") return {Method::TurboQuant, KeyMode::Prod};
   if (s == "tq-qjl") return {Method::TurboQuant, KeyMode::QjlOnly};
   if (s == "tq-mse-nc") return {Method::TqMseNormCorrected, KeyMode::Mse};
+  if (s == "tq-mse-oc") return {Method::TqMseOutliers, KeyMode::Mse};
   if (s == "kivi") return {Method::Kivi, KeyMode::Mse};
   if (s == "int-rot") return {Method::IntRot, KeyMode::Mse};
   if (s == "fp8-e4m3") return {Method::Fp8E4M3, KeyMode::Mse};
   if (s == "fp8-e5m2") return {Method::Fp8E5M2, KeyMode::Mse};
   if (s == "fp16") return {Method::Fp16, KeyMode::Mse};
-  throw std::invalid_argument("unknown method '" + s + "' (expected tq-mse, tq-prod, tq-qjl, tq-mse-nc, kivi, int-rot, fp8-e4m3, fp8-e5m2 or fp16)");
+  throw std::invalid_argument("unknown method '" + s + "' (expected tq-mse, tq-prod, tq-qjl, tq-mse-nc, tq-mse-oc, kivi, int-rot, fp8-e4m3, fp8-e5m2 or fp16)");
 }
 
 void parseMethodList(const std::string& list, std::vector<KeyMode>& modes, std::vector<Method>& methods) {
@@ -53,6 +55,7 @@ std::string methodName(Method m, KeyMode mode) {
   switch (m) {
     case Method::TurboQuant: return mode == KeyMode::Mse ? "tq-mse" : mode == KeyMode::Prod ? "tq-prod" : "tq-qjl";
     case Method::TqMseNormCorrected: return "tq-mse-nc";
+    case Method::TqMseOutliers: return "tq-mse-oc";
     case Method::Kivi: return "kivi";
     case Method::IntRot: return "int-rot";
     case Method::Fp8E4M3: return "fp8-e4m3";
@@ -62,6 +65,7 @@ std::string methodName(Method m, KeyMode mode) {
   return "?";
 }
 
+int methodMaxBits(Method m) { return m == Method::TqMseOutliers ? 7 : 8; }
 bool methodHasBits(Method m) { return methodFixedBits(m) == 0; }
 int methodFixedBits(Method m) {
   switch (m) {
@@ -75,11 +79,14 @@ int methodFixedBits(Method m) {
 void MethodOptions::validate() const {
   if (group < 1 || group > 65536) throw std::invalid_argument("the KIVI group size must be in 1..65536, got " + std::to_string(group));
   if (window < 0 || window > (1 << 24)) throw std::invalid_argument("the KIVI residual window must be in 0..16777216 tokens, got " + std::to_string(window));
+  if (outlierChannels < 0 || outlierChannels > kMaxHeadDimension)
+    throw std::invalid_argument("the outlier channel count must be in 0..4096, got " + std::to_string(outlierChannels));
 }
 
 std::string methodOptionsLabel(Method m, const MethodOptions& opt) {
   if (m == Method::Kivi) return "G=" + std::to_string(opt.group) + " R=" + std::to_string(opt.window);
   if (m == Method::IntRot) return "H32 blocks";
+  if (m == Method::TqMseOutliers) return opt.outlierChannels > 0 ? "K=" + std::to_string(opt.outlierChannels) + " at b+1" : "K=d/2 at b+1";
   if (m == Method::Fp8E4M3 || m == Method::Fp8E5M2) return "per-head fp32 scale";
   return {};
 }
@@ -434,7 +441,124 @@ class TqNormCorrectedCodec final : public VectorCodec {
   bool m_values;
 };
 
+/// Two TurboQuant-MSE quantizers over complementary channel sets: outliers (K channels, b+1 bits) and the
+/// rest (d - K, b bits). Layout: codes of the outliers then of the rest, per vector, each padded to whole
+/// bytes; halves: per vector the two norms; then the K indices as uint16 (in `halves`, charged 2 B each).
+class TqOutlierCodec final : public VectorCodec {
+ public:
+  TqOutlierCodec(int bits, bool values, const MethodOptions& o, std::shared_ptr<const Quantizer> tq)
+      : m_bits(bits), m_values(values), m_opt(o), m_tq(std::move(tq)) {
+    if (bits < 1 || bits > 7) throw std::invalid_argument("tq-mse-oc takes 1..7 bits (its outliers get one more), got " + std::to_string(bits));
+    if (!m_tq) throw std::invalid_argument("tq-mse-oc needs a TurboQuant quantizer for its rotation, law and seed");
+    o.validate();
+  }
+  Method method() const override { return Method::TqMseOutliers; }
+  int bits() const override { return m_bits; }
+  bool forValues() const override { return m_values; }
+  std::string options() const override { return methodOptionsLabel(Method::TqMseOutliers, m_opt); }
+  size_t outliers(size_t d) const {
+    const size_t k = m_opt.outlierChannels > 0 ? static_cast<size_t>(m_opt.outlierChannels) : d / 2;
+    if (k < 1 || k + 1 > d || (d - k) < static_cast<size_t>(kMinHeadDimension) || k < static_cast<size_t>(kMinHeadDimension))
+      throw std::invalid_argument("tq-mse-oc: " + std::to_string(k) + " outlier channels of " + std::to_string(d) + " leave a set of fewer than 2 channels");
+    return k;
+  }
+  std::pair<std::shared_ptr<const Quantizer>, std::shared_ptr<const Quantizer>> quantizers(size_t d) const {
+    const size_t k = outliers(d);
+    std::lock_guard<std::mutex> lock(m_mutex);
+    if (m_hi && static_cast<size_t>(m_hi->dim()) == k && static_cast<size_t>(m_lo->dim()) == d - k) return {m_hi, m_lo};
+    QuantConfig c = m_tq->config();
+    c.mode = KeyMode::Mse;
+    c.projDim = 0;
+    c.dim = static_cast<int>(k);
+    c.bits = m_bits + 1;
+    c.seed = m_tq->config().seed ^ 0x0c0c0c0c0c0c0c0cull;
+    m_hi = std::make_shared<const Quantizer>(c);
+    c.dim = static_cast<int>(d - k);
+    c.bits = m_bits;
+    c.seed = m_tq->config().seed ^ 0x5a5a5a5a5a5a5a5aull;
+    m_lo = std::make_shared<const Quantizer>(c);
+    return {m_hi, m_lo};
+  }
+  EncodedMatrix encode(const float* x, size_t n, size_t d) const override {
+    const size_t k = outliers(d);
+    const auto [hi, lo] = quantizers(d);
+    const std::vector<int> idx = outlierChannels(x, n, d, k);
+    std::vector<char> isOut(d, 0);
+    for (int j : idx) isOut[static_cast<size_t>(j)] = 1;
+    std::vector<float> xh(n * k), xl(n * (d - k));
+    for (size_t t = 0; t < n; ++t)
+      for (size_t j = 0, a = 0, b = 0; j < d; ++j) (isOut[j] ? xh[t * k + a++] : xl[t * (d - k) + b++]) = x[t * d + j];
+    const CompressedVectors ch = hi->compress(xh.data(), n), cl = lo->compress(xl.data(), n);
+    EncodedMatrix e;
+    e.rows = n;
+    e.dim = d;
+    const size_t bh = ch.codeBytes(), bl = cl.codeBytes();
+    e.codes.resize(n * (bh + bl));
+    for (size_t t = 0; t < n; ++t) {
+      std::copy_n(ch.codes.begin() + static_cast<long>(t * bh), bh, e.codes.begin() + static_cast<long>(t * (bh + bl)));
+      std::copy_n(cl.codes.begin() + static_cast<long>(t * bl), bl, e.codes.begin() + static_cast<long>(t * (bh + bl) + bh));
+      e.halves.push_back(ch.norms[t]);
+      e.halves.push_back(cl.norms[t]);
+    }
+    for (int j : idx) e.halves.push_back(static_cast<uint16_t>(j));
+    return e;
+  }
+  void decode(const EncodedMatrix& e, float* out) const override {
+    const size_t n = e.rows, d = e.dim, k = outliers(d);
+    const auto [hi, lo] = quantizers(d);
+    CompressedVectors ch, cl;
+    ch.dim = static_cast<int>(k);
+    ch.mseBits = m_bits + 1;
+    cl.dim = static_cast<int>(d - k);
+    cl.mseBits = m_bits;
+    ch.count = cl.count = n;
+    const size_t bh = ch.codeBytes(), bl = cl.codeBytes();
+    for (size_t t = 0; t < n; ++t) {
+      ch.codes.insert(ch.codes.end(), e.codes.begin() + static_cast<long>(t * (bh + bl)), e.codes.begin() + static_cast<long>(t * (bh + bl) + bh));
+      cl.codes.insert(cl.codes.end(), e.codes.begin() + static_cast<long>(t * (bh + bl) + bh), e.codes.begin() + static_cast<long>((t + 1) * (bh + bl)));
+      ch.norms.push_back(e.halves[2 * t]);
+      cl.norms.push_back(e.halves[2 * t + 1]);
+    }
+    std::vector<char> isOut(d, 0);
+    for (size_t i = 0; i < k; ++i) {
+      const size_t j = e.halves.at(2 * n + i);
+      if (j >= d) throw std::invalid_argument("tq-mse-oc: a stored channel index is out of range");
+      isOut[j] = 1;
+    }
+    std::vector<float> xh(n * k), xl(n * (d - k));
+    hi->decompress(ch, 0, n, xh.data());
+    lo->decompress(cl, 0, n, xl.data());
+    for (size_t t = 0; t < n; ++t)
+      for (size_t j = 0, a = 0, b = 0; j < d; ++j) out[t * d + j] = isOut[j] ? xh[t * k + a++] : xl[t * (d - k) + b++];
+  }
+  double formulaBytes(size_t n, size_t d) const override {
+    const size_t k = outliers(d);
+    return static_cast<double>(n) * static_cast<double>(packedBytes(k, m_bits + 1) + packedBytes(d - k, m_bits) + 4) + 2.0 * static_cast<double>(k);
+  }
+
+ private:
+  int m_bits;
+  bool m_values;
+  MethodOptions m_opt;
+  std::shared_ptr<const Quantizer> m_tq;
+  mutable std::mutex m_mutex;
+  mutable std::shared_ptr<const Quantizer> m_hi, m_lo;
+};
+
 }  // namespace
+
+std::vector<int> outlierChannels(const float* x, size_t n, size_t d, size_t K) {
+  const size_t m = std::min(n, kOutlierCalibrationTokens);
+  std::vector<double> mag(d, 0.0);
+  for (size_t t = 0; t < m; ++t)
+    for (size_t j = 0; j < d; ++j) mag[j] += std::fabs(static_cast<double>(x[t * d + j]));
+  std::vector<int> order(d);
+  for (size_t j = 0; j < d; ++j) order[j] = static_cast<int>(j);
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return mag[static_cast<size_t>(a)] > mag[static_cast<size_t>(b)]; });
+  order.resize(std::min(K, d));
+  std::sort(order.begin(), order.end());
+  return order;
+}
 
 std::shared_ptr<const VectorCodec> makeCodec(Method m, int bits, bool forValues, const MethodOptions& opt, std::shared_ptr<const Quantizer> tq) {
   switch (m) {
@@ -444,6 +568,7 @@ std::shared_ptr<const VectorCodec> makeCodec(Method m, int bits, bool forValues,
     case Method::Kivi: return std::make_shared<KiviCodec>(bits, forValues, opt);
     case Method::IntRot: return std::make_shared<IntRotCodec>(bits, forValues);
     case Method::TqMseNormCorrected: return std::make_shared<TqNormCorrectedCodec>(std::move(tq), forValues);
+    case Method::TqMseOutliers: return std::make_shared<TqOutlierCodec>(bits, forValues, opt, std::move(tq));
     case Method::TurboQuant: break;
   }
   throw std::invalid_argument("TurboQuant's estimator is not a reconstruction codec; use a Quantizer");

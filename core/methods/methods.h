@@ -6,6 +6,10 @@
 /// TurboQuant-MSE (<q, k_hat>), so every method meets the same metrics on the same heads.
 ///
 ///   tq-mse-nc  TurboQuant-MSE with norm correction: the reconstruction rescaled to the stored norm
+///   tq-mse-oc  TurboQuant-MSE with outlier channels (the paper's fractional budgets): the K channels of
+///              largest mean |x| over the head's first 128 tokens at b+1 bits, the others at b bits, two
+///              independent quantizers (own rotation, own fp16 norm); the K channel indices (uint16) charged
+///              once per head. K = d/2 at b = 2 is the paper's 2.5 bits.
 ///   kivi       KIVI: keys per channel, values per token, asymmetric b-bit integers in groups of G with an
 ///              fp16 scale and zero-point per group; the last R tokens (and a group that is not full) in fp16
 ///   int-rot    rotated uniform integers: each block of 32 coordinates rotated by H_32 / sqrt(32), then
@@ -24,7 +28,7 @@
 
 namespace tq {
 
-enum class Method { TurboQuant, TqMseNormCorrected, Kivi, IntRot, Fp8E4M3, Fp8E5M2, Fp16 };
+enum class Method { TurboQuant, TqMseNormCorrected, TqMseOutliers, Kivi, IntRot, Fp8E4M3, Fp8E5M2, Fp16 };
 
 /// The names of --methods: tq-mse, tq-prod, tq-qjl (TurboQuant with that key mode), tq-mse-nc, kivi,
 /// int-rot, fp8-e4m3, fp8-e5m2, fp16.
@@ -43,12 +47,15 @@ std::string methodListLabel(const std::vector<Method>& methods);
 std::string methodName(Method m, KeyMode mode = KeyMode::Mse);
 /// Whether the method takes the grid's bit-widths (fp8 and fp16 have fixed widths: 8 and 16).
 bool methodHasBits(Method m);
+/// The largest grid width a method takes (tq-mse-oc: 7, its outliers get one more; others 8).
+int methodMaxBits(Method m);
 /// The fixed width of fp8 / fp16 (8, 16); 0 for the others.
 int methodFixedBits(Method m);
 
 struct MethodOptions {
   int group = 32;   ///< KIVI group size G (tokens for keys, channels for values)
   int window = 128; ///< KIVI fp16 residual window R (the most recent tokens)
+  int outlierChannels = 0;  ///< tq-mse-oc: K channels at b+1 bits (0: d/2)
   void validate() const;  ///< throws std::invalid_argument
 };
 
@@ -81,7 +88,8 @@ class VectorCodec {
 };
 
 /// A codec for the keys (forValues false) or the values of a head. TqMseNormCorrected needs the
-/// TurboQuant quantizer (MSE mode) it corrects; the others ignore it. Throws std::invalid_argument for a
+/// TurboQuant quantizer (MSE mode) it corrects; TqMseOutliers takes its rotation kind, law and seed from
+/// it; the others ignore it. Throws std::invalid_argument for a
 /// width the method does not take (fp8 / fp16 ignore bits).
 std::shared_ptr<const VectorCodec> makeCodec(Method m, int bits, bool forValues, const MethodOptions& opt,
                                              std::shared_ptr<const Quantizer> tq = nullptr);
@@ -93,6 +101,11 @@ uint8_t floatToFp8E5M2(float f);
 float fp8E5M2ToFloat(uint8_t c);
 constexpr float kFp8E4M3Max = 448.0f;
 constexpr float kFp8E5M2Max = 57344.0f;
+
+/// tq-mse-oc: the K channels of largest mean |x| over the first min(n, 128) rows (ties: lower index
+/// first), ascending.
+std::vector<int> outlierChannels(const float* x, size_t n, size_t d, size_t K);
+constexpr size_t kOutlierCalibrationTokens = 128;
 
 /// The rotation of int-rot: in place, every block of `block` coordinates of x (n rows of d) multiplied
 /// by the Sylvester Hadamard matrix H_block / sqrt(block), butterflies in ascending stride (its own inverse).

@@ -56,6 +56,7 @@ std::vector<KeyVariant> keyVariants(const SweepConfig& c, int headDim) {
     std::vector<int> widths = c.keyBits;
     if (!methodHasBits(m)) widths = {methodFixedBits(m)};
     for (int b : widths) {
+      if (methodHasBits(m) && b > methodMaxBits(m)) continue;
       KeyVariant v{KeyMode::Mse, b, 0, m};
       if (std::find(out.begin(), out.end(), v) == out.end()) out.push_back(v);
     }
@@ -71,6 +72,7 @@ std::vector<ValueVariant> valueVariants(const SweepConfig& c) {
     std::vector<int> widths = c.valueBits;
     if (!methodHasBits(m)) widths = {methodFixedBits(m)};
     for (int b : widths) {
+      if (methodHasBits(m) && b > methodMaxBits(m)) continue;
       const ValueVariant v{m, b};
       if (std::find(out.begin(), out.end(), v) == out.end()) out.push_back(v);
     }
@@ -191,7 +193,7 @@ struct SweepPlan {
             (isValue ? L.values[i - variants.size()] : L.keys[i]) = isValue ? make(KeyMode::Mse, bits, 0, true) : make(variants[i].mode, bits, variants[i].projDim, false);
             continue;
           }
-          auto tq = m == Method::TqMseNormCorrected ? make(KeyMode::Mse, bits, 0, isValue) : nullptr;
+          auto tq = m == Method::TqMseNormCorrected || m == Method::TqMseOutliers ? make(KeyMode::Mse, std::min(bits, 8), 0, isValue) : nullptr;
           (isValue ? L.valueCodecs[i - variants.size()] : L.keyCodecs[i]) = makeCodec(m, bits, isValue, cfg->methodOptions, tq);
         }
       });
@@ -281,10 +283,13 @@ std::vector<SweepRow> evaluateCell(SweepPlan& plan, const SweepCell& cell, const
   std::vector<SweepRow> rows;
   rows.reserve(nk * cell.qHeads.size() * nvOut);
   const size_t hn = positions.size();
-  for (size_t k = 0; k < nk; ++k)
+  for (size_t k = 0; k < nk; ++k) {
+    // values use the keys' method; a method without a value variant at this width (tq-mse-oc at 8 bits)
+    // gets key rows without value metrics
+    const bool paired = nvq > 0 && std::find(in.valueFamily.begin(), in.valueFamily.end(), in.keyFamily[k]) != in.valueFamily.end();
     for (size_t hi = 0; hi < cell.qHeads.size(); ++hi)
-      for (size_t vi = 0; vi < nvOut; ++vi) {
-        if (nvq > 0 && in.keyFamily[k] != in.valueFamily[vi]) continue;  // values use the keys' method
+      for (size_t vi = 0; vi < (paired ? nvOut : 1); ++vi) {
+        if (paired && in.keyFamily[k] != in.valueFamily[vi]) continue;
         SweepRow row;
         row.key = plan.variants[order[k]];
         row.layer = cell.layer;
@@ -294,7 +299,7 @@ std::vector<SweepRow> evaluateCell(SweepPlan& plan, const SweepCell& cell, const
         const double keyBytes = k < nkq ? static_cast<double>(formulaBytes(*L.keys[order[k]])) : out.keyCodecBytes[k - nkq];
         row.keyBytesPerVector = centredKeyBytes(keyBytes, seq, d, centred);
         row.tokens = seq;
-        if (nvq > 0) {
+        if (paired) {
           row.valueBits = plan.vvariants[vorder[vi]].bits;
           row.valueVectorMse = out.valueMse[vi];
           row.valueBytesPerVector = vi < nvqq ? static_cast<double>(formulaBytes(*L.values[vorder[vi]])) : out.valueCodecBytes[vi - nvqq];
@@ -311,13 +316,14 @@ std::vector<SweepRow> evaluateCell(SweepPlan& plan, const SweepCell& cell, const
           m.variance = km[6];
           m.slope = km[7];
           m.correlation = km[8];
-          if (nvq > 0) m.outputError = out.outputError[(k * nvOut + vi) * nq + i];
+          if (paired) m.outputError = out.outputError[(k * nvOut + vi) * nq + i];
           m.count = 0;
           row.m.accumulate(m);
         }
         row.m.finish();
         rows.push_back(row);
       }
+  }
   return rows;
 }
 

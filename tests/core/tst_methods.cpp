@@ -186,6 +186,43 @@ class TestMethods : public QObject {
     QVERIFY_THROWS_EXCEPTION(std::invalid_argument, makeCodec(Method::TqMseNormCorrected, 2, false, {}, nullptr));
   }
 
+  void outlierChannelsAtOneBitMore() {
+    // 2.5 bits at d = 128: the 64 largest channels at 3 bits, the other 64 at 2, two norms, 64 indices
+    QuantConfig qc;
+    qc.dim = 128;
+    qc.bits = 2;
+    qc.mode = KeyMode::Mse;
+    auto q = std::make_shared<const Quantizer>(qc);
+    MethodOptions o;
+    o.outlierChannels = 64;
+    const auto c = makeCodec(Method::TqMseOutliers, 2, false, o, q);
+    std::vector<float> x(300 * 128);
+    for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(std::sin(0.7 * static_cast<double>(i))) + ((i % 128) % 3 == 0 ? 8.0f : 0.0f);
+    size_t held = 0;
+    const auto rec = roundTrip(*c, x, 300, 128, &held);
+    QCOMPARE(static_cast<double>(held), c->formulaBytes(300, 128));
+    QCOMPARE(c->formulaBytes(300, 128), 300.0 * (24 + 16 + 4) + 128);
+    // the channels with the large offset are the outliers (43 of them; the rest by magnitude)
+    const auto idx = outlierChannels(x.data(), 300, 128, 43);
+    for (int j : idx) QCOMPARE(j % 3, 0);
+    // one more bit on the outliers beats the plain 2-bit quantizer and loses to 3 bits
+    auto mse = [&](const std::vector<float>& r) {
+      double e = 0, n = 0;
+      for (size_t i = 0; i < x.size(); ++i) e += (double(r[i]) - x[i]) * (double(r[i]) - x[i]), n += double(x[i]) * x[i];
+      return e / n;
+    };
+    std::vector<float> r2(x.size()), r3(x.size());
+    q->decompress(q->compress(x.data(), 300), 0, 300, r2.data());
+    QuantConfig q3c = qc;
+    q3c.bits = 3;
+    const Quantizer q3(q3c);
+    q3.decompress(q3.compress(x.data(), 300), 0, 300, r3.data());
+    QVERIFY2(mse(rec) < mse(r2) && mse(rec) > mse(r3), qPrintable(QString("%1 %2 %3").arg(mse(r2)).arg(mse(rec)).arg(mse(r3))));
+    QVERIFY_THROWS_EXCEPTION(std::invalid_argument, makeCodec(Method::TqMseOutliers, 8, false, o, q));
+    o.outlierChannels = 127;
+    QVERIFY_THROWS_EXCEPTION(std::invalid_argument, makeCodec(Method::TqMseOutliers, 2, false, o, q)->encode(x.data(), 300, 128));
+  }
+
   void refusals() {
     QVERIFY_THROWS_EXCEPTION(std::invalid_argument, makeCodec(Method::Kivi, 0, false, {}));
     QVERIFY_THROWS_EXCEPTION(std::invalid_argument, makeCodec(Method::IntRot, 9, false, {}));
@@ -204,18 +241,22 @@ class TestMethods : public QObject {
     c.keyBits = {2, 4};
     c.valueBits = {3};
     c.modes = {KeyMode::Mse};
-    c.methods = {Method::Kivi, Method::IntRot, Method::Fp8E4M3, Method::Fp16, Method::TqMseNormCorrected};
+    c.methods = {Method::Kivi, Method::IntRot, Method::Fp8E4M3, Method::Fp16, Method::TqMseNormCorrected, Method::TqMseOutliers};
     c.methodOptions.window = 44;
     c.maxQueries = 8;
     auto be = makeCpuBackend();
     const SweepResult r = runSweep(src, c, *be);
     const size_t heads = 2 * 4;
-    // tq-mse 2 + kivi 2 + int-rot 2 + fp8 1 + fp16 1 + tq-mse-nc 2 key variants, one value variant each
-    QCOMPARE(r.rows.size(), size_t(10) * heads);
+    // tq-mse 2 + kivi 2 + int-rot 2 + fp8 1 + fp16 1 + tq-mse-nc 2 + tq-mse-oc 2 key variants, one value variant each
+    QCOMPARE(r.rows.size(), size_t(12) * heads);
     std::set<std::string> names;
     for (const SweepRow& row : r.rows) {
       names.insert(row.key.methodName());
       const Method m = row.key.method;
+      if (m == Method::TqMseOutliers) {
+        QCOMPARE(row.keyBytesPerVector, (300.0 * (packedBytes(32, row.key.bits + 1) + packedBytes(32, row.key.bits) + 4) + 64) / 300);
+        continue;
+      }
       if (m == Method::TurboQuant || m == Method::TqMseNormCorrected) {
         QCOMPARE(row.valueBits, 3);
         QCOMPARE(row.keyBytesPerVector, double(packedBytes(64, row.key.bits) + 2));
@@ -232,7 +273,7 @@ class TestMethods : public QObject {
         QVERIFY2(row.m.outputError < 1e-2, qPrintable(QString::number(row.m.outputError)));
       }
     }
-    QCOMPARE(names, (std::set<std::string>{"tq-mse", "kivi", "int-rot", "fp8-e4m3", "fp16", "tq-mse-nc"}));
+    QCOMPARE(names, (std::set<std::string>{"tq-mse", "kivi", "int-rot", "fp8-e4m3", "fp16", "tq-mse-nc", "tq-mse-oc"}));
     // the CSV says which method and options each row is
     std::ostringstream csv;
     writeCsv(r, csv);
@@ -249,6 +290,20 @@ class TestMethods : public QObject {
     const SweepResult rb = runSweep(src, b, *be);
     QCOMPARE(rb.rows.size(), heads);
     for (const SweepRow& row : rb.rows) QCOMPARE(row.keyBytesPerVector, ((300 - 20) * 128.0 + 20 * 128.0 + 128.0) / 300);
+    // tq-mse-oc has no 8-bit variant (its outliers would need 9): at value bits 8 its keys get rows
+    // without value metrics, and key bits 8 are left out
+    SweepConfig oc = c;
+    oc.modes.clear();
+    oc.methods = {Method::TqMseOutliers};
+    oc.keyBits = {2, 8};
+    oc.valueBits = {8};
+    oc.centering = KeyCentering::None;
+    const SweepResult ro = runSweep(src, oc, *be);
+    QCOMPARE(ro.rows.size(), heads);
+    for (const SweepRow& row : ro.rows) {
+      QCOMPARE(row.valueBits, 0);
+      QCOMPARE(row.key.bits, 2);
+    }
     b.methods.clear();
     QVERIFY_THROWS_EXCEPTION(std::invalid_argument, runSweep(src, b, *be));
   }
