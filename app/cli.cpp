@@ -22,6 +22,7 @@
 #include "backend/bench_record.h"
 #include "codebook/codebook.h"
 #include "backend_select.h"
+#include "explore/allocate.h"
 #include "explore/export.h"
 #include "data/compressed_io.h"
 #include "data/kv_dump.h"
@@ -83,6 +84,10 @@ const char* kUsage =
     "             fp8/fp16 at their own width, the others at every --key-bits/--value-bits; [--norm-correction]\n"
     "             (tq-mse-nc for tq-mse) [--group G] [--window R] (KIVI, default 32 and 128); every method is charged\n"
     "             for every byte it stores (key/value B/vector per row)\n"
+    "  allocate   FILE --budget-bits B [--metric attention_cosine|top1|top5|kl|logit_cosine] [--method M] [--per-head]\n"
+    "             [evaluate's data, query and method flags] [--json]   per-layer (per-head) key and value bits that maximise\n"
+    "             the metric (keys) and the output error (values) under an average of B bits, greedy on the measured\n"
+    "             curves; prints the plan, its measured metric and uniform B bits' for comparison\n"
     "any command: --memory-budget SIZE (default half of this machine's memory, or TQ_MEMORY_BUDGET)\n"
     "exit codes: 0 ok, 1 a check failed, 2 bad usage or input\n";
 
@@ -782,6 +787,91 @@ int cmdEvaluate(const Args& a, std::ostream& out, std::ostream& err) {
   return status;
 }
 
+// ------------------------------------------------------------------ allocate
+int cmdAllocate(const Args& a, std::ostream& out, std::ostream& err) {
+  a.allow({"budget-bits", "metric", "method", "proj-dim", "per-head", "layers", "queries", "max-queries", "rotation", "law", "seed", "backend",
+           "nonfinite", "json", "sample-cells", "center", "group", "window", "outlier-channels"});
+  if (!a.has("budget-bits")) throw UsageError("allocate needs --budget-bits B (the average key and value bits per coordinate)");
+  const std::string budgetText = a.str("budget-bits", "");
+  char* end = nullptr;
+  const double budget = std::strtod(budgetText.c_str(), &end);
+  if (budgetText.empty() || *end != 0 || !(budget >= 1 && budget <= 8)) throw UsageError("--budget-bits expects a number in 1..8, got '" + budgetText + "'");
+  const std::string metric = a.str("metric", "attention_cosine");
+  const MethodSpec spec = parseOr("--method", [&] { return parseMethod(a.str("method", "tq-mse")); });
+  if (!methodHasBits(spec.method)) throw UsageError("--method: " + methodName(spec.method) + " has a fixed width; nothing to allocate");
+  const auto dump = openDumpArgument(onlyFile(a, "allocate"), loadOptions(a));
+  const BackendChoice choice = parseOr("--backend", [&] { return parseBackendChoice(a.str("backend", "auto")); });
+  std::string note;
+  auto backend = chooseBackend(choice, &note);
+  SweepConfig c;
+  c.keyBits.clear();
+  c.valueBits.clear();
+  for (int b = 1; b <= methodMaxBits(spec.method); ++b) c.keyBits.push_back(b), c.valueBits.push_back(b);
+  if (spec.method == Method::TurboQuant) {
+    c.modes = {spec.mode};
+  } else {
+    c.modes.clear();
+    c.methods = {spec.method};
+  }
+  const int d = dump->summary().headDim;
+  c.projDims = {static_cast<int>(a.integer("proj-dim", 0, 0, 16384))};
+  if (a.has("layers")) c.layers = a.intList("layers", {}, 0, 1 << 20);
+  c.queries = parseOr("--queries", [&] { return parseQuerySource(a.str("queries", dump->summary().hasQueries ? "dump" : "last-key")); });
+  c.maxQueries = static_cast<int>(a.integer("max-queries", 32, 1, 100000));
+  c.rotation = parseOr("--rotation", [&] { return parseRotation(a.str("rotation", "haar")); });
+  c.law = parseOr("--law", [&] { return parseLaw(a.str("law", "exact")); });
+  c.seed = static_cast<uint64_t>(a.integer("seed", 42, 0, (1LL << 62)));
+  c.sampleCells = static_cast<size_t>(a.integer("sample-cells", 0, 0, 100000000));
+  c.centering = parseOr("--center", [&] { return parseKeyCentering(a.str("center", "none"), &c.centerWindow); });
+  c.methodOptions.group = static_cast<int>(a.integer("group", 32, 1, 65536));
+  c.methodOptions.window = static_cast<int>(a.integer("window", 128, 0, 1 << 24));
+  c.methodOptions.outlierChannels = static_cast<int>(a.integer("outlier-channels", 0, 0, kMaxHeadDimension));
+  const SweepResult r = parseOr(dump->path(), [&] { return runSweep(*dump, c, *backend); });
+  KeyVariant family{spec.mode, 0, spec.method == Method::TurboQuant && spec.mode != KeyMode::Mse ? (c.projDims[0] > 0 ? c.projDims[0] : d) : 0, spec.method};
+  const AllocationPlan p = parseOr("--metric", [&] { return allocateBits(r, family, metric, budget, a.flag("per-head")); });
+  auto jnumber = [](double v) { return std::isfinite(v) ? json(v) : json(nullptr); };
+  if (a.flag("json")) {
+    json units = json::array();
+    for (const auto& u : p.units)
+      units.push_back({{"layer", u.layer}, {"kv_head", u.kvHead < 0 ? json(nullptr) : json(u.kvHead)}, {"key_bits", u.keyBits},
+                       {"value_bits", p.values ? json(u.valueBits) : json(nullptr)}, {"metric", u.keyMetric},
+                       {"output_error", p.values ? json(u.outputError) : json(nullptr)}});
+    out << json({{"command", "allocate"}, {"file", dump->path()}, {"model", dump->modelName()}, {"method", family.methodName()},
+                 {"method_options", methodOptionsLabel(spec.method, c.methodOptions)}, {"key_centering", centeringLabel(c)},
+                 {"metric", p.metric}, {"budget_bits", budget}, {"per_head", a.flag("per-head")}, {"backend", r.backend}, {"device", r.device},
+                 {"queries", r.queryLabel}, {"seconds", r.seconds}, {"plan", units}, {"average_key_bits", p.averageKeyBits},
+                 {"average_value_bits", p.values ? json(p.averageValueBits) : json(nullptr)}, {"measured_metric", p.measuredMetric},
+                 {"measured_output_error", p.values ? json(p.measuredOutputError) : json(nullptr)}, {"uniform_metric", jnumber(p.uniformMetric)},
+                 {"uniform_output_error", jnumber(p.uniformOutputError)}, {"uniform_floor_metric", jnumber(p.uniformBelowMetric)},
+                 {"uniform_ceil_metric", jnumber(p.uniformAboveMetric)}})
+               .dump(2)
+        << "\n";
+    return 0;
+  }
+  (void)err;
+  out << dump->path() << ": " << dump->summary().describe() << "\n"
+      << family.methodName() << " · " << r.queryLabel << " · " << r.backend << " (" << r.device << ") · " << std::setprecision(3) << r.seconds
+      << " s · greedy on the measured " << p.metric << " (keys) and output error (values), average budget " << budget << " bits\n";
+  out << " layer" << (a.flag("per-head") ? "  kv" : "") << "  K  V  " << std::setw(10) << p.metric.substr(0, 10) << "  out-err\n";
+  for (const auto& u : p.units) {
+    out << std::setw(6) << u.layer;
+    if (a.flag("per-head")) out << std::setw(4) << u.kvHead;
+    out << std::setw(3) << u.keyBits << std::setw(3) << (p.values ? std::to_string(u.valueBits) : "-") << std::fixed << std::setprecision(4)
+        << std::setw(12) << u.keyMetric << std::setw(9) << u.outputError << "\n";
+    out.unsetf(std::ios::floatfield);
+  }
+  out << std::fixed << std::setprecision(4) << "plan:    average K " << p.averageKeyBits << " / V " << p.averageValueBits << " bits · " << p.metric << " "
+      << p.measuredMetric << " · output error " << p.measuredOutputError << "\n";
+  if (std::isfinite(p.uniformMetric))
+    out << "uniform: K " << static_cast<int>(budget) << " / V " << static_cast<int>(budget) << " bits · " << p.metric << " " << p.uniformMetric
+        << " · output error " << p.uniformOutputError << "\n";
+  else
+    out << "uniform: not a whole width; at " << std::floor(budget) << " bits " << p.uniformBelowMetric << ", at " << std::ceil(budget) << " bits "
+        << p.uniformAboveMetric << "\n";
+  out.unsetf(std::ios::floatfield);
+  return 0;
+}
+
 }  // namespace
 
 static int dispatch(const std::string& cmd, const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
@@ -842,6 +932,7 @@ static int dispatch(const std::string& cmd, const std::vector<std::string>& args
 #endif
     }
     if (cmd == "evaluate") return cmdEvaluate(Args(args, 1, {"json", "csv", "reference-one-bit"}), out, err);
+    if (cmd == "allocate") return cmdAllocate(Args(args, 1, {"json", "per-head"}), out, err);
     err << "tqstudio-cli: unknown command '" << cmd << "'\n" << kUsage;
     return 2;
   } catch (const UsageError& e) {

@@ -3,6 +3,7 @@
 #include <QtTest/QtTest>
 
 #include <nlohmann/json.hpp>
+#include <map>
 #include <sstream>
 
 #include "cli.h"
@@ -39,6 +40,14 @@ class TstCli : public QObject {
     QTest::newRow("bad backend") << QStringList{"bench", "--backend", "tpu", "--vectors", "10"} << "--backend";
     QTest::newRow("crosscheck without file") << QStringList{"crosscheck"} << "--reference";
     QTest::newRow("crosscheck missing file") << QStringList{"crosscheck", "--reference", "/nonexistent/x.safetensors"} << "/nonexistent/x.safetensors";
+    QTest::newRow("unknown method") << QStringList{"evaluate", "sample", "--methods", "tq-mse,zstd"} << "unknown method 'zstd'";
+    QTest::newRow("methods and mode") << QStringList{"evaluate", "sample", "--methods", "kivi", "--mode", "mse"} << "choose one of --methods and --mode";
+    QTest::newRow("kivi group 0") << QStringList{"evaluate", "sample", "--methods", "kivi", "--group", "0"} << "--group";
+    QTest::newRow("norm correction without tq-mse") << QStringList{"evaluate", "sample", "--methods", "kivi", "--norm-correction"} << "--norm-correction";
+    QTest::newRow("allocate without budget") << QStringList{"allocate", "sample"} << "--budget-bits";
+    QTest::newRow("allocate budget too high") << QStringList{"allocate", "sample", "--budget-bits", "9"} << "--budget-bits";
+    QTest::newRow("allocate on output error") << QStringList{"allocate", "sample:tiny", "--budget-bits", "2", "--metric", "output_error"} << "--metric";
+    QTest::newRow("allocate fp16") << QStringList{"allocate", "sample:tiny", "--budget-bits", "2", "--method", "fp16"} << "fixed width";
     QTest::newRow("crosscheck wrong file") << QStringList{"crosscheck", "--reference", TQ_TEST_DATA_DIR "/codebooks.json"} << "codebooks.json";
   }
   void badUsageExits2() {
@@ -156,6 +165,41 @@ class TstCli : public QObject {
     const Run csv = run({"evaluate", TQ_TEST_DATA_DIR "/stories260K_tom_256_f32.safetensors", "--key-bits", "3", "--mode", "prod", "--queries", "last-key", "--csv"});
     QCOMPARE(csv.code, 0);
     QVERIFY(QString::fromStdString(csv.out).count('\n') == 1 + 5 * 4);  // header + one row per (layer, kv head)
+  }
+  void evaluateMethodsChargesEveryByte() {
+    const Run r = run({"evaluate", TQ_TEST_DATA_DIR "/smollm2_135m_slice.safetensors", "--methods", "tq-mse,kivi,int-rot,fp8-e4m3,fp16",
+                       "--key-bits", "2,4", "--value-bits", "4", "--window", "64", "--backend", "cpu", "--json"});
+    QCOMPARE(r.code, 0);
+    const auto j = nlohmann::json::parse(r.out);
+    QCOMPARE(j["summary"].size(), size_t(2 + 2 + 2 + 1 + 1));
+    std::map<std::string, double> keyBytes;
+    for (const auto& e : j["summary"]) {
+      for (const char* k : {"method", "method_options", "key_bytes_per_vector", "value_bytes_per_vector", "key_bits_per_coordinate"}) QVERIFY2(e.contains(k), k);
+      QCOMPARE(e["key_bits_per_coordinate"].get<double>(), 8.0 * e["key_bytes_per_vector"].get<double>() / 64);
+      keyBytes[e["method"].get<std::string>() + std::to_string(e["key_bits"].get<int>())] = e["key_bytes_per_vector"].get<double>();
+    }
+    QCOMPARE(keyBytes["tq-mse2"], 18.0);   // 16 B codes + fp16 norm
+    QCOMPARE(keyBytes["int-rot4"], 36.0);  // 32 B codes + 2 fp16 scales (blocks of 32)
+    QCOMPARE(keyBytes["fp162"], 0.0);      // (fp16 is at 16 bits only)
+    QCOMPARE(keyBytes["fp1616"], 128.0);
+    for (const auto& e : j["per_head"]) QVERIFY(e.contains("method") && e.contains("key_bytes_per_vector"));
+  }
+  void allocateJson() {
+    const Run r = run({"allocate", TQ_TEST_DATA_DIR "/smollm2_135m_slice.safetensors", "--budget-bits", "3", "--backend", "cpu", "--json"});
+    QCOMPARE(r.code, 0);
+    const auto j = nlohmann::json::parse(r.out);
+    QCOMPARE(j["plan"].size(), size_t(3));  // per layer
+    double avg = 0;
+    for (const auto& u : j["plan"]) avg += u["key_bits"].get<int>() / 3.0;
+    QVERIFY(avg <= 3.0 + 1e-12);
+    QCOMPARE(j["average_key_bits"].get<double>(), avg);
+    for (const char* k : {"plan", "measured_metric", "uniform_metric", "measured_output_error", "uniform_output_error"}) QVERIFY2(j.contains(k), k);
+    QVERIFY(j["measured_metric"].get<double>() >= j["uniform_metric"].get<double>() - 1e-12);
+    const Run h = run({"allocate", TQ_TEST_DATA_DIR "/smollm2_135m_slice.safetensors", "--budget-bits", "2.5", "--per-head", "--json"});
+    QCOMPARE(h.code, 0);
+    const auto jh = nlohmann::json::parse(h.out);
+    QCOMPARE(jh["plan"].size(), size_t(3 * 3));
+    QVERIFY(jh["uniform_metric"].is_null() && jh["uniform_floor_metric"].is_number());
   }
   void evaluateRealModelAtProductionHeadSize() {
     // SmolLM2-135M slice: head_dim 64, GQA 9q/3kv, real queries.

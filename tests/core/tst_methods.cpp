@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "data/safetensors.h"
+#include "explore/allocate.h"
 #include "explore/export.h"
 #include "methods/methods.h"
 #include "quant/bitpack.h"
@@ -221,6 +222,45 @@ class TestMethods : public QObject {
     QVERIFY_THROWS_EXCEPTION(std::invalid_argument, makeCodec(Method::TqMseOutliers, 8, false, o, q));
     o.outlierChannels = 127;
     QVERIFY_THROWS_EXCEPTION(std::invalid_argument, makeCodec(Method::TqMseOutliers, 2, false, o, q)->encode(x.data(), 300, 128));
+  }
+
+  void allocationIsGreedyOnTheMeasuredCurves() {
+    // two layers, widths 1..3: layer 0 gains 0.5 from its second bit, layer 1 only 0.1; values likewise
+    SweepResult r;
+    r.headDim = 8;
+    const double cosine[2][3] = {{0.2, 0.7, 0.75}, {0.8, 0.9, 0.95}};
+    const double oe[2][3] = {{0.9, 0.3, 0.2}, {0.2, 0.15, 0.1}};
+    for (int layer = 0; layer < 2; ++layer)
+      for (int kb = 1; kb <= 3; ++kb)
+        for (int vb = 1; vb <= 3; ++vb)
+          for (int h = 0; h < 2; ++h) {
+            SweepRow row;
+            row.key = {KeyMode::Mse, kb, 0, Method::TurboQuant};
+            row.valueBits = vb;
+            row.layer = layer;
+            row.qHead = h;
+            row.m.attentionCosine = cosine[layer][kb - 1];
+            row.m.outputError = oe[layer][vb - 1] + 0.01 * (kb - 1);
+            r.rows.push_back(row);
+          }
+    const KeyVariant fam{KeyMode::Mse, 0, 0, Method::TurboQuant};
+    const AllocationPlan p = allocateBits(r, fam, "attention_cosine", 1.5, false);
+    QCOMPARE(p.units.size(), size_t(2));
+    QCOMPARE(p.units[0].keyBits, 2);
+    QCOMPARE(p.units[1].keyBits, 1);
+    QCOMPARE(p.units[0].valueBits, 2);
+    QCOMPARE(p.units[1].valueBits, 1);
+    QCOMPARE(p.averageKeyBits, 1.5);
+    QVERIFY(std::fabs(p.measuredMetric - (0.7 + 0.8) / 2) < 1e-12);
+    QVERIFY(std::fabs(p.measuredOutputError - ((0.3 + 0.01) + 0.2) / 2) < 1e-12);
+    QVERIFY(std::isnan(p.uniformMetric));
+    QVERIFY(std::fabs(p.uniformBelowMetric - 0.5) < 1e-12 && std::fabs(p.uniformAboveMetric - 0.8) < 1e-12);
+    const AllocationPlan u = allocateBits(r, fam, "attention_cosine", 2, false);
+    QVERIFY(std::fabs(u.uniformMetric - 0.8) < 1e-12);
+    QVERIFY(u.measuredMetric >= u.uniformMetric);
+    QVERIFY_THROWS_EXCEPTION(std::invalid_argument, allocateBits(r, fam, "output_error", 2, false));
+    QVERIFY_THROWS_EXCEPTION(std::invalid_argument, allocateBits(r, fam, "attention_cosine", 3.5, false));
+    QVERIFY_THROWS_EXCEPTION(std::invalid_argument, allocateBits(r, KeyVariant{KeyMode::Mse, 0, 0, Method::Kivi}, "attention_cosine", 2, false));
   }
 
   void refusals() {
