@@ -231,6 +231,12 @@ void FidelityView::setData(std::shared_ptr<const SweepOutput> out, const Experim
       const auto rg = y->range();
       fitY(r, rg.lower, rg.upper);
       if (mi == 1 || mi == 2) y->setRange(std::min(rg.lower, 0.0) - 0.04, 1.04);
+      if (mi == 5) {  // output error: the means decide the range (a min-max band of 10 would flatten them)
+        double top = 0;
+        for (const auto& [key, pts] : series)
+          for (const auto* p : pts) top = std::max(top, p->mean[5]);
+        if (top > 0) y->setRange(std::min(0.0, rg.lower), top * 1.25);
+      }
     }
     if (bytesAxis) {
       r->axis(QCPAxis::atBottom)->rescale(true);

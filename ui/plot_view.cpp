@@ -2,6 +2,8 @@
 // PlotView: the base of every view (plot, title, caption, presentation style, out-of-date banner).
 #include "plot_view.h"
 
+#include <cstdlib>
+
 #include <QContextMenuEvent>
 #include <QGraphicsOpacityEffect>
 #include <QLabel>
@@ -81,7 +83,18 @@ void PlotView::finishLayout() {
 void PlotView::setCaption(const QString& caption) {
   if (caption == m_caption && m_captionEl) return;  // unchanged: no replot
   m_caption = caption;
-  if (m_captionEl) m_captionEl->setText(caption);
+  if (m_captionEl) {
+    // a long caption (a long model name) goes on two lines, split at the " · " nearest its middle, so
+    // that it is not cut at both ends of a 1366-pixel window or a figure
+    QString shown = caption;
+    if (caption.size() > 140) {
+      int best = -1;
+      for (int i = caption.indexOf(" · "); i >= 0; i = caption.indexOf(" · ", i + 1))
+        if (best < 0 || std::abs(i - caption.size() / 2) < std::abs(best - caption.size() / 2)) best = i;
+      if (best > 0) shown = caption.left(best) + "\n" + caption.mid(best + 3);
+    }
+    m_captionEl->setText(shown);
+  }
   requestReplot();
 }
 
