@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 #include "experiment.h"
 
+#include "explore/curves.h"
+
 #include <QDir>
 #include <QFileInfo>
 #include <QJsonDocument>
@@ -92,6 +94,8 @@ QJsonObject Experiment::toJson() const {
   o["kiviGroup"] = methodOptions.group;
   o["kiviWindow"] = methodOptions.window;
   o["fidelityX"] = fidelityAxisName(fidelityX);
+  o["layerMetric"] = layerMetric;
+  o["layerMethod"] = QString::fromStdString(tq::methodName(layerMethod, keyMode));
   o["law"] = tq::lawName(law);
   o["seed"] = QString::number(seed);
   o["backend"] = tq::backendChoiceName(backend);
@@ -130,6 +134,22 @@ std::vector<tq::Method> baselineList(const QString& text, const char* what) {
     throw std::invalid_argument(std::string(what) + ": " + e.what());
   }
   return methods;
+}
+
+QString checkedLayerMetric(const QString& m, const char* what) {
+  for (const auto& cm : tq::curveMetrics())
+    if (m == cm.column) return m;
+  throw std::invalid_argument(std::string(what) + " must be attention_cosine, top1, top5, kl, logit_cosine or output_error, got \"" +
+                              m.left(40).toStdString() + "\"");
+}
+/// "tq" (or tq-mse / tq-prod / tq-qjl): the current TurboQuant configuration; otherwise a baseline.
+tq::Method layerMethodOf(const QString& s, const char* what) {
+  if (s == "tq") return tq::Method::TurboQuant;
+  try {
+    return tq::parseMethod(s.toStdString()).method;
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(std::string(what) + ": " + e.what());
+  }
 }
 
 // Typed, bounded access to an experiment's JSON fields: a field of the wrong type or out of range is an
@@ -255,6 +275,8 @@ bool Experiment::fromJson(const QJsonObject& o, QString* error) {
     e.methodOptions.window = static_cast<int>(f.integer("kiviWindow", e.methodOptions.window, 0, 1 << 24));
     e.fidelityX = parseFidelityAxis(f.string("fidelityX", fidelityAxisName(e.fidelityX)), &ok);
     if (!ok) throw std::invalid_argument("fidelityX must be key-bits, bytes or ratio");
+    e.layerMetric = checkedLayerMetric(f.string("layerMetric", e.layerMetric), "layerMetric");
+    if (o.contains("layerMethod")) e.layerMethod = layerMethodOf(f.string("layerMethod", ""), "layerMethod");
     e.law = tq::parseLaw(f.string("law", tq::lawName(e.law)).toStdString());
     e.seed = f.seed("seed", e.seed);
     e.backend = tq::parseBackendChoice(f.string("backend", tq::backendChoiceName(e.backend)).toStdString());
@@ -305,6 +327,12 @@ QString Experiment::caption(const QString& model, int tokens, int headDim, const
   return s;
 }
 
+tq::KeyVariant Experiment::layerVariant(int headDim) const {
+  if (layerMethod == tq::Method::TurboQuant) return {keyMode, keyBits, keyMode == tq::KeyMode::Mse ? 0 : projDimFor(headDim), tq::Method::TurboQuant};
+  const int b = tq::methodHasBits(layerMethod) ? std::min(keyBits, tq::methodMaxBits(layerMethod)) : tq::methodFixedBits(layerMethod);
+  return {tq::KeyMode::Mse, b, 0, layerMethod};
+}
+
 bool Experiment::applyFlag(const QString& key, const QString& value, QString* error) {
   try {
     bool ok = true;
@@ -329,6 +357,8 @@ bool Experiment::applyFlag(const QString& key, const QString& value, QString* er
     else if (key == "methods") methods = baselineList(value, "--methods");
     else if (key == "group") methodOptions.group = toInt(1, 65536);
     else if (key == "window") methodOptions.window = toInt(0, 1 << 24);
+    else if (key == "layer-metric") layerMetric = checkedLayerMetric(value, "--layer-metric");
+    else if (key == "layer-method") layerMethod = layerMethodOf(value, "--layer-method");
     else if (key == "fidelity-x") {
       fidelityX = parseFidelityAxis(value, &ok);
       if (!ok) throw std::invalid_argument("--fidelity-x expects key-bits, bytes or ratio");
@@ -364,6 +394,7 @@ QString Experiment::flagHelp() {
          "  --center none|causal[:W]|oracle (subtract the per-head key mean before quantizing)\n"
          "  --methods LIST: baselines swept beside TurboQuant (tq-mse-nc,kivi,int-rot,fp8-e4m3,fp8-e5m2,fp16; 'none')\n"
          "  --group G --window R (KIVI)   --fidelity-x key-bits|bytes|ratio (the fidelity view's x axis)\n"
+         "  --layer-metric attention_cosine|top1|top5|kl|logit_cosine|output_error   --layer-method tq|METHOD (the layer map)\n"
          "  --layer L --head H --query-pos T   --queries dump|last-key|random   --heatmap softmax|logits\n"
          "  --model PRESET --context TOKENS   --sweep-queries N   --sample-cells N (fidelity sweep on N cells; 0 = all)\n";
 }

@@ -47,6 +47,12 @@ struct Experiment {
   std::vector<tq::Method> methods;
   tq::MethodOptions methodOptions;
   FidelityAxis fidelityX = FidelityAxis::KeyBits;
+  /// The layer x head map: its metric (a curveMetrics() column) and method (TurboQuant: the current key
+  /// mode, bits and m; another method: at the current key bits, or its own width for fp8 / fp16).
+  QString layerMetric = "attention_cosine";
+  tq::Method layerMethod = tq::Method::TurboQuant;
+  /// The key variant the layer map shows for head size d (see layerMethod).
+  tq::KeyVariant layerVariant(int headDim) const;
   tq::CodebookLaw law = tq::CodebookLaw::Exact;
   quint64 seed = 42;
   tq::BackendChoice backend = tq::BackendChoice::Auto;

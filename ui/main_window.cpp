@@ -281,19 +281,23 @@ MainWindow::MainWindow(MainWindowOptions options, QWidget* parent) : QMainWindow
   });
   connect(m_detailRunner, &JobRunner::cancelled, this, [this] {
     for (auto* v : m_views)
-      if (v != m_fidelity && v != m_memory && v->outdated()) v->setOutdated(true, "cancelled: out of date (F5 recomputes)");
+      if (v != m_fidelity && v != m_layers && v != m_memory && v->outdated()) v->setOutdated(true, "cancelled: out of date (F5 recomputes)");
     updateStatus();
   });
   connect(m_sweepRunner, &JobRunner::started, this, [this] {
     m_sweepClock.start();
     m_fidelity->setRunning("sweep running…");
+    m_layers->setRunning("sweep running…");
     updateStatus();
   });
   connect(m_sweepRunner, &JobRunner::progress, this, [this](quint64, qulonglong done, qulonglong total) {
     m_progress->setMaximum(static_cast<int>(std::min<qulonglong>(total, 1u << 30)));
     m_progress->setValue(static_cast<int>(std::min<qulonglong>(done, 1u << 30)));
     m_progress->setFormat(QString("%1 / %2 cells").arg(done).arg(total));
-    if (!m_sweep || m_sweep->result.cellsDone == 0) m_fidelity->setRunning(QString("sweep running: %1 / %2 grid cells").arg(done).arg(total));
+    if (!m_sweep || m_sweep->result.cellsDone == 0) {
+      m_fidelity->setRunning(QString("sweep running: %1 / %2 grid cells").arg(done).arg(total));
+      m_layers->setRunning(QString("sweep running: %1 / %2 grid cells").arg(done).arg(total));
+    }
   });
   connect(m_sweepRunner, &JobRunner::partial, this, [this](quint64, JobPtr out) {
     if (auto r = std::dynamic_pointer_cast<const SweepOutput>(out)) applySweep(r);
@@ -305,12 +309,15 @@ MainWindow::MainWindow(MainWindowOptions options, QWidget* parent) : QMainWindow
   });
   connect(m_sweepRunner, &JobRunner::failed, this, [this](quint64, const QString& m) {
     m_fidelity->setRunning("sweep failed: " + m);
+    m_layers->setRunning("sweep failed: " + m);
     reportError("Sweep failed", m, false);
     updateStatus();
   });
   connect(m_sweepRunner, &JobRunner::cancelled, this, [this] {
     m_fidelity->setRunning("sweep cancelled — press F5 to run it again");
+    m_layers->setRunning("sweep cancelled — press F5 to run it again");
     if (m_fidelity->outdated()) m_fidelity->setOutdated(true, "cancelled: out of date (F5 recomputes)");
+    if (m_layers->outdated()) m_layers->setOutdated(true, "cancelled: out of date (F5 recomputes)");
     updateStatus();
     emit workCancelled();
   });
@@ -501,8 +508,22 @@ void MainWindow::buildUi() {
                        {"ratio vs fp16", int(FidelityAxis::Ratio)}},
                       "The fidelity view's x axis. Bytes: keys + values per (token, kv head) from each method's ledger, the Pareto "
                       "frontier marked; ratio: fp16 bytes over those bytes.");
+  m_layerMetric = new QComboBox;  // filled before it is connected (its signal would reach onControl early)
+  for (const auto& cm : tq::curveMetrics()) m_layerMetric->addItem(QString::fromUtf8(cm.title), QString(cm.column));
+  m_layerMetric->setToolTip("The metric the Layers view maps over every layer and query head");
+  m_layerMetric->setSizeAdjustPolicy(QComboBox::AdjustToMinimumContentsLengthWithIcon);
+  m_layerMetric->setMinimumContentsLength(6);
+  connect(m_layerMetric, qOverload<int>(&QComboBox::currentIndexChanged), this, &MainWindow::onControl);
+  m_layerMethod = combo({{"TurboQuant (current)", int(tq::Method::TurboQuant)}, {"MSE-only, norm-corrected", int(tq::Method::TqMseNormCorrected)},
+                         {"MSE-only, outlier channels", int(tq::Method::TqMseOutliers)}, {"KIVI", int(tq::Method::Kivi)},
+                         {"rotated int", int(tq::Method::IntRot)}, {"fp8 e4m3", int(tq::Method::Fp8E4M3)}, {"fp8 e5m2", int(tq::Method::Fp8E5M2)},
+                         {"fp16", int(tq::Method::Fp16)}},
+                        "The configuration the Layers view maps: the current TurboQuant one (key mode, bits, m) or a baseline at the current "
+                        "key bits (fp8 / fp16 at their own width); a baseline must be among the Baselines");
   fc->addRow("Baselines", m_methods);
   fc->addRow("Fidelity x", m_fidelityX);
+  fc->addRow("Layer map", m_layerMetric);
+  fc->addRow("Map method", m_layerMethod);
   col->addWidget(gC);
 
   // SELECTION
@@ -558,12 +579,13 @@ void MainWindow::buildUi() {
   m_tabs = new QTabWidget;
   m_attention = new AttentionView;
   m_fidelity = new FidelityView;
+  m_layers = new LayersView;
   m_memory = new MemoryView;
   m_distortion = new DistortionView;
   m_estimator = new EstimatorView;
   m_how = new HowItWorksView;
-  m_views = {m_attention, m_fidelity, m_memory, m_distortion, m_estimator, m_how};
-  const char* tabNames[] = {"Attention", "Fidelity", "Memory", "Distortion", "Estimator", "How it works"};
+  m_views = {m_attention, m_fidelity, m_layers, m_memory, m_distortion, m_estimator, m_how};
+  const char* tabNames[] = {"Attention", "Fidelity", "Layers", "Memory", "Distortion", "Estimator", "How it works"};
   for (int i = 0; i < m_views.size(); ++i) m_tabs->addTab(m_views[i], tabNames[i]);
   split->addWidget(scroll);
   split->addWidget(m_tabs);
@@ -687,6 +709,8 @@ void MainWindow::syncControls() {
     m_methods->setToolTip((names.isEmpty() ? QString("No baseline. ") : "Selected: " + names.join(", ") + ". ") + m_methodsHelp);
   }
   setComboData(m_fidelityX, m_exp.fidelityX);
+  m_layerMetric->setCurrentIndex(std::max(0, m_layerMetric->findData(m_exp.layerMetric)));
+  setComboData(m_layerMethod, m_exp.layerMethod);
   m_seed->setValue(static_cast<int>(std::min<quint64>(m_exp.seed, 2147483647)));
   setComboData(m_backend, m_exp.backend);
   m_layer->setValue(m_exp.layer);
@@ -724,6 +748,8 @@ void MainWindow::onControl() {
   for (QAction* a : m_methods->menu()->actions())
     if (a->isChecked()) n.methods.push_back(static_cast<tq::Method>(a->data().toInt()));
   n.fidelityX = static_cast<FidelityAxis>(m_fidelityX->currentData().toInt());
+  n.layerMetric = m_layerMetric->currentData().toString();
+  n.layerMethod = static_cast<tq::Method>(m_layerMethod->currentData().toInt());
   n.seed = static_cast<quint64>(m_seed->value());
   n.backend = static_cast<tq::BackendChoice>(m_backend->currentData().toInt());
   n.layer = m_layer->value();
@@ -774,7 +800,8 @@ void MainWindow::applyExperiment(const Experiment& n) {
       n.centerWindow != o.centerWindow)
     parts |= PartAll, sweep = true;
   if (n.methods != o.methods || n.methodOptions.group != o.methodOptions.group || n.methodOptions.window != o.methodOptions.window) sweep = true;
-  if (n.fidelityX != o.fidelityX) memory = true;  // a re-render of the fidelity view (flush), no computation
+  // a re-render of the fidelity / layers view (flush), no computation
+  if (n.fidelityX != o.fidelityX || n.layerMetric != o.layerMetric || n.layerMethod != o.layerMethod) memory = true;
   if (n.layer != o.layer || n.qHead != o.qHead) parts |= PartAll;
   if (n.queryPos != o.queryPos) parts |= PartHow;
   if (n.querySource != o.querySource) parts |= kHEH, sweep = true;
@@ -801,7 +828,7 @@ void MainWindow::flush() {
   m_dirtyParts = 0;
   m_dirtySweep = false;
   // Highlights and the memory model need no computation: update them at once.
-  if (m_sweep) m_fidelity->setData(m_sweep, m_exp);
+  if (m_sweep) m_fidelity->setData(m_sweep, m_exp), m_layers->setData(m_sweep, m_exp);
   if (m_haveDetail && !m_detail.distortion.bits.empty()) m_distortion->setData(m_detail.distortion, m_exp.keyBits);
   if (m_dirtyMemory) refreshMemory();
   m_dirtyMemory = false;
@@ -834,6 +861,7 @@ void MainWindow::submitSweep() {
   m_progress->setValue(0);
   m_sweep.reset();
   m_fidelity->setOutdated(true, "recomputing the sweep…");
+  m_layers->setOutdated(true, "recomputing the sweep…");
   m_sweepRunner->submit(JobRunner::ProgressiveJob([data, e](const tq::ProgressFn& p, const JobRunner::PartialFn& part) -> JobPtr {
     return computeSweep(*data, e, p, true, [&part](std::shared_ptr<const SweepOutput> o) { part(o); });
   }));
@@ -932,9 +960,12 @@ void MainWindow::applySweep(std::shared_ptr<const SweepOutput> out) {
   m_sweep = std::move(out);
   const SweepOutput& s = *m_sweep;
   m_fidelity->setOutdated(false);
+  m_layers->setOutdated(false);
   if (!s.result.partial()) clearError();
   m_fidelity->setData(m_sweep, m_exp);
+  m_layers->setData(m_sweep, m_exp);
   if (m_tabs->currentWidget() == m_fidelity) m_fidelity->replotNow();
+  if (m_tabs->currentWidget() == m_layers) m_layers->replotNow();
   updateStatus();
   static const bool profile = qEnvironmentVariableIsSet("TQ_PROFILE");
   if (profile) qInfo("apply sweep (%zu of %zu cells): %.1f ms", s.result.cellsDone, s.result.cellsTotal, prof.nsecsElapsed() / 1e6);
@@ -979,6 +1010,7 @@ void MainWindow::setData(std::shared_ptr<const DataContext> d, const Experiment&
   m_dataShape->setText(describeShape(*m_data->source));
   m_dataName->setToolTip(e.dataKind == DataKind::File ? e.dataPath : QString());
   m_fidelity->setRunning("sweep queued…");
+  m_layers->setRunning("sweep queued…");
   markDirty(PartAll, true, true);
   emit dataLoaded();
 }

@@ -158,6 +158,8 @@ class MainWindow : public QMainWindow {
   QComboBox* m_centering = nullptr;
   QToolButton* m_methods = nullptr;     ///< baselines beside TurboQuant (a menu of checkable actions)
   QComboBox* m_fidelityX = nullptr;
+  QComboBox* m_layerMetric = nullptr;
+  QComboBox* m_layerMethod = nullptr;
   QString m_methodsHelp;
   QComboBox* m_law = nullptr;
   QSpinBox* m_seed = nullptr;
@@ -176,6 +178,7 @@ class MainWindow : public QMainWindow {
   QList<PlotView*> m_views;
   AttentionView* m_attention = nullptr;
   FidelityView* m_fidelity = nullptr;
+  LayersView* m_layers = nullptr;
   MemoryView* m_memory = nullptr;
   DistortionView* m_distortion = nullptr;
   EstimatorView* m_estimator = nullptr;

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <map>
 #include <tuple>
 
@@ -66,6 +67,38 @@ std::vector<CurvePoint> fidelityCurves(const SweepResult& r) {
     out.push_back(std::move(a.p));
   }
   return out;
+}
+
+LayerHeadMap layerHeadMap(const SweepResult& r, const KeyVariant& key, int valueBits, size_t metric) {
+  const CurveMetric& cm = curveMetrics().at(metric);
+  LayerHeadMap m;
+  std::vector<int> layers;
+  for (const SweepRow& row : r.rows) {
+    layers.push_back(row.layer);
+    m.heads = std::max(m.heads, row.qHead + 1);
+  }
+  std::sort(layers.begin(), layers.end());
+  layers.erase(std::unique(layers.begin(), layers.end()), layers.end());
+  m.layers = layers;
+  m.value.assign(layers.size() * static_cast<size_t>(m.heads), std::numeric_limits<double>::quiet_NaN());
+  for (const SweepRow& row : r.rows) {
+    if (!(row.key == key) || row.valueBits != valueBits) continue;
+    const size_t li = static_cast<size_t>(std::lower_bound(layers.begin(), layers.end(), row.layer) - layers.begin());
+    double& v = m.value[li * static_cast<size_t>(m.heads) + static_cast<size_t>(row.qHead)];
+    if (std::isnan(v)) ++m.measured;
+    v = cm.get(row.m);
+  }
+  m.layerMean.assign(layers.size(), std::numeric_limits<double>::quiet_NaN());
+  for (size_t li = 0; li < layers.size(); ++li) {
+    double s = 0;
+    int n = 0;
+    for (int h = 0; h < m.heads; ++h) {
+      const double v = m.value[li * static_cast<size_t>(m.heads) + static_cast<size_t>(h)];
+      if (!std::isnan(v)) s += v, ++n;
+    }
+    if (n) m.layerMean[li] = s / n;
+  }
+  return m;
 }
 
 double pointBytes(const CurvePoint& p) { return p.keyBytes + p.valueBytes; }

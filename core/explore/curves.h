@@ -34,6 +34,17 @@ struct CurvePoint {
 /// One point per (key variant, value bits) present in the rows, in the rows' order (method, mode, bits, m).
 std::vector<CurvePoint> fidelityCurves(const SweepResult& r);
 
+/// One configuration's metric on every (layer, query head) of a sweep: the layer x head map.
+struct LayerHeadMap {
+  std::vector<int> layers;       ///< the layers of the sweep's rows, ascending
+  int heads = 0;                 ///< query heads (or proxy heads) per layer
+  std::vector<double> value;     ///< layers.size() x heads, row-major; NaN where the cell is not (yet) measured
+  std::vector<double> layerMean; ///< per layer: mean over its measured heads (NaN when none)
+  size_t measured = 0;           ///< cells with a value
+};
+/// The rows of `key` (method, mode, bits, m) at `valueBits` (a method without value rows: valueBits 0).
+LayerHeadMap layerHeadMap(const SweepResult& r, const KeyVariant& key, int valueBits, size_t metric);
+
 /// Bytes per (token, kv head) that a point stores: keys + values (keys alone when the sweep had no values).
 double pointBytes(const CurvePoint& p);
 /// fp16's bytes for the same (token, kv head): 2 d (+ 2 dv with values).

@@ -72,8 +72,15 @@ class TestWindow : public QObject {
     auto* note = w.findChild<QLabel*>("keyNote");
     QVERIFY(note);
     QVERIFY2(!note->isHidden() && note->text().contains("L0 kv head 0: 99.97 %") && note->text().contains("bias"), qPrintable(note->text()));
-    QCOMPARE(w.views().size(), 6);
+    QCOMPARE(w.views().size(), 7);
     for (auto* v : w.views()) QVERIFY2(v->dataPoints() > 0, qPrintable(v->id() + " is empty"));
+    // the layer map: every (layer, q head) of the sample for the current configuration; layer 0 (the
+    // biased keys) is the worst, and the CSV holds core's numbers
+    auto* lv = qobject_cast<LayersView*>(w.view("layers"));
+    QVERIFY(lv);
+    QCOMPARE(lv->dataPoints(), 4 * 12);
+    QCOMPARE(lv->worstLayer(), 0);
+    QVERIFY(lv->csv().startsWith("layer,q_head,method,key_bits,value_bits,attention_cosine\n"));
     // causal heatmap of the full sample: 512 x 512 cells, of which 512*513/2 are unmasked
     QCOMPARE(w.attentionView()->heatmap().rows, 512);
     QCOMPARE(w.attentionView()->dataPoints(), 512 * 513 / 2);
