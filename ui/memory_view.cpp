@@ -7,7 +7,9 @@
 #include <functional>
 
 #include "plot_common.h"
+#include "backend/centering.h"
 #include "metrics/metrics.h"
+#include "methods/methods.h"
 
 namespace tq::ui {
 
@@ -23,9 +25,18 @@ MemoryView::MemoryView(QWidget* parent) : PlotView("memory", "Memory", parent) {
   m_rect[1]->axis(QCPAxis::atLeft)->setLabel("GiB (log)");
   setLogY(m_rect[1]);
   m_rect[1]->axis(QCPAxis::atLeft)->setNumberFormat("gb");
-  m_legend = insetLegend(m_rect[0], Qt::AlignTop | Qt::AlignLeft);
+  // the legend below the panels (inside, it covered the fp16 line and the curves)
+  m_legend = new QCPLegend;
+  m_plot->plotLayout()->addElement(2, 0, m_legend);
+  m_legend->setLayer("legend");
+  m_legend->setFillOrder(QCPLegend::foColumnsFirst);
+  m_legend->setWrap(4);
+  m_legend->setBorderPen(Qt::NoPen);
+  m_legend->setFont(baseFont(8.5));
+  m_legend->setProperty("basePt", 8.5);
   grid->setColumnStretchFactors({1, 1.3});
   finishLayout();
+  m_plot->plotLayout()->setRowStretchFactor(2, 0.001);
 }
 
 void MemoryView::setData(const Experiment& e, int d, size_t measuredK, size_t measuredV) {
@@ -59,6 +70,34 @@ void MemoryView::setData(const Experiment& e, int d, size_t measuredK, size_t me
     ymax = std::max(ymax, *std::max_element(y.begin(), y.end()));
     addGraph(m_plot, r, bits, y, pen(s.c, 1.8, s.st), QCPScatterStyle(QCPScatterStyle::ssCircle, s.c, s.c, 4))->setName(s.name);
   }
+  // the chosen baselines' key ledgers (core/methods: methodBytes) at this context, and centering's
+  const size_t T = static_cast<size_t>(std::max<qint64>(1, e.context));
+  std::vector<S> extra;
+  for (tq::Method mth : e.methods) {
+    if (!tq::methodHasBits(mth) || mth == tq::Method::TqMseNormCorrected) continue;  // fp8/fp16: the lines; -nc: MSE's bytes
+    const QString name = mth == tq::Method::Kivi ? QString("keys KIVI G%1 R%2").arg(e.methodOptions.group).arg(e.methodOptions.window)
+                         : mth == tq::Method::IntRot ? QString("keys rotated int")
+                                                     : QString("keys MSE, d/2 outliers b+1");
+    const QColor c = mth == tq::Method::Kivi ? QColor(148, 52, 160) : mth == tq::Method::IntRot ? QColor(120, 110, 0) : QColor(0, 120, 120);
+    extra.push_back({name, c, [=](int b) { return b > tq::methodMaxBits(mth) ? NAN : tq::methodBytes(mth, b, false, T, d, e.methodOptions) / double(T); },
+                     Qt::DashDotLine});
+  }
+  if (e.centering != tq::KeyCentering::None)
+    extra.push_back({QString("keys %1 centred").arg(keyModeLabel(e.keyMode)),
+                     kBlack,
+                     [=](int b) { return tq::centredKeyBytes(double(tq::keyBytesPerVector(d, b, e.keyMode, e.projDim(d))), T, d, e.centering, e.centerWindow); },
+                     Qt::DotLine});
+  for (const auto& s : extra) {
+    QVector<double> y;
+    for (int b = 1; b <= 8; ++b) {
+      y << s.f(b);
+      if (std::isfinite(y.back())) m_csv += QString("per_vector,%1,%2,%3,,,\n").arg(s.name).arg(b).arg(y.back());
+      ++m_points;
+    }
+    for (double v : y)
+      if (std::isfinite(v)) ymax = std::max(ymax, v);
+    addGraph(m_plot, r, bits, y, pen(s.c, 1.5, s.st), QCPScatterStyle(QCPScatterStyle::ssSquare, s.c, Qt::white, 4))->setName(s.name);
+  }
   auto* f16 = addGraph(m_plot, r, {0.5, 8.5}, {2.0 * d, 2.0 * d}, pen(kGrey, 1.4, Qt::DashDotLine));
   f16->setName(QString("fp16 (%1 B)").arg(2 * d));
   auto* f8 = addGraph(m_plot, r, {0.5, 8.5}, {1.0 * d, 1.0 * d}, pen(kGrey, 1.4, Qt::DotLine));
@@ -79,7 +118,8 @@ void MemoryView::setData(const Experiment& e, int d, size_t measuredK, size_t me
                QCPGraph::lsNone);
   }
   r->axis(QCPAxis::atLeft)->setRange(0, ymax * 1.08);
-  m_sub[0]->setText(QString("bytes per token per kv head (d=%1)\nK%2 %3: %4 B (buffers: %5 B) · V%6: %7 B (buffers: %8 B)")
+  const QString ledgerAt = extra.empty() ? QString() : QString("\nsquare markers: ledgers at %1 tokens").arg(T);
+  m_sub[0]->setText(QString("bytes per token per kv head (d=%1)\nK%2 %3: %4 B (buffers: %5 B) · V%6: %7 B (buffers: %8 B)%9")
                         .arg(d)
                         .arg(e.keyBits)
                         .arg(keyModeLabel(e.keyMode))
@@ -87,7 +127,8 @@ void MemoryView::setData(const Experiment& e, int d, size_t measuredK, size_t me
                         .arg(measuredK)
                         .arg(e.valueBits)
                         .arg(curV)
-                        .arg(measuredV));
+                        .arg(measuredV)
+                        .arg(ledgerAt));
 
   // KV cache totals per model preset
   auto* r2 = m_rect[1];
@@ -108,6 +149,8 @@ void MemoryView::setData(const Experiment& e, int d, size_t measuredK, size_t me
     mc.valueBits = e.valueBits;
     mc.keyMode = e.keyMode;
     mc.projDim = e.projDim(p.headDim);
+    mc.keyMean = e.centering != tq::KeyCentering::None;
+    mc.exactKeys = e.centering == tq::KeyCentering::Causal ? e.centerWindow : 0;
     const auto rep = tq::memoryModel(mc);
     const double gib = 1024.0 * 1024.0 * 1024.0;
     keys << double(i + 1);

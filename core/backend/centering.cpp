@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <stdexcept>
 
+#include "metrics/metrics.h"
 #include "util/half.h"
 
 namespace tq {
@@ -73,8 +74,15 @@ void uncentreScores(const CentredKeys& c, const float* queries, size_t nq, const
 
 double centredKeyBytes(double compressedBytes, size_t seq, size_t d, const CentredKeys& c) {
   if (!c.active() || seq == 0) return compressedBytes;
-  const double n = static_cast<double>(seq), w = static_cast<double>(std::min(c.window, seq)), dd = static_cast<double>(d);
-  return ((n - w) * compressedBytes + w * 2.0 * dd + 2.0 * dd) / n;
+  return windowedKeyBytes(compressedBytes, static_cast<double>(seq), static_cast<double>(d), static_cast<double>(std::min(c.window, seq)), true);
+}
+
+double centredKeyBytes(double compressedBytes, size_t seq, size_t d, KeyCentering c, int window) {
+  if (c == KeyCentering::None || seq == 0) return compressedBytes;
+  CentredKeys k;
+  k.mu.assign(d, 0.0f);
+  k.window = c == KeyCentering::Causal ? std::min<size_t>(seq, static_cast<size_t>(std::max(1, window))) : 0;
+  return centredKeyBytes(compressedBytes, seq, d, k);
 }
 
 }  // namespace tq

@@ -34,5 +34,7 @@ void uncentreScores(const CentredKeys& c, const float* queries, size_t nq, const
 /// The key ledger per (token, kv head): compressed tokens at compressedBytes, window tokens at 2d bytes,
 /// mu at 2d bytes once per head, amortised over seq.
 double centredKeyBytes(double compressedBytes, size_t seq, size_t d, const CentredKeys& c);
+/// The same ledger from the configuration alone (a cache of seq tokens; the memory model).
+double centredKeyBytes(double compressedBytes, size_t seq, size_t d, KeyCentering c, int window);
 
 }  // namespace tq

@@ -203,7 +203,7 @@ class Fp16Codec final : public VectorCodec {
   void decode(const EncodedMatrix& e, float* out) const override {
     for (size_t i = 0; i < e.rows * e.dim; ++i) out[i] = halfToFloat(e.halves[i]);
   }
-  double formulaBytes(size_t n, size_t d) const override { return 2.0 * static_cast<double>(n * d); }
+  double formulaBytes(size_t n, size_t d) const override { return methodBytes(Method::Fp16, 16, m_values, n, d, {}); }
 
  private:
   bool m_values;
@@ -231,7 +231,7 @@ class Fp8Codec final : public VectorCodec {
     const float s = e.floats.at(0);
     for (size_t i = 0; i < e.rows * e.dim; ++i) out[i] = (e4 ? fp8E4M3ToFloat(e.codes[i]) : fp8E5M2ToFloat(e.codes[i])) * s;
   }
-  double formulaBytes(size_t n, size_t d) const override { return static_cast<double>(n * d) + 4.0; }
+  double formulaBytes(size_t n, size_t d) const override { return methodBytes(m_method, 8, m_values, n, d, {}); }
 
  private:
   Method m_method;
@@ -335,11 +335,7 @@ class KiviCodec final : public VectorCodec {
     }
     for (size_t i = nq * d; i < n * d; ++i) out[i] = halfToFloat(tail[i - nq * d]);
   }
-  double formulaBytes(size_t n, size_t d) const override {
-    const size_t nq = quantizedTokens(n), G = static_cast<size_t>(m_opt.group);
-    const double groups = m_values ? static_cast<double>(nq * groupsPerToken(d)) : static_cast<double>(nq / G * d);
-    return static_cast<double>(packedBytes(nq * d, m_bits)) + 4.0 * groups + 2.0 * static_cast<double>((n - nq) * d);
-  }
+  double formulaBytes(size_t n, size_t d) const override { return methodBytes(Method::Kivi, m_bits, m_values, n, d, m_opt); }
 
  private:
   int m_bits;
@@ -388,9 +384,7 @@ class IntRotCodec final : public VectorCodec {
     for (size_t i = 0; i < n * d; ++i) out[i] = static_cast<float>(static_cast<int>(codes[i]) - half) * halfToFloat(e.halves[i / B]);
     blockHadamard(out, n, d, B);
   }
-  double formulaBytes(size_t n, size_t d) const override {
-    return static_cast<double>(packedBytes(n * d, m_bits)) + 2.0 * static_cast<double>(n * d / intRotBlock(d));
-  }
+  double formulaBytes(size_t n, size_t d) const override { return methodBytes(Method::IntRot, m_bits, m_values, n, d, {}); }
 
  private:
   int m_bits;
@@ -432,9 +426,7 @@ class TqNormCorrectedCodec final : public VectorCodec {
       for (size_t j = 0; j < e.dim; ++j) r[j] *= f;
     }
   }
-  double formulaBytes(size_t n, size_t d) const override {
-    return static_cast<double>(n) * static_cast<double>(packedBytes(d, m_q->mseBits()) + 2);
-  }
+  double formulaBytes(size_t n, size_t d) const override { return methodBytes(Method::TqMseNormCorrected, m_q->mseBits(), m_values, n, d, {}); }
 
  private:
   std::shared_ptr<const Quantizer> m_q;
@@ -532,8 +524,8 @@ class TqOutlierCodec final : public VectorCodec {
       for (size_t j = 0, a = 0, b = 0; j < d; ++j) out[t * d + j] = isOut[j] ? xh[t * k + a++] : xl[t * (d - k) + b++];
   }
   double formulaBytes(size_t n, size_t d) const override {
-    const size_t k = outliers(d);
-    return static_cast<double>(n) * static_cast<double>(packedBytes(k, m_bits + 1) + packedBytes(d - k, m_bits) + 4) + 2.0 * static_cast<double>(k);
+    (void)outliers(d);  // refuses a K the shape cannot take
+    return methodBytes(Method::TqMseOutliers, m_bits, m_values, n, d, m_opt);
   }
 
  private:
@@ -546,6 +538,30 @@ class TqOutlierCodec final : public VectorCodec {
 };
 
 }  // namespace
+
+double methodBytes(Method m, int bits, bool forValues, size_t n, size_t d, const MethodOptions& opt) {
+  const double N = static_cast<double>(n), D = static_cast<double>(d);
+  switch (m) {
+    case Method::Fp16: return 2.0 * N * D;
+    case Method::Fp8E4M3:
+    case Method::Fp8E5M2: return N * D + 4.0;
+    case Method::TurboQuant:
+    case Method::TqMseNormCorrected: return N * static_cast<double>(packedBytes(d, bits) + 2);
+    case Method::TqMseOutliers: {
+      const size_t k = opt.outlierChannels > 0 ? static_cast<size_t>(opt.outlierChannels) : d / 2;
+      if (k >= d) throw std::invalid_argument("tq-mse-oc: more outlier channels than coordinates");
+      return N * static_cast<double>(packedBytes(k, bits + 1) + packedBytes(d - k, bits) + 4) + 2.0 * static_cast<double>(k);
+    }
+    case Method::IntRot: return static_cast<double>(packedBytes(n * d, bits)) + 2.0 * static_cast<double>(n * d / intRotBlock(d));
+    case Method::Kivi: {
+      const size_t G = static_cast<size_t>(std::max(1, opt.group)), resid = std::min(n, static_cast<size_t>(std::max(0, opt.window)));
+      const size_t avail = n - resid, nq = forValues ? avail : avail / G * G;
+      const double groups = forValues ? static_cast<double>(nq * ((d + G - 1) / G)) : static_cast<double>(nq / G * d);
+      return static_cast<double>(packedBytes(nq * d, bits)) + 4.0 * groups + 2.0 * static_cast<double>((n - nq) * d);
+    }
+  }
+  return 0;
+}
 
 std::vector<int> outlierChannels(const float* x, size_t n, size_t d, size_t K) {
   const size_t m = std::min(n, kOutlierCalibrationTokens);

@@ -62,6 +62,11 @@ struct MethodOptions {
 /// The options a method's rows depend on, e.g. "G=32 R=128" for KIVI; empty for the others.
 std::string methodOptionsLabel(Method m, const MethodOptions& opt);
 
+/// The ledger formula (docs/METHODS.md): total bytes a codec of method m stores for n vectors of d at
+/// `bits` (keys, or values when forValues). VectorCodec::formulaBytes is this; the tests check it against
+/// the buffers. Throws std::invalid_argument for a width or shape the method does not take.
+double methodBytes(Method m, int bits, bool forValues, size_t n, size_t d, const MethodOptions& opt);
+
 /// What a codec stores for n vectors of d: every buffer it would keep in a cache.
 struct EncodedMatrix {
   size_t rows = 0, dim = 0;

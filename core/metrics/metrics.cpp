@@ -234,20 +234,28 @@ size_t keyBytesPerVector(int headDim, int bits, KeyMode mode, int projDim) {
 
 size_t valueBytesPerVector(int headDim, int bits) { return keyBytesPerVector(headDim, bits, KeyMode::Mse, 0); }
 
+double windowedKeyBytes(double compressedBytes, double seq, double d, double window, bool mean) {
+  if (seq <= 0 || (window <= 0 && !mean)) return compressedBytes;
+  const double w = std::min(window, seq);
+  return ((seq - w) * compressedBytes + w * 2.0 * d + (mean ? 2.0 * d : 0.0)) / seq;
+}
+
 MemoryReport memoryModel(const MemoryConfig& c) {
   if (c.layers <= 0 || c.kvHeads <= 0 || c.headDim <= 0 || c.tokens < 0) throw std::invalid_argument("layers, kv heads and head_dim must be positive");
   if (c.keyBits < 1 || c.keyBits > 8 || c.valueBits < 1 || c.valueBits > 8) throw std::invalid_argument("bits must be in 1..8");
   MemoryReport r;
   r.keyBytesPerVector = keyBytesPerVector(c.headDim, c.keyBits, c.keyMode, c.projDim);
   r.valueBytesPerVector = valueBytesPerVector(c.headDim, c.valueBits);
-  const double perLayerHead = static_cast<double>(r.keyBytesPerVector + r.valueBytesPerVector);
+  r.keyBytesCharged = windowedKeyBytes(static_cast<double>(r.keyBytesPerVector), static_cast<double>(c.tokens), c.headDim,
+                                       static_cast<double>(c.exactKeys), c.keyMean);
+  const double perLayerHead = r.keyBytesCharged + static_cast<double>(r.valueBytesPerVector);
   r.bytesPerToken = perLayerHead * c.layers * c.kvHeads;
   r.totalBytes = r.bytesPerToken * static_cast<double>(c.tokens);
   r.fp16Bytes = 2.0 * 2.0 * c.headDim * c.layers * c.kvHeads * static_cast<double>(c.tokens);
   r.fp8Bytes = r.fp16Bytes / 2.0;
   r.ratioVsFp16 = r.totalBytes > 0 ? r.fp16Bytes / r.totalBytes : 0;
   r.ratioVsFp8 = r.totalBytes > 0 ? r.fp8Bytes / r.totalBytes : 0;
-  r.keyBitsPerCoordinate = 8.0 * r.keyBytesPerVector / c.headDim;
+  r.keyBitsPerCoordinate = 8.0 * r.keyBytesCharged / c.headDim;
   r.valueBitsPerCoordinate = 8.0 * r.valueBytesPerVector / c.headDim;
   return r;
 }

@@ -79,10 +79,19 @@ struct MemoryConfig {
   int keyBits = 3, valueBits = 3;
   KeyMode keyMode = KeyMode::Prod;
   int projDim = 0;  ///< 0 = head_dim
+  /// Key centering's ledger (core/backend/centering): the first exactKeys tokens in fp16, and mu (2 d bytes
+  /// per layer and kv head) when keyMean.
+  long long exactKeys = 0;
+  bool keyMean = false;
 };
 
+/// Keys per (token, kv head) with a window of `window` fp16 tokens and (mean) an fp16 mu per head, over
+/// seq tokens: ((seq - w) compressed + w 2d + 2d) / seq. The one formula of centering's ledger.
+double windowedKeyBytes(double compressedBytes, double seq, double d, double window, bool mean);
+
 struct MemoryReport {
-  size_t keyBytesPerVector = 0, valueBytesPerVector = 0;  ///< one (token, kv head)
+  size_t keyBytesPerVector = 0, valueBytesPerVector = 0;  ///< one (token, kv head), the codes' formula
+  double keyBytesCharged = 0;        ///< keyBytesPerVector with centering's window and mean amortised
   double bytesPerToken = 0;          ///< all layers and kv heads, keys + values
   double totalBytes = 0;             ///< at the configured tokens
   double fp16Bytes = 0, fp8Bytes = 0;

@@ -263,6 +263,28 @@ class TestMethods : public QObject {
     QVERIFY_THROWS_EXCEPTION(std::invalid_argument, allocateBits(r, KeyVariant{KeyMode::Mse, 0, 0, Method::Kivi}, "attention_cosine", 2, false));
   }
 
+  void memoryModelChargesCentering() {
+    MemoryConfig mc;
+    mc.layers = 2;
+    mc.kvHeads = 4;
+    mc.headDim = 128;
+    mc.tokens = 32768;
+    mc.keyBits = 3;
+    mc.valueBits = 4;
+    mc.keyMode = KeyMode::Prod;
+    const MemoryReport plain = memoryModel(mc);
+    QCOMPARE(plain.keyBytesCharged, 52.0);
+    mc.keyMean = true;
+    mc.exactKeys = 128;
+    const MemoryReport c = memoryModel(mc);
+    const double want = ((32768.0 - 128) * 52 + 128 * 256.0 + 256.0) / 32768;
+    QCOMPARE(c.keyBytesCharged, want);
+    QCOMPARE(c.totalBytes, (want + 66) * 2 * 4 * 32768);
+    QCOMPARE(centredKeyBytes(52, 32768, 128, KeyCentering::Causal, 128), want);
+    QCOMPARE(centredKeyBytes(52, 32768, 128, KeyCentering::Oracle, 128), (32768.0 * 52 + 256) / 32768);
+    QCOMPARE(methodBytes(Method::Kivi, 2, false, 512, 128, MethodOptions{}), 51200.0);
+  }
+
   void refusals() {
     QVERIFY_THROWS_EXCEPTION(std::invalid_argument, makeCodec(Method::Kivi, 0, false, {}));
     QVERIFY_THROWS_EXCEPTION(std::invalid_argument, makeCodec(Method::IntRot, 9, false, {}));
