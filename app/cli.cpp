@@ -852,7 +852,7 @@ int cmdAllocate(const Args& a, std::ostream& out, std::ostream& err) {
   out << dump->path() << ": " << dump->summary().describe() << "\n"
       << family.methodName() << " · " << r.queryLabel << " · " << r.backend << " (" << r.device << ") · " << std::setprecision(3) << r.seconds
       << " s · greedy on the measured " << p.metric << " (keys) and output error (values), average budget " << budget << " bits\n";
-  out << " layer" << (a.flag("per-head") ? "  kv" : "") << "  K  V  " << std::setw(10) << p.metric.substr(0, 10) << "  out-err\n";
+  out << " layer" << (a.flag("per-head") ? "  kv" : "") << "  K  V      metric  out-err   (metric: " << p.metric << ")\n";
   for (const auto& u : p.units) {
     out << std::setw(6) << u.layer;
     if (a.flag("per-head")) out << std::setw(4) << u.kvHead;
