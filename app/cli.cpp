@@ -83,7 +83,8 @@ const char* kUsage =
     "             fp8-e5m2,fp16; [--outlier-channels K] (tq-mse-oc: K channels at b+1 bits, default d/2: 2.5 bits at b=2)\n"
     "             fp8/fp16 at their own width, the others at every --key-bits/--value-bits; [--norm-correction]\n"
     "             (tq-mse-nc for tq-mse) [--group G] [--window R] (KIVI, default 32 and 128); every method is charged\n"
-    "             for every byte it stores (key/value B/vector per row)\n"
+    "             for every byte it stores (key/value B/vector per row); [--protect-layers N:BITS] (the first and\n"
+    "             last N layers at BITS, every method with a width)\n"
     "  allocate   FILE --budget-bits B [--metric attention_cosine|top1|top5|kl|logit_cosine] [--method M] [--per-head]\n"
     "             [evaluate's data, query and method flags] [--json]   per-layer (per-head) key and value bits that maximise\n"
     "             the metric (keys) and the output error (values) under an average of B bits, greedy on the measured\n"
@@ -626,7 +627,7 @@ json metricsJson(const AttentionMetrics& m) {
 
 int cmdEvaluate(const Args& a, std::ostream& out, std::ostream& err) {
   a.allow({"key-bits", "value-bits", "proj-dim", "mode", "layers", "heads", "queries", "max-queries", "rotation", "law", "seed", "backend",
-           "nonfinite", "json", "csv", "reference-one-bit", "sample-cells", "center", "methods", "norm-correction", "group", "window", "outlier-channels"});
+           "nonfinite", "json", "csv", "reference-one-bit", "sample-cells", "center", "methods", "norm-correction", "group", "window", "outlier-channels", "protect-layers"});
   if (a.has("methods") && a.has("mode")) throw UsageError("choose one of --methods and --mode (TurboQuant's modes are tq-mse, tq-prod, tq-qjl in --methods)");
   if (a.flag("json") && a.flag("csv")) throw UsageError("choose one of --json and --csv");
   using Clock = std::chrono::steady_clock;
@@ -665,6 +666,11 @@ int cmdEvaluate(const Args& a, std::ostream& out, std::ostream& err) {
   }
   c.methodOptions.group = static_cast<int>(a.integer("group", 32, 1, 65536));
   c.methodOptions.window = static_cast<int>(a.integer("window", 128, 0, 1 << 24));
+  if (a.has("protect-layers"))
+    parseOr("--protect-layers", [&] {
+      parseProtectLayers(a.str("protect-layers", "none"), &c.protectLayers, &c.protectBits);
+      return 0;
+    });
   // --outlier-channels K: tq-mse-oc (K channels at b+1 bits; K = d/2 at b = 2 is 2.5 bits)
   if (a.has("outlier-channels")) {
     c.methodOptions.outlierChannels = static_cast<int>(a.integer("outlier-channels", 0, 1, kMaxHeadDimension));
@@ -756,6 +762,7 @@ int cmdEvaluate(const Args& a, std::ostream& out, std::ostream& err) {
   json j = {{"command", "evaluate"}, {"file", dump->path()}, {"model", dump->modelName()}, {"queries", r.queryLabel},
             {"backend", r.backend}, {"device", r.device}, {"backend_note", note}, {"head_dim", r.headDim}, {"tokens", r.tokens},
             {"rotation", rotationName(c.rotation)}, {"law", lawName(c.law)}, {"seed", c.seed}, {"key_centering", centeringLabel(c)},
+            {"protect_layers", protectLayersLabel(c)},
             {"seconds", r.seconds},
             {"cells_done", r.cellsDone}, {"cells_total", r.cellsTotal}, {"cells_in_grid", r.cellsInGrid}, {"cpu_fallback_cells", r.cpuFallbackCells},
             {"summary", summary}, {"per_head", perHead}};
@@ -768,6 +775,9 @@ int cmdEvaluate(const Args& a, std::ostream& out, std::ostream& err) {
   if (r.cellsTotal < r.cellsInGrid) out << " · a seeded sample of " << r.cellsTotal << " of " << r.cellsInGrid << " (layer, kv head) cells";
   if (r.cpuFallbackCells) out << " · " << r.cpuFallbackCells << " cells evaluated on the CPU (the device declined them)";
   out << "\n";
+  if (c.protectLayers > 0)
+    out << "protected layers: the first and last " << c.protectLayers << " at " << c.protectBits
+        << " bits for every method with a width (rows keep their nominal widths; B/vec is what was stored)\n";
   if (std::find(c.methods.begin(), c.methods.end(), Method::Kivi) != c.methods.end())
     out << "kivi: groups of " << c.methodOptions.group << ", the last " << c.methodOptions.window << " tokens (and any part group) in fp16, charged\n";
   if (c.centering != KeyCentering::None)

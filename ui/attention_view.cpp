@@ -111,6 +111,35 @@ void AttentionView::clearTransient() {
   }
 }
 
+void AttentionView::setMarkedToken(int token) {
+  if (m_markLines.empty()) {
+    // created once (setData keeps its items), a dashed row and column per map
+    for (int k = 0; k < 3; ++k)
+      for (int dir = 0; dir < 2; ++dir) {
+        auto* l = new QCPItemStraightLine(m_plot);
+        l->setClipAxisRect(m_rect[k]);
+        l->point1->setAxes(m_rect[k]->axis(QCPAxis::atBottom), m_rect[k]->axis(QCPAxis::atLeft));
+        l->point2->setAxes(m_rect[k]->axis(QCPAxis::atBottom), m_rect[k]->axis(QCPAxis::atLeft));
+        l->setPen(QPen(QColor(255, 60, 60, 200), 1.2, Qt::DashLine));
+        l->setSelectable(false);
+        m_markLines.push_back(l);
+      }
+  }
+  m_marked = token;
+  for (size_t i = 0; i < m_markLines.size(); ++i) {
+    auto* l = m_markLines[i];
+    l->setVisible(token >= 0);
+    if (i % 2 == 0) {  // the query row
+      l->point1->setCoords(0, token);
+      l->point2->setCoords(1, token);
+    } else {  // the key column
+      l->point1->setCoords(token, 0);
+      l->point2->setCoords(token, 1);
+    }
+  }
+  requestReplot();
+}
+
 void AttentionView::setData(const Heatmap& h, std::shared_ptr<const DataContext> ctx, int layer, int qHead, int kvHead, const QString& queryLabel) {
   m_hoverEl->setText(kHoverHint);  // a read-out of the previous data would be wrong now
   const bool newShape = !m_data || ctx->shape.seq != m_seq || ctx != m_data;

@@ -2,9 +2,12 @@
 #pragma once
 /// AttentionView: exact vs TurboQuant attention heatmaps and their difference.
 #include <memory>
+#include <vector>
 
 #include "compute.h"
 #include "plot_view.h"
+
+class QCPItemStraightLine;
 
 namespace tq::ui {
 
@@ -13,6 +16,9 @@ class AttentionView : public PlotView {
  public:
   explicit AttentionView(QWidget* parent = nullptr);
   void setData(const Heatmap& h, std::shared_ptr<const DataContext> ctx, int layer, int qHead, int kvHead, const QString& queryLabel);
+  /// The token studied (How it works, Estimator): a dashed row (its query) and column (its key) on every map.
+  void setMarkedToken(int token);
+  int markedToken() const { return m_marked; }
   QString csv() const override;
   int dataPoints() const override;
   const Heatmap& heatmap() const { return m_heat; }
@@ -34,6 +40,8 @@ class AttentionView : public PlotView {
   std::shared_ptr<const DataContext> m_data;
   bool m_syncing = false;
   int m_seq = 0;
+  int m_marked = -1;
+  std::vector<QCPItemStraightLine*> m_markLines;
   QTimer* m_lodTimer = nullptr;
 };
 

@@ -66,7 +66,7 @@ tq::Backend& threadBackend(tq::BackendChoice choice, std::string* note) {
 
 int resolveQueryPos(const Experiment& e, int seq) { return e.queryPos < 0 || e.queryPos >= seq ? seq - 1 : e.queryPos; }
 
-tq::DetailConfig detailConfigFor(const Experiment& e, int headDim) {
+tq::DetailConfig detailConfigFor(const Experiment& e, int headDim, int layers) {
   tq::DetailConfig c;
   c.layer = e.layer;
   c.qHead = e.qHead;
@@ -83,6 +83,7 @@ tq::DetailConfig detailConfigFor(const Experiment& e, int headDim) {
   c.sweepQueries = e.sweepQueries;
   c.centering = e.centering;
   c.centerWindow = e.centerWindow;
+  if (tq::isProtectedLayer(e.protectLayers, e.layer, layers)) c.keyBits = c.valueBits = e.protectBits;
   return c;
 }
 
@@ -99,7 +100,7 @@ std::shared_ptr<DetailResult> computeDetail(const DataContext& dc, const DetailR
   };
   std::function<void(const tq::DetailData&)> part;
   if (partial) part = [&](const tq::DetailData& d) { partial(wrap(d)); };
-  return wrap(tq::computeDetailData(dc.source, dc.tokens, detailConfigFor(req.exp, dc.shape.headDim), req.parts, req.region, be, progress, part));
+  return wrap(tq::computeDetailData(dc.source, dc.tokens, detailConfigFor(req.exp, dc.shape.headDim, dc.shape.layers), req.parts, req.region, be, progress, part));
 }
 
 tq::SweepConfig sweepConfigFor(const Experiment& e, const tq::KvShape& shape) {
@@ -124,8 +125,12 @@ tq::SweepConfig sweepConfigFor(const Experiment& e, const tq::KvShape& shape) {
   c.centerWindow = e.centerWindow;
   c.methods = e.methods;
   c.methodOptions = e.methodOptions;
+  c.protectLayers = e.protectLayers;
+  c.protectBits = e.protectBits;
   c.methods = e.methods;
   c.methodOptions = e.methodOptions;
+  c.protectLayers = e.protectLayers;
+  c.protectBits = e.protectBits;
   return c;
 }
 

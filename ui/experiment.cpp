@@ -91,6 +91,7 @@ QJsonObject Experiment::toJson() const {
   o["rotation"] = tq::rotationName(rotation);
   o["keyCentering"] = QString::fromStdString(tq::keyCenteringLabel(centering, centerWindow));
   o["methods"] = QString::fromStdString(tq::methodListLabel(methods));
+  o["protectLayers"] = protectLayers > 0 ? QString("%1:%2").arg(protectLayers).arg(protectBits) : QString("none");
   o["kiviGroup"] = methodOptions.group;
   o["kiviWindow"] = methodOptions.window;
   o["fidelityX"] = fidelityAxisName(fidelityX);
@@ -271,6 +272,7 @@ bool Experiment::fromJson(const QJsonObject& o, QString* error) {
     e.centering = tq::parseKeyCentering(f.string("keyCentering", QString::fromStdString(tq::keyCenteringLabel(e.centering, e.centerWindow))).toStdString(),
                                         &e.centerWindow);
     if (o.contains("methods")) e.methods = baselineList(f.string("methods", ""), "methods");
+    if (o.contains("protectLayers")) tq::parseProtectLayers(f.string("protectLayers", "none").toStdString(), &e.protectLayers, &e.protectBits);
     e.methodOptions.group = static_cast<int>(f.integer("kiviGroup", e.methodOptions.group, 1, 65536));
     e.methodOptions.window = static_cast<int>(f.integer("kiviWindow", e.methodOptions.window, 0, 1 << 24));
     e.fidelityX = parseFidelityAxis(f.string("fidelityX", fidelityAxisName(e.fidelityX)), &ok);
@@ -314,6 +316,7 @@ QString Experiment::quantLabel(int headDim) const {
            .arg(rotation == tq::RotationKind::Hadamard ? "Hadamard" : "Haar")
            .arg(tq::lawName(law))
            .arg(seed);
+  if (protectLayers > 0) s += QString(" · first/last %1 layers at %2 bits").arg(protectLayers).arg(protectBits);
   if (centering != tq::KeyCentering::None)
     s += QString(" · keys centred (%1%2)").arg(QString::fromStdString(tq::keyCenteringLabel(centering, centerWindow)),
                                              centering == tq::KeyCentering::Oracle ? ", whole-dump mean" : "");
@@ -356,6 +359,7 @@ bool Experiment::applyFlag(const QString& key, const QString& value, QString* er
     else if (key == "law" || key == "codebook") law = tq::parseLaw(value.toStdString());
     else if (key == "methods") methods = baselineList(value, "--methods");
     else if (key == "group") methodOptions.group = toInt(1, 65536);
+    else if (key == "protect-layers") tq::parseProtectLayers(value.toStdString(), &protectLayers, &protectBits);
     else if (key == "window") methodOptions.window = toInt(0, 1 << 24);
     else if (key == "layer-metric") layerMetric = checkedLayerMetric(value, "--layer-metric");
     else if (key == "layer-method") layerMethod = layerMethodOf(value, "--layer-method");
@@ -393,7 +397,7 @@ QString Experiment::flagHelp() {
          "  --rotation haar|hadamard   --law exact|gaussian   --seed N   --backend auto|cpu|cuda\n"
          "  --center none|causal[:W]|oracle (subtract the per-head key mean before quantizing)\n"
          "  --methods LIST: baselines swept beside TurboQuant (tq-mse-nc,kivi,int-rot,fp8-e4m3,fp8-e5m2,fp16; 'none')\n"
-         "  --group G --window R (KIVI)   --fidelity-x key-bits|bytes|ratio (the fidelity view's x axis)\n"
+         "  --protect-layers N:BITS (first/last N layers at BITS)   --group G --window R (KIVI)   --fidelity-x key-bits|bytes|ratio (the fidelity view's x axis)\n"
          "  --layer-metric attention_cosine|top1|top5|kl|logit_cosine|output_error   --layer-method tq|METHOD (the layer map)\n"
          "  --layer L --head H --query-pos T   --queries dump|last-key|random   --heatmap softmax|logits\n"
          "  --model PRESET --context TOKENS   --sweep-queries N   --sample-cells N (fidelity sweep on N cells; 0 = all)\n";

@@ -46,6 +46,7 @@ struct Experiment {
   /// Baselines swept beside TurboQuant (core/methods) and KIVI's options.
   std::vector<tq::Method> methods;
   tq::MethodOptions methodOptions;
+  int protectLayers = 0, protectBits = 8;  ///< V3 option: first/last N layers at BITS (0: none)
   FidelityAxis fidelityX = FidelityAxis::KeyBits;
   /// The layer x head map: its metric (a curveMetrics() column) and method (TurboQuant: the current key
   /// mode, bits and m; another method: at the current key bits, or its own width for fp8 / fp16).

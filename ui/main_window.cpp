@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 #include "main_window.h"
 
+#include "guide_text.h"
+
 #include <QAction>
 #include <QApplication>
 #include <QCheckBox>
@@ -31,6 +33,7 @@
 #include <QSettings>
 #include <QSpinBox>
 #include <QSplitter>
+#include <QTextBrowser>
 #include <QToolButton>
 #include <QStatusBar>
 #include <QTabWidget>
@@ -56,6 +59,39 @@ struct ExportSettings {
   int dpi = 120;
   bool csv = true;
 };
+
+/// The export dialog's last choices: in QSettings when the window uses settings, and in this process.
+ExportSettings& processExportSettings() {
+  static ExportSettings s;
+  return s;
+}
+ExportSettings lastExportSettings(bool useSettings) {
+  if (!useSettings) return processExportSettings();
+  QSettings st;
+  ExportSettings s;
+  const QStringList f = st.value("export/formats", QStringList{"png"}).toStringList();
+  s.formats.clear();
+  if (f.contains("png")) s.formats << FigureFormat::Png;
+  if (f.contains("svg")) s.formats << FigureFormat::Svg;
+  if (f.contains("pdf")) s.formats << FigureFormat::Pdf;
+  if (s.formats.isEmpty()) s.formats << FigureFormat::Png;
+  s.size = QSize(std::clamp(st.value("export/width", 1500).toInt(), 200, 12000), std::clamp(st.value("export/height", 850).toInt(), 150, 12000));
+  s.dpi = std::clamp(st.value("export/dpi", 120).toInt(), 48, 1200);
+  s.csv = st.value("export/csv", true).toBool();
+  return s;
+}
+void rememberExportSettings(bool useSettings, const ExportSettings& s) {
+  processExportSettings() = s;
+  if (!useSettings) return;
+  QSettings st;
+  QStringList f;
+  for (auto x : s.formats) f << (x == FigureFormat::Png ? "png" : x == FigureFormat::Svg ? "svg" : "pdf");
+  st.setValue("export/formats", f);
+  st.setValue("export/width", s.size.width());
+  st.setValue("export/height", s.size.height());
+  st.setValue("export/dpi", s.dpi);
+  st.setValue("export/csv", s.csv);
+}
 
 QString humanSeconds(double s) { return s < 1 ? QString("%1 ms").arg(s * 1000, 0, 'f', 0) : QString("%1 s").arg(s, 0, 'f', 2); }
 
@@ -535,7 +571,7 @@ void MainWindow::buildUi() {
   m_gqa->setWordWrap(true);
   m_querySource = combo({{"dump queries", int(tq::QuerySource::Dump)}, {"proxy: last key", int(tq::QuerySource::LastKey)}, {"proxy: random", int(tq::QuerySource::Random)}},
                         "Where queries come from; proxies overstate or distort fidelity and are labelled as such");
-  m_queryPos = spin(-1, 0, "Token whose key and query are studied in 'How it works' (−1: last)");
+  m_queryPos = spin(-1, 0, "The token whose key (and query) How it works and the Estimator study, marked in the attention heatmaps (−1: the last)");
   m_queryPos->setSpecialValueText("last");
   m_heatMode = combo({{"softmax weights", 1}, {"logits", 0}}, "What the attention heatmaps show");
   m_sweepCells = spin(0, 100000000, "Fidelity sweep over a seeded random sample of this many (layer, kv head) cells; 0: every cell "
@@ -545,7 +581,7 @@ void MainWindow::buildUi() {
   fs->addRow("Head", m_head);
   fs->addRow("", m_gqa);
   fs->addRow("Queries", m_querySource);
-  fs->addRow("Query token", m_queryPos);
+  fs->addRow("Token studied", m_queryPos);
   fs->addRow("Heatmap", m_heatMode);
   fs->addRow("Sweep", m_sweepCells);
   col->addWidget(gS);
@@ -669,11 +705,44 @@ void MainWindow::buildMenus() {
   ex->addAction("&Cancel", QKeySequence(Qt::Key_Escape), this, &MainWindow::cancelWork);
 
   auto* help = menuBar()->addMenu("&Help");
+  auto* guide = help->addAction("&Guide: the views and how to read them", this, [this] { showGuide(); });
+  guide->setShortcut(QKeySequence::HelpContents);
+  help->addAction("&Keyboard shortcuts", this, [this] { showGuide("## Keys"); });
   help->addAction("&About", this, [this] {
     QMessageBox::about(this, "TurboQuant Studio",
                        "TurboQuant Studio " TQ_VERSION "\nExplore TurboQuant KV-cache compression: random rotation + Lloyd-Max codebook, "
-                       "optional 1-bit QJL residual sketch.\nGPL-3.0-or-later. Plots: QCustomPlot.");
+                       "optional 1-bit QJL residual sketch.\n\nThe method: A. Zandieh, M. Daliri, M. Hadian, V. Mirrokni, \"TurboQuant: "
+                       "Online Vector Quantization with Near-optimal Distortion Rate\", ICLR 2026 (arXiv:2504.19874).\n"
+                       "Baselines: KIVI (Liu et al., ICML 2024), rotated integers as in llama.cpp's q4_0 / q8_0, fp8 (OCP e4m3 / e5m2).\n\n"
+                       "GPL-3.0-or-later. Plots: QCustomPlot.");
   });
+}
+
+void MainWindow::showGuide(const QString& section) {
+  // docs/GUI.md, embedded at build time; its images live in docs/images and are left out here
+  QString md = QString::fromUtf8(kGuideMarkdown);
+  QStringList lines = md.split('\n');
+  lines.erase(std::remove_if(lines.begin(), lines.end(), [](const QString& l) { return l.trimmed().startsWith("!["); }), lines.end());
+  md = lines.join('\n');
+  auto* dlg = new QDialog(this);
+  dlg->setAttribute(Qt::WA_DeleteOnClose);
+  dlg->setObjectName("guide");
+  dlg->setWindowTitle("TurboQuant Studio — Guide");
+  auto* lay = new QVBoxLayout(dlg);
+  auto* text = new QTextBrowser;
+  text->setObjectName("guideText");
+  text->setOpenExternalLinks(true);
+  text->setMarkdown(md);
+  lay->addWidget(text);
+  auto* bb = new QDialogButtonBox(QDialogButtonBox::Close);
+  connect(bb, &QDialogButtonBox::rejected, dlg, &QDialog::close);
+  lay->addWidget(bb);
+  dlg->resize(std::min(1000, width() - 40), std::min(760, height() - 40));
+  if (!section.isEmpty()) {
+    const QString anchor = section.mid(section.lastIndexOf('#') + 1).trimmed();
+    text->find(anchor);
+  }
+  dlg->show();
 }
 
 PlotView* MainWindow::view(const QString& id) const {
@@ -799,7 +868,9 @@ void MainWindow::applyExperiment(const Experiment& n) {
   if (n.rotation != o.rotation || n.law != o.law || n.seed != o.seed || n.backend != o.backend || n.centering != o.centering ||
       n.centerWindow != o.centerWindow)
     parts |= PartAll, sweep = true;
-  if (n.methods != o.methods || n.methodOptions.group != o.methodOptions.group || n.methodOptions.window != o.methodOptions.window) sweep = true;
+  if (n.methods != o.methods || n.methodOptions.group != o.methodOptions.group || n.methodOptions.window != o.methodOptions.window ||
+      n.methodOptions.outlierChannels != o.methodOptions.outlierChannels || n.protectLayers != o.protectLayers || n.protectBits != o.protectBits)
+    sweep = true;
   // a re-render of the fidelity / layers view (flush), no computation
   if (n.fidelityX != o.fidelityX || n.layerMetric != o.layerMetric || n.layerMethod != o.layerMethod) memory = true;
   if (n.layer != o.layer || n.qHead != o.qHead) parts |= PartAll;
@@ -913,6 +984,7 @@ void MainWindow::applyDetail(const DetailResult& r) {
   if (r.parts & PartHeatmap) {
     m_detail.heat = r.heat;
     m_attention->setData(r.heat, m_data, r.exp.layer, r.exp.qHead, r.kvHead, ql);
+    m_attention->setMarkedToken(r.exp.queryPos < 0 ? m_data->shape.seq - 1 : r.exp.queryPos);
     mark("attention");
   }
   if (r.parts & PartEstimator) {
@@ -1254,9 +1326,10 @@ bool MainWindow::saveExperimentFile(const QString& path, QString* error) const {
 void MainWindow::exportCurrentView() {
   auto* v = qobject_cast<PlotView*>(m_tabs->currentWidget());
   if (!v) return;
-  ExportSettings s;
+  ExportSettings s = lastExportSettings(m_opt.useSettings);
   QString target;
   if (!askExport(this, false, v->id(), s, target)) return;
+  rememberExportSettings(m_opt.useSettings, s);
   QString err;
   QStringList written;
   for (auto f : s.formats) {
@@ -1272,9 +1345,10 @@ void MainWindow::exportCurrentView() {
 }
 
 void MainWindow::exportAllViews() {
-  ExportSettings s;
+  ExportSettings s = lastExportSettings(m_opt.useSettings);
   QString target;
   if (!askExport(this, true, {}, s, target)) return;
+  rememberExportSettings(m_opt.useSettings, s);
   QString err;
   const auto written = exportAll(m_views, target, s.formats, s.size, s.dpi, s.csv, &err);
   if (!err.isEmpty()) return reportError("Export failed", err, true);

@@ -53,6 +53,8 @@ class MainWindow : public QMainWindow {
   void openSynthetic(const tq::SyntheticSpec& spec);
   /// Applies an experiment (controls, data); recomputes what changed.
   void applyExperiment(const Experiment& e);
+  /// Help > Guide (F1): docs/GUI.md in a window; `section` (e.g. "## Keys") is scrolled to.
+  void showGuide(const QString& section = {});
   bool loadExperimentFile(const QString& path, QString* error);
   bool saveExperimentFile(const QString& path, QString* error) const;
 

@@ -67,13 +67,14 @@ std::string centeringLabel(const SweepConfig& c) { return keyCenteringLabel(c.ce
 
 void writeCsv(const SweepResult& r, std::ostream& os) {
   os << "method,key_mode,key_bits,proj_dim,value_bits,layer,q_head,kv_head,tokens," << kMetricCols
-     << ",key_vector_mse,value_vector_mse,key_bytes_per_vector,value_bytes_per_vector,key_bits_per_coordinate,key_centering,method_options\n";
+     << ",key_vector_mse,value_vector_mse,key_bytes_per_vector,value_bytes_per_vector,key_bits_per_coordinate,key_centering,method_options,protect_layers\n";
   const std::string centering = centeringLabel(r.config);
   for (const SweepRow& row : r.rows) {
     os << csvField(row.key.methodName()) << ',' << csvField(keyModeName(row.key.mode)) << ',' << row.key.bits << ',' << row.key.projDim << ','
        << row.valueBits << ',' << row.layer << ',' << row.qHead << ',' << row.kvHead << ',' << row.tokens << ',' << metricFields(row.m) << ','
        << num(row.keyVectorMse) << ',' << num(row.valueVectorMse) << ',' << num(row.keyBytesPerVector) << ',' << num(row.valueBytesPerVector) << ','
-       << num(8.0 * row.keyBytesPerVector / r.headDim) << ',' << centering << ',' << csvField(methodOptionsLabel(row.key.method, r.config.methodOptions)) << '\n';
+       << num(8.0 * row.keyBytesPerVector / r.headDim) << ',' << centering << ',' << csvField(methodOptionsLabel(row.key.method, r.config.methodOptions)) << ','
+       << protectLayersLabel(r.config) << '\n';
   }
 }
 
@@ -109,7 +110,8 @@ void writeJson(const SweepResult& r, std::ostream& os) {
                  {"rotation", rotationName(c.rotation)}, {"law", lawName(c.law)}, {"seed", c.seed}, {"reference_one_bit", c.referenceOneBit},
                  {"layers", c.layers}, {"q_heads", c.qHeads}, {"query_source", querySourceName(c.queries)}, {"max_queries", c.maxQueries},
                  {"evaluate_values", c.evaluateValues}, {"key_centering", centeringLabel(c)},
-                 {"methods", methods}, {"kivi_group", c.methodOptions.group}, {"kivi_window", c.methodOptions.window}};
+                 {"methods", methods}, {"kivi_group", c.methodOptions.group}, {"kivi_window", c.methodOptions.window},
+                 {"outlier_channels", c.methodOptions.outlierChannels}, {"protect_layers", protectLayersLabel(c)}};
   nlohmann::json rows = nlohmann::json::array();
   for (const SweepRow& row : r.rows)
     rows.push_back({{"key", keyJson(row.key)}, {"value_bits", row.valueBits}, {"layer", row.layer}, {"q_head", row.qHead}, {"kv_head", row.kvHead},

@@ -6,6 +6,7 @@
 namespace tq {
 
 void packCodes(const uint8_t* __restrict codes, size_t count, int bits, uint8_t* __restrict out) {
+  if (count == 0) return;  // (empty buffers may be null)
   const size_t nbytes = packedBytes(count, bits);
   if (bits == 8) {
     std::memcpy(out, codes, count);
@@ -53,6 +54,7 @@ void packCodes(const uint8_t* __restrict codes, size_t count, int bits, uint8_t*
 }
 
 void unpackCodes(const uint8_t* in, size_t count, int bits, uint8_t* codes) {
+  if (count == 0) return;
   if (bits == 8) {
     std::memcpy(codes, in, count);
     return;

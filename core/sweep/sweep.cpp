@@ -36,7 +36,32 @@ void SweepConfig::validate() const {
   need(rotation != RotationKind::Explicit, "sweeps use a seeded haar or hadamard rotation");
   need(sampleCells <= 100000000, "sample cells must be at most 1e8");
   need(centerWindow >= 1 && centerWindow <= (1 << 24), "the centering window must be in 1..16777216 tokens");
+  need(protectLayers >= 0 && protectLayers <= (1 << 20), "the protected layer count must be in 0..1048576");
+  need(protectBits >= 1 && protectBits <= 8, "protected layers take 1..8 bits, got " + std::to_string(protectBits));
 }
+
+std::string protectLayersLabel(const SweepConfig& c) {
+  return c.protectLayers > 0 ? std::to_string(c.protectLayers) + ":" + std::to_string(c.protectBits) : "none";
+}
+
+void parseProtectLayers(const std::string& s, int* layers, int* bits) {
+  if (s == "none" || s == "0") {
+    *layers = 0;
+    return;
+  }
+  const auto colon = s.find(':');
+  char* e1 = nullptr;
+  char* e2 = nullptr;
+  const std::string a = s.substr(0, colon), b = colon == std::string::npos ? "" : s.substr(colon + 1);
+  const long n = std::strtol(a.c_str(), &e1, 10), v = std::strtol(b.c_str(), &e2, 10);
+  if (colon == std::string::npos || a.empty() || b.empty() || *e1 || *e2 || n < 0 || n > (1 << 20) || v < 1 || v > 8)
+    throw std::invalid_argument("protected layers must be N:BITS (N layers at each end, BITS in 1..8) or none, got '" + s + "'");
+  *layers = static_cast<int>(n);
+  *bits = static_cast<int>(v);
+}
+
+bool isProtectedLayer(int protectLayers, int l, int layers) { return protectLayers > 0 && (l < protectLayers || l >= layers - protectLayers); }
+bool isProtectedLayer(const SweepConfig& c, int l, int layers) { return isProtectedLayer(c.protectLayers, l, layers); }
 
 std::vector<KeyVariant> keyVariants(const SweepConfig& c, int headDim) {
   std::vector<KeyVariant> out;
@@ -188,7 +213,9 @@ struct SweepPlan {
         for (size_t i = b; i < e; ++i) {
           const bool isValue = i >= variants.size();
           const Method m = isValue ? vvariants[i - variants.size()].method : variants[i].method;
-          const int bits = isValue ? vvariants[i - variants.size()].bits : variants[i].bits;
+          int bits = isValue ? vvariants[i - variants.size()].bits : variants[i].bits;
+          // a protected layer (the V3 option): every width-taking method at the protected width
+          if (isProtectedLayer(*cfg, l, shape.layers) && (m == Method::TurboQuant || methodHasBits(m))) bits = std::min(cfg->protectBits, methodMaxBits(m));
           if (m == Method::TurboQuant) {
             (isValue ? L.values[i - variants.size()] : L.keys[i]) = isValue ? make(KeyMode::Mse, bits, 0, true) : make(variants[i].mode, bits, variants[i].projDim, false);
             continue;

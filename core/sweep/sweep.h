@@ -53,9 +53,21 @@ struct SweepConfig {
   bool evaluateValues = true;
   KeyCentering centering = KeyCentering::None;
   int centerWindow = 128;  ///< Causal: the tokens mu is taken from, kept exact
+  /// The reference's V3 idea, an option of every method with a bit-width: the first and the last
+  /// protectLayers layers use protectBits for keys and values (rows keep the variant's nominal widths;
+  /// their bytes are those of the widths used). 0: none.
+  int protectLayers = 0;
+  int protectBits = 8;
   /// Throws std::invalid_argument naming the problem (bits out of range, empty lists...).
   void validate() const;
 };
+
+/// "none" or "N:BITS"; parseProtectLayers throws std::invalid_argument naming the text.
+std::string protectLayersLabel(const SweepConfig& c);
+void parseProtectLayers(const std::string& s, int* layers, int* bits);
+/// Whether layer l of a model with `layers` layers is protected by c.
+bool isProtectedLayer(const SweepConfig& c, int l, int layers);
+bool isProtectedLayer(int protectLayers, int l, int layers);
 
 /// Expands the grid's key axes (MSE ignores projDims; projDim 0 resolved to head_dim), TurboQuant's
 /// variants first, then those of `methods` in their order.

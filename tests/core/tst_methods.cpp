@@ -285,6 +285,43 @@ class TestMethods : public QObject {
     QCOMPARE(methodBytes(Method::Kivi, 2, false, 512, 128, MethodOptions{}), 51200.0);
   }
 
+  void protectedLayersAreStoredAtTheirWidth() {
+    SyntheticSpec sp = spec();
+    sp.layers = 4;
+    SyntheticKv src(sp);
+    SweepConfig c;
+    c.keyBits = {2};
+    c.valueBits = {2};
+    c.modes = {KeyMode::Mse};
+    c.methods = {Method::Kivi, Method::Fp16};
+    c.maxQueries = 4;
+    c.protectLayers = 1;
+    c.protectBits = 8;
+    auto be = makeCpuBackend();
+    const SweepResult r = runSweep(src, c, *be);
+    for (const SweepRow& row : r.rows) {
+      const bool prot = row.layer == 0 || row.layer == 3;
+      if (row.key.method == Method::TurboQuant) {
+        QCOMPARE(row.key.bits, 2);  // the nominal width
+        QCOMPARE(row.keyBytesPerVector, double(packedBytes(64, prot ? 8 : 2) + 2));
+        QCOMPARE(row.valueBytesPerVector, double(packedBytes(64, prot ? 8 : 2) + 2));
+      } else if (row.key.method == Method::Kivi) {
+        QCOMPARE(row.keyBytesPerVector, methodBytes(Method::Kivi, prot ? 8 : 2, false, 300, 64, c.methodOptions) / 300);
+      } else {
+        QCOMPARE(row.keyBytesPerVector, 128.0);  // fp16 has no width to protect
+      }
+    }
+    std::ostringstream csv;
+    writeCsv(r, csv);
+    QVERIFY(csv.str().find(",1:8\n") != std::string::npos);
+    int n = 0, b = 0;
+    parseProtectLayers("2:6", &n, &b);
+    QVERIFY(n == 2 && b == 6);
+    QVERIFY_THROWS_EXCEPTION(std::invalid_argument, parseProtectLayers("2", &n, &b));
+    QVERIFY_THROWS_EXCEPTION(std::invalid_argument, parseProtectLayers("2:9", &n, &b));
+    QVERIFY(isProtectedLayer(2, 27, 28) && !isProtectedLayer(2, 2, 28));
+  }
+
   void refusals() {
     QVERIFY_THROWS_EXCEPTION(std::invalid_argument, makeCodec(Method::Kivi, 0, false, {}));
     QVERIFY_THROWS_EXCEPTION(std::invalid_argument, makeCodec(Method::IntRot, 9, false, {}));

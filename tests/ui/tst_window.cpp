@@ -10,6 +10,7 @@
 #include <QtTest/QtTest>
 #include <QLabel>
 #include <QSpinBox>
+#include <QTextBrowser>
 #include <fstream>
 #include <QStatusBar>
 #include <QSettings>
@@ -81,6 +82,14 @@ class TestWindow : public QObject {
     QCOMPARE(lv->dataPoints(), 4 * 12);
     QCOMPARE(lv->worstLayer(), 0);
     QVERIFY(lv->csv().startsWith("layer,q_head,method,key_bits,value_bits,attention_cosine\n"));
+    // the token studied (How it works, Estimator) is marked on the heatmaps: the last one by default
+    QCOMPARE(w.attentionView()->markedToken(), 511);
+    // Help > Guide: the user guide from docs/GUI.md, every view described
+    w.showGuide();
+    auto* guide = w.findChild<QTextBrowser*>("guideText");
+    QVERIFY(guide);
+    for (const char* v : {"Attention", "Fidelity", "Layers", "Memory", "Distortion", "Estimator", "How it works", "Ctrl+O"})
+      QVERIFY2(guide->toPlainText().contains(v), v);
     // causal heatmap of the full sample: 512 x 512 cells, of which 512*513/2 are unmasked
     QCOMPARE(w.attentionView()->heatmap().rows, 512);
     QCOMPARE(w.attentionView()->dataPoints(), 512 * 513 / 2);
@@ -233,7 +242,7 @@ class TestWindow : public QObject {
     QCOMPARE(tq::runCli(args, out, cerr), 0);
     const QString cli = QString::fromStdString(out.str());
     QVERIFY(gui.startsWith("method,key_mode,key_bits,proj_dim,value_bits,layer,q_head"));
-    QVERIFY(gui.contains(centering ? ",causal:64,\n" : ",none,\n"));
+    QVERIFY(gui.contains(centering ? ",causal:64,,none\n" : ",none,,none\n"));
     if (centering) QVERIFY2(w.captionText().contains("keys centred (causal:64)"), qPrintable(w.captionText()));
     QCOMPARE(gui.count('\n'), cli.count('\n'));
     QCOMPARE(gui, cli);
