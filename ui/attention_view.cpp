@@ -34,6 +34,9 @@ AttentionView::AttentionView(QWidget* parent) : PlotView("attention", "Attention
     auto* x = m_rect[k]->axis(QCPAxis::atBottom);
     auto* y = m_rect[k]->axis(QCPAxis::atLeft);
     x->setLabel("key token");
+    // at a million tokens six-digit tick labels would run together: fewer ticks
+    x->ticker()->setTickCount(4);
+    y->ticker()->setTickCount(5);
     if (k == 0) y->setLabel("query token");
     y->setRangeReversed(true);
     m_rect[k]->axis(QCPAxis::atRight)->setRangeReversed(true);

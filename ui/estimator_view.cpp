@@ -16,6 +16,7 @@ EstimatorView::EstimatorView(QWidget* parent) : PlotView("estimator", "Inner-pro
   m_rect[0] = addPanel(m_plot, grid, 0, 0, "estimated vs exact ⟨q, k⟩", &m_sub[0]);
   m_rect[1] = addPanel(m_plot, grid, 0, 1, "error = estimate − exact", &m_sub[1]);
   m_rect[0]->axis(QCPAxis::atBottom)->setLabel("exact ⟨q, k⟩");
+  m_rect[0]->axis(QCPAxis::atBottom)->ticker()->setTickCount(4);  // five-digit ticks ran together in presentation mode
   m_rect[0]->axis(QCPAxis::atLeft)->setLabel("estimated");
   m_rect[1]->axis(QCPAxis::atBottom)->setLabel("estimate − exact ⟨q, k⟩");
   m_rect[1]->axis(QCPAxis::atLeft)->setLabel("density");

@@ -200,6 +200,7 @@ int exportFigures(const Options& o, std::ostream& out, std::ostream& err) {
   MainWindowOptions mo;
   mo.useSettings = false;
   mo.dialogs = false;
+  mo.fullScreen = false;
   MainWindow w(mo);
   w.resize(o.window);
   if (o.presentation) w.setPresentation(true);
@@ -473,6 +474,7 @@ int runGui(int argc, char** argv) {
     MainWindowOptions mo;
     mo.useSettings = false;
     mo.dialogs = false;
+    mo.fullScreen = false;  // the picture has the size asked for
     MainWindow w(mo);
     w.resize(o.window);
     if (o.presentation) w.setPresentation(true);

@@ -406,6 +406,7 @@ MainWindow::~MainWindow() { saveSettings(); }
 void MainWindow::buildUi() {
   auto* split = new QSplitter(this);
   auto* scroll = new QScrollArea;
+  m_sidePanel = scroll;
   scroll->setWidgetResizable(true);
   scroll->setMinimumWidth(300);
   scroll->setMaximumWidth(380);
@@ -593,6 +594,7 @@ void MainWindow::buildUi() {
   m_model->setSizeAdjustPolicy(QComboBox::AdjustToMinimumContentsLengthWithIcon);
   m_model->setMinimumContentsLength(6);
   for (const auto& p : tq::modelPresets()) m_model->addItem(QString::fromStdString(p.name), QString::fromStdString(p.id));
+  m_model->setToolTip("The model whose KV cache the Memory view totals (layers × kv heads × head_dim; --model)");
   connect(m_model, qOverload<int>(&QComboBox::currentIndexChanged), this, &MainWindow::onControl);
   m_context = spin(1, 100000000, "Context length for the KV-cache totals");
   m_context->setSingleStep(4096);
@@ -689,6 +691,18 @@ void MainWindow::buildMenus() {
   });
   for (int i = 0; i < m_views.size(); ++i)
     view->addAction(m_tabs->tabText(i), QKeySequence(QString("Ctrl+%1").arg(i + 1)), this, [this, i] { m_tabs->setCurrentIndex(i); });
+  view->addSeparator();
+  auto* play = view->addAction("How it works: &play the coordinates", QKeySequence("P"), this, [this](bool on) {
+    m_tabs->setCurrentWidget(m_how);
+    m_how->setPlaying(on);
+  });
+  play->setCheckable(true);
+  connect(m_how, &HowItWorksView::playingChanged, play, &QAction::setChecked);
+  view->addAction("How it works: &next coordinate", QKeySequence("."), this, [this] {
+    m_tabs->setCurrentWidget(m_how);
+    m_how->setPlaying(false);
+    m_how->stepCoordinate();
+  });
 
   auto* ex = menuBar()->addMenu("&Experiment");
   ex->addAction("Key bits +", QKeySequence("+"), this, [this] { setKeyBits(m_exp.keyBits + 1); })->setShortcuts({QKeySequence("+"), QKeySequence("=")});
@@ -1213,6 +1227,10 @@ void MainWindow::setPresentation(bool on) {
   QFont f = QApplication::font();
   if (on) f.setPointSizeF(f.pointSizeF() * 1.3);
   centralWidget()->setFont(f);
+  // the figures get the whole screen: the side panel goes (the keys still work: + / −, arrows, F11 back)
+  if (m_sidePanel) m_sidePanel->setVisible(!on);
+  if (m_opt.fullScreen) setWindowState(on ? (windowState() | Qt::WindowFullScreen) : (windowState() & ~Qt::WindowFullScreen));
+  if (on && m_opt.dialogs) statusBar()->showMessage("presentation mode: F11 returns; + / − key bits, arrows layer and head", 6000);
   if (m_presentationAction) m_presentationAction->setChecked(on);
   setProperty("presentation", on);
 }

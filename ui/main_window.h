@@ -32,6 +32,7 @@ struct MainWindowOptions {
   SourceOpener opener = defaultOpener();
   bool useSettings = true;  ///< read and write QSettings (tests and headless runs: off)
   bool dialogs = true;      ///< show error dialogs (non-modal); errors are always emitted too
+  bool fullScreen = true;   ///< presentation mode takes the whole screen (screenshots and exports keep their size)
 };
 
 class MainWindow : public QMainWindow {
@@ -193,6 +194,7 @@ class MainWindow : public QMainWindow {
   QLabel* m_elapsedLabel = nullptr;
   QMenu* m_recentMenu = nullptr;
   QAction* m_presentationAction = nullptr;
+  QWidget* m_sidePanel = nullptr;
   bool m_syncing = false;
 };
 

@@ -163,6 +163,11 @@ void MemoryView::setData(const Experiment& e, int d, size_t measuredK, size_t me
     QString label = QString::fromStdString(p.name);
     const int dash = label.lastIndexOf('-');
     if (dash > 0) label = label.left(dash) + "\n" + label.mid(dash + 1);
+    label.replace(' ', '\n');  // "SmolLM2 135M": two short lines, not one long one
+    if (!label.contains('\n') && label.size() > 8) {  // "stories260K" -> "stories\n260K"
+      const int digit = static_cast<int>(std::find_if(label.begin(), label.end(), [](QChar c) { return c.isDigit(); }) - label.begin());
+      if (digit > 0 && digit < label.size()) label = label.left(digit) + "\n" + label.mid(digit);
+    }
     ticker->addTick(double(i + 1), label + (isChosen ? "\n◆ chosen" : ""));
     m_csv += QString("kv_cache,%1,%2,%3,%4,%5,%6\n").arg("turboquant").arg(QString::fromStdString(p.id)).arg(rep.totalBytes, 0, 'f', 0).arg(rep.totalBytes / gib, 0, 'g', 6)
                  .arg(rep.ratioVsFp16, 0, 'g', 4).arg(rep.ratioVsFp8, 0, 'g', 4);

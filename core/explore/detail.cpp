@@ -367,8 +367,10 @@ DetailData computeDetailData(const std::shared_ptr<const KvSource>& src, const s
     }
     // estimates of <q, x> for this one vector: current seed and independent seeds
     h.truth = dot(q, x, D);
+    // MSE-only against the current mode (MSE+QJL when the current mode is MSE-only itself)
+    h.compareMode = e.keyMode == KeyMode::Mse ? KeyMode::Prod : e.keyMode;
     for (const auto& md : modes) {
-      if (md.mode == KeyMode::QjlOnly) continue;
+      if (md.mode != KeyMode::Mse && md.mode != h.compareMode) continue;
       const auto pq = md.q->prepare(q);
       float s = 0;
       md.q->scores(pq, md.cv, static_cast<size_t>(qpos), 1, &s);
@@ -377,7 +379,7 @@ DetailData computeDetailData(const std::shared_ptr<const KvSource>& src, const s
     const int trials = d <= 16 ? 128 : d <= 64 ? 48 : 24;
     for (int s = 1; s <= trials; ++s) {
       checkCancel();
-      for (KeyMode m : {KeyMode::Mse, KeyMode::Prod}) {
+      for (KeyMode m : {KeyMode::Mse, h.compareMode}) {
         auto c = e.keyConfig(m, e.keyBits, d);
         c.seed = c.seed + 7919ull * static_cast<uint64_t>(s);
         Quantizer tqz(c);

@@ -85,6 +85,9 @@ struct HowItWorks {
   std::vector<double> densityX, densityY;  ///< sphere marginal f_d(t)
   double truth = 0, estimateMse = 0, estimateProd = 0;  ///< <q, x> and its estimates (current seed)
   std::vector<double> trialsMse, trialsProd;  ///< estimates over independent seeds
+  /// What trialsProd / estimateProd are: the current key mode (MSE+QJL or QJL-only), or MSE+QJL when the
+  /// current mode is MSE-only.
+  KeyMode compareMode = KeyMode::Prod;
 };
 
 /// Vector distortion ||x - x_hat||^2 / ||x||^2 against bits 1..8.

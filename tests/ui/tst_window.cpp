@@ -9,6 +9,7 @@
 #include <QTemporaryDir>
 #include <QtTest/QtTest>
 #include <QLabel>
+#include <QScrollArea>
 #include <QSpinBox>
 #include <QTextBrowser>
 #include <fstream>
@@ -84,6 +85,17 @@ class TestWindow : public QObject {
     QVERIFY(lv->csv().startsWith("layer,q_head,method,key_bits,value_bits,attention_cosine\n"));
     // the token studied (How it works, Estimator) is marked on the heatmaps: the last one by default
     QCOMPARE(w.attentionView()->markedToken(), 511);
+    // How it works walks through the coordinates of the key studied: each step names its cell and centroid
+    auto* how = qobject_cast<HowItWorksView*>(w.view("how"));
+    QVERIFY(how);
+    how->stepCoordinate();
+    how->stepCoordinate();
+    QCOMPARE(how->currentCoordinate(), 1);
+    QVERIFY2(how->stepText().startsWith("coordinate 1: y = ") && how->stepText().contains("centroid"), qPrintable(how->stepText()));
+    how->setPlaying(true);
+    QTRY_VERIFY_WITH_TIMEOUT(how->currentCoordinate() >= 2, 3000);
+    how->setPlaying(false);
+    QVERIFY(!how->playing());
     // Help > Guide: the user guide from docs/GUI.md, every view described
     w.showGuide();
     auto* guide = w.findChild<QTextBrowser*>("guideText");
@@ -143,6 +155,23 @@ class TestWindow : public QObject {
     QVERIFY(bits->toolTip().contains("no effect"));
     w.setKeyMode(tq::KeyMode::Mse);
     QVERIFY(bits->isEnabled());
+  }
+
+  void presentationIsFullScreenWithoutTheSidePanel() {
+    MainWindow w(quiet());
+    QString err;
+    QVERIFY(w.openNow(sample(), &err));
+    w.resize(1366, 768);
+    w.show();
+    auto* panel = w.findChild<QScrollArea*>();
+    QVERIFY(panel && panel->isVisible());
+    w.setPresentation(true);
+    QVERIFY(w.windowState() & Qt::WindowFullScreen);
+    QVERIFY(!panel->isVisible());
+    for (auto* v : w.views()) QVERIFY(v->presentation());
+    w.setPresentation(false);
+    QVERIFY(!(w.windowState() & Qt::WindowFullScreen));
+    QVERIFY(panel->isVisible());
   }
 
   void theTinySampleStaysAChoice() {
