@@ -79,7 +79,7 @@ const char* kUsage =
     "             fidelity metrics per (layer, head); --center: subtract the per-head key mean (causal: of the first W=128\n"
     "             tokens, kept exact; oracle: of the whole dump) before quantizing, charged to the key bytes\n"
     "             and summarised; --sample-cells N: only the first N (layer, kv head) cells of the seeded order\n"
-    "             [--methods LIST] instead of --mode: tq-mse,tq-prod,tq-qjl,tq-mse-nc,tq-mse-oc,kivi,int-rot,fp8-e4m3,\n"
+    "             [--methods LIST] instead of --mode: tq-mse,tq-prod,tq-qjl,tq-ref11,tq-mse-nc,tq-mse-oc,kivi,int-rot,fp8-e4m3,\n"
     "             fp8-e5m2,fp16; [--outlier-channels K] (tq-mse-oc: K channels at b+1 bits, default d/2: 2.5 bits at b=2)\n"
     "             fp8/fp16 at their own width, the others at every --key-bits/--value-bits; [--norm-correction]\n"
     "             (tq-mse-nc for tq-mse) [--group G] [--window R] (KIVI, default 32 and 128); every method is charged\n"

@@ -332,6 +332,7 @@ QString Experiment::caption(const QString& model, int tokens, int headDim, const
 
 tq::KeyVariant Experiment::layerVariant(int headDim) const {
   if (layerMethod == tq::Method::TurboQuant) return {keyMode, keyBits, keyMode == tq::KeyMode::Mse ? 0 : projDimFor(headDim), tq::Method::TurboQuant};
+  if (layerMethod == tq::Method::TqRef11) return {tq::KeyMode::Prod, 1, headDim, tq::Method::TqRef11};
   const int b = tq::methodHasBits(layerMethod) ? std::min(keyBits, tq::methodMaxBits(layerMethod)) : tq::methodFixedBits(layerMethod);
   return {tq::KeyMode::Mse, b, 0, layerMethod};
 }

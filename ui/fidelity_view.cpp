@@ -79,6 +79,7 @@ SeriesStyle seriesStyle(const tq::KeyVariant& k, int variant) {
       return {modeColor(k.mode, variant), k.mode == tq::KeyMode::QjlOnly ? Qt::DashLine : Qt::SolidLine, QCPScatterStyle::ssCircle, name};
     }
     case tq::Method::TqMseNormCorrected: return {kGrey, Qt::DashDotLine, QCPScatterStyle::ssCircle, "MSE-only, norm-corrected"};
+    case tq::Method::TqRef11: return {QColor(0, 70, 120), Qt::DotLine, QCPScatterStyle::ssPlus, "reference's 1+1 (1 MSE bit + d signs)"};
     case tq::Method::TqMseOutliers: return {QColor(0, 120, 120), Qt::DashDotLine, QCPScatterStyle::ssStar, "MSE-only, outlier channels at b+1"};
     case tq::Method::Kivi: return {QColor(148, 52, 160), Qt::SolidLine, QCPScatterStyle::ssSquare, "KIVI"};
     case tq::Method::IntRot: return {QColor(120, 110, 0), Qt::SolidLine, QCPScatterStyle::ssTriangle, "rotated int"};

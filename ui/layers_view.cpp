@@ -59,7 +59,7 @@ void LayersView::setData(std::shared_ptr<const SweepOutput> out, const Experimen
   const tq::KeyVariant key = cur.layerVariant(res.headDim);
   // values: TurboQuant's rows use the experiment's value bits; a method's values are its own at that width
   int vb = res.config.evaluateValues ? cur.valueBits : 0;
-  if (!tq::methodHasBits(key.method)) vb = res.config.evaluateValues ? tq::methodFixedBits(key.method) : 0;
+  if (!tq::methodHasBits(key.method) && tq::valueFamily(key.method) == key.method) vb = res.config.evaluateValues ? tq::methodFixedBits(key.method) : 0;
   tq::LayerHeadMap map = tq::layerHeadMap(res, key, vb, mi);
   if (map.measured == 0 && vb != 0) map = tq::layerHeadMap(res, key, 0, mi);  // a method without value rows
   const int L = static_cast<int>(map.layers.size()), H = map.heads;

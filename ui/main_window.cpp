@@ -528,6 +528,7 @@ void MainWindow::buildUi() {
     auto* menu = new QMenu(m_methods);
     const std::pair<const char*, tq::Method> items[] = {{"TurboQuant-MSE, norm-corrected", tq::Method::TqMseNormCorrected},
                                                          {"TurboQuant-MSE, d/2 outlier channels at b+1 (b+½ bits)", tq::Method::TqMseOutliers},
+                                                         {"the reference's 1+1 (1 MSE bit + d QJL signs)", tq::Method::TqRef11},
                                                          {"KIVI (G 32, R 128)", tq::Method::Kivi},
                                                          {"rotated int (H32, q4_0 rule)", tq::Method::IntRot},
                                                          {"fp8 e4m3", tq::Method::Fp8E4M3},
@@ -552,7 +553,8 @@ void MainWindow::buildUi() {
   m_layerMetric->setMinimumContentsLength(6);
   connect(m_layerMetric, qOverload<int>(&QComboBox::currentIndexChanged), this, &MainWindow::onControl);
   m_layerMethod = combo({{"TurboQuant (current)", int(tq::Method::TurboQuant)}, {"MSE-only, norm-corrected", int(tq::Method::TqMseNormCorrected)},
-                         {"MSE-only, outlier channels", int(tq::Method::TqMseOutliers)}, {"KIVI", int(tq::Method::Kivi)},
+                         {"MSE-only, outlier channels", int(tq::Method::TqMseOutliers)}, {"reference's 1+1", int(tq::Method::TqRef11)},
+                         {"KIVI", int(tq::Method::Kivi)},
                          {"rotated int", int(tq::Method::IntRot)}, {"fp8 e4m3", int(tq::Method::Fp8E4M3)}, {"fp8 e5m2", int(tq::Method::Fp8E5M2)},
                          {"fp16", int(tq::Method::Fp16)}},
                         "The configuration the Layers view maps: the current TurboQuant one (key mode, bits, m) or a baseline at the current "

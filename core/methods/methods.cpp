@@ -17,13 +17,14 @@ MethodSpec parseMethod(const std::string& s) {
   if (s == "tq-prod") return {Method::TurboQuant, KeyMode::Prod};
   if (s == "tq-qjl") return {Method::TurboQuant, KeyMode::QjlOnly};
   if (s == "tq-mse-nc") return {Method::TqMseNormCorrected, KeyMode::Mse};
+  if (s == "tq-ref11") return {Method::TqRef11, KeyMode::Prod};
   if (s == "tq-mse-oc") return {Method::TqMseOutliers, KeyMode::Mse};
   if (s == "kivi") return {Method::Kivi, KeyMode::Mse};
   if (s == "int-rot") return {Method::IntRot, KeyMode::Mse};
   if (s == "fp8-e4m3") return {Method::Fp8E4M3, KeyMode::Mse};
   if (s == "fp8-e5m2") return {Method::Fp8E5M2, KeyMode::Mse};
   if (s == "fp16") return {Method::Fp16, KeyMode::Mse};
-  throw std::invalid_argument("unknown method '" + s + "' (expected tq-mse, tq-prod, tq-qjl, tq-mse-nc, tq-mse-oc, kivi, int-rot, fp8-e4m3, fp8-e5m2 or fp16)");
+  throw std::invalid_argument("unknown method '" + s + "' (expected tq-mse, tq-prod, tq-qjl, tq-ref11, tq-mse-nc, tq-mse-oc, kivi, int-rot, fp8-e4m3, fp8-e5m2 or fp16)");
 }
 
 void parseMethodList(const std::string& list, std::vector<KeyMode>& modes, std::vector<Method>& methods) {
@@ -56,6 +57,7 @@ std::string methodName(Method m, KeyMode mode) {
     case Method::TurboQuant: return mode == KeyMode::Mse ? "tq-mse" : mode == KeyMode::Prod ? "tq-prod" : "tq-qjl";
     case Method::TqMseNormCorrected: return "tq-mse-nc";
     case Method::TqMseOutliers: return "tq-mse-oc";
+    case Method::TqRef11: return "tq-ref11";
     case Method::Kivi: return "kivi";
     case Method::IntRot: return "int-rot";
     case Method::Fp8E4M3: return "fp8-e4m3";
@@ -65,6 +67,7 @@ std::string methodName(Method m, KeyMode mode) {
   return "?";
 }
 
+Method valueFamily(Method m) { return m == Method::TqRef11 ? Method::TurboQuant : m; }
 int methodMaxBits(Method m) { return m == Method::TqMseOutliers ? 7 : 8; }
 bool methodHasBits(Method m) { return methodFixedBits(m) == 0; }
 int methodFixedBits(Method m) {
@@ -72,6 +75,7 @@ int methodFixedBits(Method m) {
     case Method::Fp8E4M3:
     case Method::Fp8E5M2: return 8;
     case Method::Fp16: return 16;
+    case Method::TqRef11: return 1;
     default: return 0;
   }
 }
@@ -547,6 +551,7 @@ double methodBytes(Method m, int bits, bool forValues, size_t n, size_t d, const
     case Method::Fp8E5M2: return N * D + 4.0;
     case Method::TurboQuant:
     case Method::TqMseNormCorrected: return N * static_cast<double>(packedBytes(d, bits) + 2);
+    case Method::TqRef11: return N * static_cast<double>(packedBytes(d, 1) + packedBytes(d, 1) + 4);  // 1 MSE bit, m = d signs, 2 norms
     case Method::TqMseOutliers: {
       const size_t k = opt.outlierChannels > 0 ? static_cast<size_t>(opt.outlierChannels) : d / 2;
       if (k >= d) throw std::invalid_argument("tq-mse-oc: more outlier channels than coordinates");
@@ -585,7 +590,8 @@ std::shared_ptr<const VectorCodec> makeCodec(Method m, int bits, bool forValues,
     case Method::IntRot: return std::make_shared<IntRotCodec>(bits, forValues);
     case Method::TqMseNormCorrected: return std::make_shared<TqNormCorrectedCodec>(std::move(tq), forValues);
     case Method::TqMseOutliers: return std::make_shared<TqOutlierCodec>(bits, forValues, opt, std::move(tq));
-    case Method::TurboQuant: break;
+    case Method::TurboQuant:
+    case Method::TqRef11: break;
   }
   throw std::invalid_argument("TurboQuant's estimator is not a reconstruction codec; use a Quantizer");
 }

@@ -6,6 +6,8 @@
 /// TurboQuant-MSE (<q, k_hat>), so every method meets the same metrics on the same heads.
 ///
 ///   tq-mse-nc  TurboQuant-MSE with norm correction: the reconstruction rescaled to the stored norm
+///   tq-ref11   the reference's "1-bit" keys: 1 MSE bit + m = d QJL sign bits (TurboQuant's quantizer with
+///              referenceOneBit; its values are TurboQuant-MSE's, like tq-prod's)
 ///   tq-mse-oc  TurboQuant-MSE with outlier channels (the paper's fractional budgets): the K channels of
 ///              largest mean |x| over the head's first 128 tokens at b+1 bits, the others at b bits, two
 ///              independent quantizers (own rotation, own fp16 norm); the K channel indices (uint16) charged
@@ -28,10 +30,10 @@
 
 namespace tq {
 
-enum class Method { TurboQuant, TqMseNormCorrected, TqMseOutliers, Kivi, IntRot, Fp8E4M3, Fp8E5M2, Fp16 };
+enum class Method { TurboQuant, TqMseNormCorrected, TqMseOutliers, Kivi, IntRot, Fp8E4M3, Fp8E5M2, Fp16, TqRef11 };
 
-/// The names of --methods: tq-mse, tq-prod, tq-qjl (TurboQuant with that key mode), tq-mse-nc, kivi,
-/// int-rot, fp8-e4m3, fp8-e5m2, fp16.
+/// The names of --methods: tq-mse, tq-prod, tq-qjl (TurboQuant with that key mode), tq-ref11, tq-mse-nc,
+/// tq-mse-oc, kivi, int-rot, fp8-e4m3, fp8-e5m2, fp16.
 struct MethodSpec {
   Method method = Method::TurboQuant;
   KeyMode mode = KeyMode::Mse;  ///< TurboQuant only
@@ -45,11 +47,14 @@ void parseMethodList(const std::string& list, std::vector<KeyMode>& modes, std::
 std::string methodListLabel(const std::vector<Method>& methods);
 /// "tq-mse", "kivi", ... (TurboQuant: by key mode).
 std::string methodName(Method m, KeyMode mode = KeyMode::Mse);
+/// The method whose values a method's rows pair with: TurboQuant for tq-ref11 (its keys are TurboQuant's
+/// quantizer), the method itself otherwise.
+Method valueFamily(Method m);
 /// Whether the method takes the grid's bit-widths (fp8 and fp16 have fixed widths: 8 and 16).
 bool methodHasBits(Method m);
 /// The largest grid width a method takes (tq-mse-oc: 7, its outliers get one more; others 8).
 int methodMaxBits(Method m);
-/// The fixed width of fp8 / fp16 (8, 16); 0 for the others.
+/// The fixed width of fp8 / fp16 (8, 16) and tq-ref11 (1, its nominal b); 0 for the others.
 int methodFixedBits(Method m);
 
 struct MethodOptions {

@@ -83,6 +83,7 @@ std::vector<KeyVariant> keyVariants(const SweepConfig& c, int headDim) {
     for (int b : widths) {
       if (methodHasBits(m) && b > methodMaxBits(m)) continue;
       KeyVariant v{KeyMode::Mse, b, 0, m};
+      if (m == Method::TqRef11) v = {KeyMode::Prod, 1, headDim, m};  // 1 MSE bit + d signs
       if (std::find(out.begin(), out.end(), v) == out.end()) out.push_back(v);
     }
   }
@@ -94,6 +95,12 @@ std::vector<ValueVariant> valueVariants(const SweepConfig& c) {
   if (!c.modes.empty())
     for (int b : c.valueBits) out.push_back({Method::TurboQuant, b});
   for (Method m : c.methods) {
+    if (valueFamily(m) != m) {  // tq-ref11: TurboQuant-MSE values
+      if (c.modes.empty())
+        for (int b : c.valueBits)
+          if (std::find(out.begin(), out.end(), ValueVariant{Method::TurboQuant, b}) == out.end()) out.push_back({Method::TurboQuant, b});
+      continue;
+    }
     std::vector<int> widths = c.valueBits;
     if (!methodHasBits(m)) widths = {methodFixedBits(m)};
     for (int b : widths) {
@@ -192,7 +199,7 @@ struct SweepPlan {
   const Layer& layer(int l) {
     Layer& L = *layers.at(l);
     std::call_once(L.built, [&] {
-      auto make = [&](KeyMode mode, int bits, int m, bool isValue) {
+      auto make = [&](KeyMode mode, int bits, int m, bool isValue, bool refOneBit = false) {
         QuantConfig qc;
         qc.dim = isValue ? dv : d;
         qc.bits = bits;
@@ -201,7 +208,7 @@ struct SweepPlan {
         qc.rotation = cfg->rotation;
         qc.law = cfg->law;
         qc.seed = layerSeed(cfg->seed, l, isValue);
-        qc.referenceOneBit = cfg->referenceOneBit;
+        qc.referenceOneBit = cfg->referenceOneBit || refOneBit;
         return std::make_shared<const Quantizer>(qc);
       };
       L.keys.resize(variants.size());
@@ -218,6 +225,11 @@ struct SweepPlan {
           if (isProtectedLayer(*cfg, l, shape.layers) && (m == Method::TurboQuant || methodHasBits(m))) bits = std::min(cfg->protectBits, methodMaxBits(m));
           if (m == Method::TurboQuant) {
             (isValue ? L.values[i - variants.size()] : L.keys[i]) = isValue ? make(KeyMode::Mse, bits, 0, true) : make(variants[i].mode, bits, variants[i].projDim, false);
+            continue;
+          }
+          if (m == Method::TqRef11) {  // the reference's 1+1 (protected layers: tq-prod at the protected width)
+            const bool prot = isProtectedLayer(*cfg, l, shape.layers);
+            L.keys[i] = make(KeyMode::Prod, prot ? cfg->protectBits : 1, variants[i].projDim, false, !prot);
             continue;
           }
           auto tq = m == Method::TqMseNormCorrected || m == Method::TqMseOutliers ? make(KeyMode::Mse, std::min(bits, 8), 0, isValue) : nullptr;
@@ -288,7 +300,7 @@ std::vector<SweepRow> evaluateCell(SweepPlan& plan, const SweepCell& cell, const
     if (L.keys[k]) order.push_back(k), in.keyQuantizers.push_back(L.keys[k].get());
   for (size_t k : variantIdx)
     if (!L.keys[k]) order.push_back(k), in.keyCodecs.push_back(L.keyCodecs[k].get());
-  for (size_t k : order) in.keyFamily.push_back(static_cast<int>(plan.variants[k].method));
+  for (size_t k : order) in.keyFamily.push_back(static_cast<int>(valueFamily(plan.variants[k].method)));
   if (plan.values) {
     for (size_t v = 0; v < L.values.size(); ++v)
       if (L.values[v]) vorder.push_back(v), in.valueQuantizers.push_back(L.values[v].get());

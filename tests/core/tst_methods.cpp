@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -320,6 +321,37 @@ class TestMethods : public QObject {
     QVERIFY_THROWS_EXCEPTION(std::invalid_argument, parseProtectLayers("2", &n, &b));
     QVERIFY_THROWS_EXCEPTION(std::invalid_argument, parseProtectLayers("2:9", &n, &b));
     QVERIFY(isProtectedLayer(2, 27, 28) && !isProtectedLayer(2, 2, 28));
+  }
+
+  void referenceOnePlusOneIsChargedAsTwoBits() {
+    // tq-ref11 is the reference's "1-bit" key: 1 MSE bit + d signs, i.e. TurboQuant-prod at b = 2; the ledger
+    // says so (2 bits per coordinate and two norms), the values are TurboQuant-MSE's
+    SyntheticKv src(spec());
+    SweepConfig c;
+    c.keyBits = {2};
+    c.valueBits = {3};
+    c.modes = {KeyMode::Prod};
+    c.methods = {Method::TqRef11};
+    c.maxQueries = 4;
+    auto be = makeCpuBackend();
+    const SweepResult r = runSweep(src, c, *be);
+    std::map<std::pair<int, int>, const SweepRow*> prod;
+    size_t ref = 0;
+    for (const SweepRow& row : r.rows)
+      if (row.key.method == Method::TurboQuant) prod[{row.layer, row.qHead}] = &row;
+    for (const SweepRow& row : r.rows) {
+      if (row.key.method != Method::TqRef11) continue;
+      ++ref;
+      QCOMPARE(row.key.bits, 1);
+      QCOMPARE(row.key.projDim, 64);
+      QCOMPARE(row.valueBits, 3);
+      QCOMPARE(row.keyBytesPerVector, double(8 + 8 + 4));
+      QCOMPARE(row.keyBytesPerVector, methodBytes(Method::TqRef11, 1, false, 300, 64, {}) / 300);
+      const SweepRow& p = *prod.at({row.layer, row.qHead});
+      QCOMPARE(row.m.attentionCosine, p.m.attentionCosine);
+      QCOMPARE(row.keyBytesPerVector, p.keyBytesPerVector);
+    }
+    QCOMPARE(ref, size_t(2 * 4));
   }
 
   void refusals() {
