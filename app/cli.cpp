@@ -84,7 +84,8 @@ const char* kUsage =
     "             fp8/fp16 at their own width, the others at every --key-bits/--value-bits; [--norm-correction]\n"
     "             (tq-mse-nc for tq-mse) [--group G] [--window R] (KIVI, default 32 and 128); every method is charged\n"
     "             for every byte it stores (key/value B/vector per row); [--protect-layers N:BITS] (the first and\n"
-    "             last N layers at BITS, every method with a width)\n"
+    "             last N layers at BITS, every method with a width); [--qjl-orthogonal] (QJL stages with an\n"
+    "             orthogonalised S: unit rows x sqrt(d), i.e. the sqrt(pi/(2d)) scale at m = d)\n"
     "  allocate   FILE --budget-bits B [--metric attention_cosine|top1|top5|kl|logit_cosine] [--method M] [--per-head]\n"
     "             [evaluate's data, query and method flags] [--json]   per-layer (per-head) key and value bits that maximise\n"
     "             the metric (keys) and the output error (values) under an average of B bits, greedy on the measured\n"
@@ -627,7 +628,7 @@ json metricsJson(const AttentionMetrics& m) {
 
 int cmdEvaluate(const Args& a, std::ostream& out, std::ostream& err) {
   a.allow({"key-bits", "value-bits", "proj-dim", "mode", "layers", "heads", "queries", "max-queries", "rotation", "law", "seed", "backend",
-           "nonfinite", "json", "csv", "reference-one-bit", "sample-cells", "center", "methods", "norm-correction", "group", "window", "outlier-channels", "protect-layers"});
+           "nonfinite", "json", "csv", "reference-one-bit", "sample-cells", "center", "methods", "norm-correction", "group", "window", "outlier-channels", "protect-layers", "qjl-orthogonal"});
   if (a.has("methods") && a.has("mode")) throw UsageError("choose one of --methods and --mode (TurboQuant's modes are tq-mse, tq-prod, tq-qjl in --methods)");
   if (a.flag("json") && a.flag("csv")) throw UsageError("choose one of --json and --csv");
   using Clock = std::chrono::steady_clock;
@@ -684,6 +685,7 @@ int cmdEvaluate(const Args& a, std::ostream& out, std::ostream& err) {
   c.law = parseOr("--law", [&] { return parseLaw(a.str("law", "exact")); });
   c.seed = static_cast<uint64_t>(a.integer("seed", 42, 0, (1LL << 62)));
   c.referenceOneBit = a.flag("reference-one-bit");
+  c.orthogonalQjl = a.flag("qjl-orthogonal");
   c.sampleCells = static_cast<size_t>(a.integer("sample-cells", 0, 0, 100000000));
   c.centering = parseOr("--center", [&] { return parseKeyCentering(a.str("center", "none"), &c.centerWindow); });
   auto backend = backendReady.get();
@@ -762,7 +764,7 @@ int cmdEvaluate(const Args& a, std::ostream& out, std::ostream& err) {
   json j = {{"command", "evaluate"}, {"file", dump->path()}, {"model", dump->modelName()}, {"queries", r.queryLabel},
             {"backend", r.backend}, {"device", r.device}, {"backend_note", note}, {"head_dim", r.headDim}, {"tokens", r.tokens},
             {"rotation", rotationName(c.rotation)}, {"law", lawName(c.law)}, {"seed", c.seed}, {"key_centering", centeringLabel(c)},
-            {"protect_layers", protectLayersLabel(c)},
+            {"protect_layers", protectLayersLabel(c)}, {"qjl_matrix", c.orthogonalQjl ? "orthogonal" : "gaussian"},
             {"seconds", r.seconds},
             {"cells_done", r.cellsDone}, {"cells_total", r.cellsTotal}, {"cells_in_grid", r.cellsInGrid}, {"cpu_fallback_cells", r.cpuFallbackCells},
             {"summary", summary}, {"per_head", perHead}};
@@ -941,7 +943,7 @@ static int dispatch(const std::string& cmd, const std::vector<std::string>& args
       throw UsageError("this build has no GUI library (configured with TQ_BUILD_GUI=OFF), which export-figures uses to render the views");
 #endif
     }
-    if (cmd == "evaluate") return cmdEvaluate(Args(args, 1, {"json", "csv", "reference-one-bit"}), out, err);
+    if (cmd == "evaluate") return cmdEvaluate(Args(args, 1, {"json", "csv", "reference-one-bit", "norm-correction", "qjl-orthogonal"}), out, err);
     if (cmd == "allocate") return cmdAllocate(Args(args, 1, {"json", "per-head"}), out, err);
     err << "tqstudio-cli: unknown command '" << cmd << "'\n" << kUsage;
     return 2;

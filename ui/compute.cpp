@@ -83,6 +83,7 @@ tq::DetailConfig detailConfigFor(const Experiment& e, int headDim, int layers) {
   c.sweepQueries = e.sweepQueries;
   c.centering = e.centering;
   c.centerWindow = e.centerWindow;
+  c.orthogonalQjl = e.orthogonalQjl;
   if (tq::isProtectedLayer(e.protectLayers, e.layer, layers)) c.keyBits = c.valueBits = e.protectBits;
   return c;
 }
@@ -126,10 +127,12 @@ tq::SweepConfig sweepConfigFor(const Experiment& e, const tq::KvShape& shape) {
   c.methods = e.methods;
   c.methodOptions = e.methodOptions;
   c.protectLayers = e.protectLayers;
+  c.orthogonalQjl = e.orthogonalQjl;
   c.protectBits = e.protectBits;
   c.methods = e.methods;
   c.methodOptions = e.methodOptions;
   c.protectLayers = e.protectLayers;
+  c.orthogonalQjl = e.orthogonalQjl;
   c.protectBits = e.protectBits;
   return c;
 }

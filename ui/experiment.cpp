@@ -89,6 +89,7 @@ QJsonObject Experiment::toJson() const {
   o["projDim"] = projChoiceName(proj);
   o["customProjDim"] = customProj;
   o["rotation"] = tq::rotationName(rotation);
+  o["qjlMatrix"] = orthogonalQjl ? "orthogonal" : "gaussian";
   o["keyCentering"] = QString::fromStdString(tq::keyCenteringLabel(centering, centerWindow));
   o["methods"] = QString::fromStdString(tq::methodListLabel(methods));
   o["protectLayers"] = protectLayers > 0 ? QString("%1:%2").arg(protectLayers).arg(protectBits) : QString("none");
@@ -269,6 +270,11 @@ bool Experiment::fromJson(const QJsonObject& o, QString* error) {
     if (!ok) throw std::invalid_argument("projDim must be d/4, d/2, d, 2d or custom");
     e.customProj = static_cast<int>(f.integer("customProjDim", e.customProj, 1, 16384));
     e.rotation = tq::parseRotation(f.string("rotation", tq::rotationName(e.rotation)).toStdString());
+    {
+      const QString qm = f.string("qjlMatrix", e.orthogonalQjl ? "orthogonal" : "gaussian");
+      if (qm != "gaussian" && qm != "orthogonal") throw std::invalid_argument("qjlMatrix must be gaussian or orthogonal");
+      e.orthogonalQjl = qm == "orthogonal";
+    }
     e.centering = tq::parseKeyCentering(f.string("keyCentering", QString::fromStdString(tq::keyCenteringLabel(e.centering, e.centerWindow))).toStdString(),
                                         &e.centerWindow);
     if (o.contains("methods")) e.methods = baselineList(f.string("methods", ""), "methods");
@@ -311,7 +317,7 @@ bool Experiment::fromJson(const QJsonObject& o, QString* error) {
 
 QString Experiment::quantLabel(int headDim) const {
   QString s = QString("K%1/V%2 · %3").arg(keyBits).arg(valueBits).arg(keyModeLabel(keyMode));
-  if (keyMode != tq::KeyMode::Mse) s += QString(" m=%1").arg(projDimFor(headDim));
+  if (keyMode != tq::KeyMode::Mse) s += QString(" m=%1").arg(projDimFor(headDim)) + (orthogonalQjl ? " orthogonal S" : "");
   s += QString(" · %1 · %2 law · seed %3")
            .arg(rotation == tq::RotationKind::Hadamard ? "Hadamard" : "Haar")
            .arg(tq::lawName(law))
@@ -356,6 +362,10 @@ bool Experiment::applyFlag(const QString& key, const QString& value, QString* er
         customProj = toInt(1, 16384);
       }
     } else if (key == "rotation") rotation = tq::parseRotation(value.toStdString());
+    else if (key == "qjl-matrix") {
+      if (value != "gaussian" && value != "orthogonal") throw std::invalid_argument("--qjl-matrix expects gaussian or orthogonal");
+      orthogonalQjl = value == "orthogonal";
+    }
     else if (key == "center") centering = tq::parseKeyCentering(value.toStdString(), &centerWindow);
     else if (key == "law" || key == "codebook") law = tq::parseLaw(value.toStdString());
     else if (key == "methods") methods = baselineList(value, "--methods");
@@ -395,7 +405,7 @@ bool Experiment::applyFlag(const QString& key, const QString& value, QString* er
 
 QString Experiment::flagHelp() {
   return "  --key-bits N --value-bits N (1..8)   --mode mse|prod|qjl   --proj-dim d/4|d/2|d|2d|N\n"
-         "  --rotation haar|hadamard   --law exact|gaussian   --seed N   --backend auto|cpu|cuda\n"
+         "  --qjl-matrix gaussian|orthogonal   --rotation haar|hadamard   --law exact|gaussian   --seed N   --backend auto|cpu|cuda\n"
          "  --center none|causal[:W]|oracle (subtract the per-head key mean before quantizing)\n"
          "  --methods LIST: baselines swept beside TurboQuant (tq-mse-nc,kivi,int-rot,fp8-e4m3,fp8-e5m2,fp16; 'none')\n"
          "  --protect-layers N:BITS (first/last N layers at BITS)   --group G --window R (KIVI)   --fidelity-x key-bits|bytes|ratio (the fidelity view's x axis)\n"

@@ -41,6 +41,7 @@ struct Experiment {
   ProjChoice proj = ProjChoice::Full;
   int customProj = 16;
   tq::RotationKind rotation = tq::RotationKind::Haar;
+  bool orthogonalQjl = false;       ///< QJL stages with an orthogonalised S (QuantConfig::orthogonalQjl)
   tq::KeyCentering centering = tq::KeyCentering::None;  ///< keys centred before quantizing (backend/centering.h)
   int centerWindow = 128;                               ///< causal centering: mu from (and exact) first tokens
   /// Baselines swept beside TurboQuant (core/methods) and KIVI's options.

@@ -505,7 +505,11 @@ void MainWindow::buildUi() {
   fq->addRow("Value bits", m_valueBits);
   fq->addRow("Key mode", m_keyMode);
   fq->addRow("proj_dim m", projRow);
+  m_qjlMatrix = combo({{"Gaussian", 0}, {"orthogonal rows", 1}},
+                      "The QJL projection S: Gaussian (the paper) or its rows orthogonalised and scaled to norm √d, i.e. the √(π/(2d)) "
+                      "scale on unit rows at m = d (--qjl-matrix)");
   fq->addRow("Rotation", m_rotation);
+  fq->addRow("QJL matrix", m_qjlMatrix);
   fq->addRow("Codebook", m_law);
   fq->addRow("Seed", m_seed);
   fq->addRow("Key centring", m_centering);
@@ -783,6 +787,8 @@ void MainWindow::syncControls() {
   setComboData(m_rotation, m_exp.rotation);
   setComboData(m_law, m_exp.law);
   setComboData(m_centering, m_exp.centering);
+  m_qjlMatrix->setCurrentIndex(m_exp.orthogonalQjl ? 1 : 0);
+  m_qjlMatrix->setEnabled(m_exp.keyMode != tq::KeyMode::Mse);
   {
     QStringList names;
     for (QAction* a : m_methods->menu()->actions()) {
@@ -829,6 +835,7 @@ void MainWindow::onControl() {
   n.rotation = static_cast<tq::RotationKind>(m_rotation->currentData().toInt());
   n.law = static_cast<tq::CodebookLaw>(m_law->currentData().toInt());
   n.centering = static_cast<tq::KeyCentering>(m_centering->currentData().toInt());
+  n.orthogonalQjl = m_qjlMatrix->currentData().toInt() == 1;
   n.methods.clear();
   for (QAction* a : m_methods->menu()->actions())
     if (a->isChecked()) n.methods.push_back(static_cast<tq::Method>(a->data().toInt()));
@@ -881,7 +888,7 @@ void MainWindow::applyExperiment(const Experiment& n) {
     }
   }
   if (n.proj != o.proj || n.customProj != o.customProj) memory = true;
-  if (n.rotation != o.rotation || n.law != o.law || n.seed != o.seed || n.backend != o.backend || n.centering != o.centering ||
+  if (n.rotation != o.rotation || n.law != o.law || n.seed != o.seed || n.backend != o.backend || n.centering != o.centering || n.orthogonalQjl != o.orthogonalQjl ||
       n.centerWindow != o.centerWindow)
     parts |= PartAll, sweep = true;
   if (n.methods != o.methods || n.methodOptions.group != o.methodOptions.group || n.methodOptions.window != o.methodOptions.window ||

@@ -159,6 +159,7 @@ class MainWindow : public QMainWindow {
   QSpinBox* m_customProj = nullptr;
   QComboBox* m_rotation = nullptr;
   QComboBox* m_centering = nullptr;
+  QComboBox* m_qjlMatrix = nullptr;
   QToolButton* m_methods = nullptr;     ///< baselines beside TurboQuant (a menu of checkable actions)
   QComboBox* m_fidelityX = nullptr;
   QComboBox* m_layerMetric = nullptr;

@@ -28,6 +28,7 @@ QuantConfig DetailConfig::keyConfig(KeyMode mode, int bits, int d) const {
   c.rotation = rotation;
   c.law = law;
   c.seed = layerSeed(seed, layer, false);
+  c.orthogonalQjl = orthogonalQjl;
   return c;
 }
 

@@ -35,6 +35,7 @@ struct DetailConfig {
   int sweepQueries = 32;  ///< the estimator uses the sweep's query positions (evaluationPositions)
   KeyCentering centering = KeyCentering::None;  ///< as SweepConfig: the views quantize K - mu (backend/centering.h)
   int centerWindow = 128;
+  bool orthogonalQjl = false;  ///< QuantConfig::orthogonalQjl
   /// The key quantizer of this selection for a mode and bit-width (the layer's seed).
   QuantConfig keyConfig(KeyMode mode, int bits, int d) const;
 };

@@ -111,7 +111,8 @@ void writeJson(const SweepResult& r, std::ostream& os) {
                  {"layers", c.layers}, {"q_heads", c.qHeads}, {"query_source", querySourceName(c.queries)}, {"max_queries", c.maxQueries},
                  {"evaluate_values", c.evaluateValues}, {"key_centering", centeringLabel(c)},
                  {"methods", methods}, {"kivi_group", c.methodOptions.group}, {"kivi_window", c.methodOptions.window},
-                 {"outlier_channels", c.methodOptions.outlierChannels}, {"protect_layers", protectLayersLabel(c)}};
+                 {"outlier_channels", c.methodOptions.outlierChannels}, {"protect_layers", protectLayersLabel(c)},
+                 {"qjl_matrix", c.orthogonalQjl ? "orthogonal" : "gaussian"}};
   nlohmann::json rows = nlohmann::json::array();
   for (const SweepRow& row : r.rows)
     rows.push_back({{"key", keyJson(row.key)}, {"value_bits", row.valueBits}, {"layer", row.layer}, {"q_head", row.qHead}, {"kv_head", row.kvHead},

@@ -81,11 +81,37 @@ int QuantConfig::mseBits() const {
 
 int QuantConfig::qjlRows() const { return mode == KeyMode::Mse ? 0 : (projDim > 0 ? projDim : dim); }
 
+void orthogonaliseRows(std::vector<float>& S, size_t m, size_t d) {
+  // modified Gram-Schmidt in double over each block of d rows (a block has at most d independent rows)
+  std::vector<double> rows(m * d);
+  for (size_t i = 0; i < m * d; ++i) rows[i] = S[i];
+  const double target = std::sqrt(static_cast<double>(d));
+  for (size_t b0 = 0; b0 < m; b0 += d) {
+    const size_t b1 = std::min(m, b0 + d);
+    for (size_t i = b0; i < b1; ++i) {
+      double* r = rows.data() + i * d;
+      for (size_t j = b0; j < i; ++j) {
+        const double* q = rows.data() + j * d;
+        double dot = 0;
+        for (size_t k = 0; k < d; ++k) dot += r[k] * q[k];
+        for (size_t k = 0; k < d; ++k) r[k] -= dot * q[k];
+      }
+      double n2 = 0;
+      for (size_t k = 0; k < d; ++k) n2 += r[k] * r[k];
+      const double n = std::sqrt(n2);
+      if (!(n > 1e-12)) throw std::runtime_error("orthogonalising the QJL matrix: a row is degenerate");
+      for (size_t k = 0; k < d; ++k) r[k] /= n;  // unit rows while orthogonalising
+    }
+  }
+  for (size_t i = 0; i < m * d; ++i) S[i] = static_cast<float>(rows[i] * target);
+}
+
 std::string QuantConfig::label() const {
   std::ostringstream os;
   os << bits << "-bit " << keyModeName(mode);
   if (qjlRows()) os << " m=" << qjlRows();
   if (mode == KeyMode::Prod && bits == 1 && referenceOneBit) os << " (1+1 reference)";
+  if (qjlRows() && orthogonalQjl) os << " orthogonal S";
   os << " " << rotationName(rotation) << " " << lawName(law) << " seed " << seed;
   return os.str();
 }
@@ -119,6 +145,7 @@ Quantizer::Quantizer(const QuantConfig& cfg) : m_cfg(cfg) {
   if (m_projDim > 0) {
     m_S.resize(static_cast<size_t>(m_projDim) * static_cast<size_t>(m_dim));
     for (size_t i = 0; i < m_S.size(); ++i) m_S[i] = static_cast<float>(standardNormal(cfg.seed, kStreamQjl, i));
+    if (cfg.orthogonalQjl) orthogonaliseRows(m_S, static_cast<size_t>(m_projDim), static_cast<size_t>(m_dim));
   }
   buildDerived();
 }

@@ -44,6 +44,9 @@ struct QuantConfig {
   CodebookLaw law = CodebookLaw::Exact;
   uint64_t seed = 42;
   bool referenceOneBit = false; ///< Prod with b = 1: the reference's 1 MSE bit + QJL instead of pure QJL
+  /// QJL with an orthogonalised S: the Gaussian rows made orthonormal (in blocks of d rows) and scaled to
+  /// norm sqrt(d), so the estimator keeps its sqrt(pi/2)/m scale (= sqrt(pi/(2d)) on unit rows at m = d).
+  bool orthogonalQjl = false;
 
   int mseBits() const;          ///< bits of the MSE stage (0 = none)
   int qjlRows() const;          ///< m, 0 when there is no QJL stage
@@ -125,6 +128,10 @@ class Quantizer {
   std::vector<float> m_SRt;     // S R^T, m x d: projects a rotated residual
   int m_group = 1;              // coordinates per LUT chunk
 };
+
+/// S (m x d row-major) in place: each block of d rows orthonormalised (Gram-Schmidt), then scaled to norm
+/// sqrt(d). Throws std::runtime_error on a degenerate row.
+void orthogonaliseRows(std::vector<float>& S, size_t m, size_t d);
 
 /// Sum of squares in a fixed, platform-independent order: 8 interleaved lanes (element j goes to lane
 /// j mod 8, in ascending j), combined as ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)). Vectorises on the CPU

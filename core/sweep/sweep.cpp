@@ -209,6 +209,7 @@ struct SweepPlan {
         qc.law = cfg->law;
         qc.seed = layerSeed(cfg->seed, l, isValue);
         qc.referenceOneBit = cfg->referenceOneBit || refOneBit;
+        qc.orthogonalQjl = cfg->orthogonalQjl;
         return std::make_shared<const Quantizer>(qc);
       };
       L.keys.resize(variants.size());

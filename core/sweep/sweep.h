@@ -42,6 +42,7 @@ struct SweepConfig {
   CodebookLaw law = CodebookLaw::Exact;
   uint64_t seed = 42;
   bool referenceOneBit = false;
+  bool orthogonalQjl = false;  ///< QuantConfig::orthogonalQjl for every QJL stage of the grid
   std::vector<int> layers;  ///< empty = all
   std::vector<int> qHeads;  ///< empty = all query heads
   QuerySource queries = QuerySource::Dump;

@@ -354,6 +354,45 @@ class TestMethods : public QObject {
     QCOMPARE(ref, size_t(2 * 4));
   }
 
+  void orthogonalQjlRowsAndAnUnbiasedEstimate() {
+    std::vector<float> S(96 * 32);
+    for (size_t i = 0; i < S.size(); ++i) S[i] = static_cast<float>(std::sin(1.7 * static_cast<double>(i)) + 0.3 * std::cos(0.23 * static_cast<double>(i * i)));
+    orthogonaliseRows(S, 96, 32);  // blocks of 32 rows: 32 + 32 + 32
+    for (size_t i = 0; i < 96; ++i)
+      for (size_t j = i; j < 96; ++j) {
+        double dot = 0;
+        for (size_t k = 0; k < 32; ++k) dot += double(S[i * 32 + k]) * S[j * 32 + k];
+        if (i == j) QVERIFY(std::fabs(dot - 32) < 1e-3);
+        else if (i / 32 == j / 32) QVERIFY(std::fabs(dot) < 1e-3);
+      }
+    // the QJL estimate of <q, x> stays unbiased over draws of S
+    const int d = 64;
+    std::vector<float> x(d), q(d);
+    for (int j = 0; j < d; ++j) x[j] = static_cast<float>(std::sin(0.5 * j) + 0.2), q[j] = static_cast<float>(std::cos(0.3 * j) + 0.5 * std::sin(0.5 * j));
+    double truth = 0;
+    for (int j = 0; j < d; ++j) truth += double(x[j]) * q[j];
+    double sum = 0, sum2 = 0;
+    const int draws = 400;
+    for (int s = 0; s < draws; ++s) {
+      QuantConfig c;
+      c.dim = d;
+      c.bits = 1;
+      c.mode = KeyMode::QjlOnly;
+      c.projDim = d;
+      c.seed = 1000 + static_cast<uint64_t>(s);
+      c.orthogonalQjl = true;
+      const Quantizer qz(c);
+      const auto cv = qz.compress(x.data(), 1);
+      float est = 0;
+      qz.scores(qz.prepare(q.data()), cv, 0, 1, &est);
+      sum += est;
+      sum2 += double(est) * est;
+    }
+    const double mean = sum / draws, sd = std::sqrt(std::max(0.0, sum2 / draws - mean * mean));
+    QVERIFY2(std::fabs(mean - truth) < 4 * sd / std::sqrt(double(draws)) + 0.01 * std::fabs(truth),
+             qPrintable(QString("mean %1, truth %2, sd %3").arg(mean).arg(truth).arg(sd)));
+  }
+
   void refusals() {
     QVERIFY_THROWS_EXCEPTION(std::invalid_argument, makeCodec(Method::Kivi, 0, false, {}));
     QVERIFY_THROWS_EXCEPTION(std::invalid_argument, makeCodec(Method::IntRot, 9, false, {}));
