@@ -8,6 +8,8 @@
 #include <QSignalSpy>
 #include <QTemporaryDir>
 #include <QtTest/QtTest>
+#include <QTabWidget>
+#include <qcustomplot.h>
 #include <QLabel>
 #include <QScrollArea>
 #include <QSpinBox>
@@ -155,6 +157,50 @@ class TestWindow : public QObject {
     QVERIFY(bits->toolTip().contains("no effect"));
     w.setKeyMode(tq::KeyMode::Mse);
     QVERIFY(bits->isEnabled());
+  }
+
+  void noTextOutsideItsPlot_data() {
+    QTest::addColumn<QSize>("size");
+    QTest::addColumn<bool>("presentation");
+    QTest::newRow("1366x768") << QSize(1366, 768) << false;
+    QTest::newRow("1920x1080") << QSize(1920, 1080) << false;
+    QTest::newRow("1366x768 presentation") << QSize(1366, 768) << true;
+    QTest::newRow("1920x1080 presentation") << QSize(1920, 1080) << true;
+  }
+  void noTextOutsideItsPlot() {
+    // every title, subtitle, status and caption line fits the width of its figure, and every legend lies
+    // inside it (the layout's bounding boxes; the pictures themselves were looked at too)
+    QFETCH(QSize, size);
+    QFETCH(bool, presentation);
+    MainWindowOptions o = quiet();
+    o.fullScreen = false;  // (offscreen, a full screen is 800 x 600: the window keeps the size under test)
+    MainWindow w(o);
+    Experiment e = sample();
+    e.methods = {tq::Method::Kivi, tq::Method::IntRot, tq::Method::Fp8E4M3, tq::Method::Fp16, tq::Method::TqMseOutliers};
+    if (presentation) e.fidelityX = FidelityAxis::Bytes;  // (its status line is the longest)
+    QString err;
+    QVERIFY2(w.openNow(e, &err), qPrintable(err));
+    w.resize(size);
+    w.show();
+    if (presentation) w.setPresentation(true);
+    auto* tabs = w.findChild<QTabWidget*>();
+    for (auto* v : w.views()) {
+      tabs->setCurrentWidget(v);
+      QApplication::processEvents();
+      v->replotNow();
+      QCustomPlot* p = v->plot();
+      const QRect area = p->rect();
+      for (QCPLayoutElement* el : p->plotLayout()->elements(true)) {
+        if (auto* t = qobject_cast<QCPTextElement*>(el)) {
+          const QFontMetrics fm(t->font());
+          for (const QString& line : t->text().split('\n'))
+            QVERIFY2(fm.horizontalAdvance(line) <= area.width(),
+                     qPrintable(QString("%1: '%2' is %3 px wide in a %4 px figure").arg(v->id(), line).arg(fm.horizontalAdvance(line)).arg(area.width())));
+        }
+        if (auto* l = qobject_cast<QCPLegend*>(el))
+          if (l->itemCount() > 0) QVERIFY2(area.contains(l->outerRect()), qPrintable(v->id() + ": a legend outside the figure"));
+      }
+    }
   }
 
   void presentationIsFullScreenWithoutTheSidePanel() {
