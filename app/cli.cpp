@@ -63,7 +63,7 @@ const char* kUsage =
     "  bench      [--backend cpu|cuda] [--dim D] [--bits B] [--proj-dim M] [--rotation haar|hadamard]\n"
     "             [--vectors N] [--repeat R] [--json]\n"
     "  memory     --model PRESET | --layers L --kv-heads H --head-dim D [--tokens T] [--key-bits B]\n"
-    "             [--value-bits B] [--mode mse|prod|qjl] [--proj-dim M] [--json]\n"
+    "             [--value-bits B] [--mode mse|prod|qjl] [--proj-dim M] [--recent-window N] [--json]\n"
     "  presets    list the model presets\n"
     "  export-figures FILE|sample|synthetic --out DIR [--format png,svg,pdf] [--size WxH] [--dpi N]\n"
     "             [--experiment EXP.json] [configuration flags]   render every view headless (see --help)\n"
@@ -85,7 +85,8 @@ const char* kUsage =
     "             (tq-mse-nc for tq-mse) [--group G] [--window R] (KIVI, default 32 and 128); every method is charged\n"
     "             for every byte it stores (key/value B/vector per row); [--protect-layers N:BITS] (the first and\n"
     "             last N layers at BITS, every method with a width); [--qjl-orthogonal] (QJL stages with an\n"
-    "             orthogonalised S: unit rows x sqrt(d), i.e. the sqrt(pi/(2d)) scale at m = d)\n"
+    "             orthogonalised S: unit rows x sqrt(d), i.e. the sqrt(pi/(2d)) scale at m = d); [--recent-window N]\n"
+    "             (the last N tokens' keys and values in fp16 for every method, charged 2d bytes each)\n"
     "  allocate   FILE --budget-bits B [--metric attention_cosine|top1|top5|kl|logit_cosine] [--method M] [--per-head]\n"
     "             [evaluate's data, query and method flags] [--json]   per-layer (per-head) key and value bits that maximise\n"
     "             the metric (keys) and the output error (values) under an average of B bits, greedy on the measured\n"
@@ -425,7 +426,7 @@ int cmdBench(const Args& a, std::ostream& out) {
 
 // ------------------------------------------------------------------ memory
 int cmdMemory(const Args& a, std::ostream& out) {
-  a.allow({"model", "layers", "kv-heads", "head-dim", "tokens", "key-bits", "value-bits", "mode", "proj-dim", "json"});
+  a.allow({"model", "layers", "kv-heads", "head-dim", "tokens", "key-bits", "value-bits", "mode", "proj-dim", "recent-window", "json"});
   MemoryConfig c;
   std::string model = "custom";
   if (a.has("model")) {
@@ -445,6 +446,7 @@ int cmdMemory(const Args& a, std::ostream& out) {
   c.valueBits = static_cast<int>(a.integer("value-bits", 3, 1, 8));
   c.keyMode = parseOr("--mode", [&] { return parseKeyMode(a.str("mode", "prod")); });
   c.projDim = static_cast<int>(a.integer("proj-dim", 0, 0, 16384));
+  c.recentTokens = a.integer("recent-window", 0, 0, 1LL << 40);
   const MemoryReport r = memoryModel(c);
   json j = {{"command", "memory"},
             {"model", model},
@@ -456,7 +458,10 @@ int cmdMemory(const Args& a, std::ostream& out) {
             {"value_bits", c.valueBits},
             {"key_mode", keyModeName(c.keyMode)},
             {"proj_dim", c.keyMode == KeyMode::Mse ? 0 : (c.projDim > 0 ? c.projDim : c.headDim)},
+            {"recent_window", c.recentTokens},
             {"key_bytes_per_vector", r.keyBytesPerVector},
+            {"key_bytes_charged", r.keyBytesCharged},
+            {"value_bytes_charged", r.valueBytesCharged},
             {"value_bytes_per_vector", r.valueBytesPerVector},
             {"key_bits_per_coordinate", r.keyBitsPerCoordinate},
             {"value_bits_per_coordinate", r.valueBitsPerCoordinate},
@@ -626,9 +631,28 @@ json metricsJson(const AttentionMetrics& m) {
           {"output_error", m.outputError}, {"bias", m.bias}, {"variance", m.variance}, {"slope", m.slope}};
 }
 
+/// The flags evaluate and allocate share (the grid's data selection, quantizer, centering and method
+/// options), in one place.
+void applySweepFlags(const Args& a, const KvDump& dump, SweepConfig& c) {
+  if (a.has("layers")) c.layers = a.intList("layers", {}, 0, 1 << 20);
+  c.queries = parseOr("--queries", [&] { return parseQuerySource(a.str("queries", dump.summary().hasQueries ? "dump" : "last-key")); });
+  c.maxQueries = static_cast<int>(a.integer("max-queries", 32, 1, 100000));
+  c.rotation = parseOr("--rotation", [&] { return parseRotation(a.str("rotation", "haar")); });
+  c.law = parseOr("--law", [&] { return parseLaw(a.str("law", "exact")); });
+  c.seed = static_cast<uint64_t>(a.integer("seed", 42, 0, (1LL << 62)));
+  c.sampleCells = static_cast<size_t>(a.integer("sample-cells", 0, 0, 100000000));
+  c.centering = parseOr("--center", [&] { return parseKeyCentering(a.str("center", "none"), &c.centerWindow); });
+  c.methodOptions.group = static_cast<int>(a.integer("group", 32, 1, 65536));
+  c.methodOptions.window = static_cast<int>(a.integer("window", 128, 0, 1 << 24));
+  c.methodOptions.outlierChannels = static_cast<int>(a.integer("outlier-channels", 0, 0, kMaxHeadDimension));
+  c.recentWindow = static_cast<int>(a.integer("recent-window", 0, 0, 1 << 24));
+  c.orthogonalQjl = a.flag("qjl-orthogonal");
+}
+
 int cmdEvaluate(const Args& a, std::ostream& out, std::ostream& err) {
   a.allow({"key-bits", "value-bits", "proj-dim", "mode", "layers", "heads", "queries", "max-queries", "rotation", "law", "seed", "backend",
-           "nonfinite", "json", "csv", "reference-one-bit", "sample-cells", "center", "methods", "norm-correction", "group", "window", "outlier-channels", "protect-layers", "qjl-orthogonal"});
+           "nonfinite", "json", "csv", "reference-one-bit", "sample-cells", "center", "methods", "norm-correction", "group", "window", "outlier-channels", "protect-layers", "qjl-orthogonal",
+           "recent-window"});
   if (a.has("methods") && a.has("mode")) throw UsageError("choose one of --methods and --mode (TurboQuant's modes are tq-mse, tq-prod, tq-qjl in --methods)");
   if (a.flag("json") && a.flag("csv")) throw UsageError("choose one of --json and --csv");
   using Clock = std::chrono::steady_clock;
@@ -665,8 +689,7 @@ int cmdEvaluate(const Args& a, std::ostream& out, std::ostream& err) {
     c.modes.erase(it);
     if (std::find(c.methods.begin(), c.methods.end(), Method::TqMseNormCorrected) == c.methods.end()) c.methods.insert(c.methods.begin(), Method::TqMseNormCorrected);
   }
-  c.methodOptions.group = static_cast<int>(a.integer("group", 32, 1, 65536));
-  c.methodOptions.window = static_cast<int>(a.integer("window", 128, 0, 1 << 24));
+  applySweepFlags(a, *dump, c);
   if (a.has("protect-layers"))
     parseOr("--protect-layers", [&] {
       parseProtectLayers(a.str("protect-layers", "none"), &c.protectLayers, &c.protectBits);
@@ -674,20 +697,11 @@ int cmdEvaluate(const Args& a, std::ostream& out, std::ostream& err) {
     });
   // --outlier-channels K: tq-mse-oc (K channels at b+1 bits; K = d/2 at b = 2 is 2.5 bits)
   if (a.has("outlier-channels")) {
-    c.methodOptions.outlierChannels = static_cast<int>(a.integer("outlier-channels", 0, 1, kMaxHeadDimension));
+    if (c.methodOptions.outlierChannels < 1) throw UsageError("--outlier-channels expects K >= 1");
     if (std::find(c.methods.begin(), c.methods.end(), Method::TqMseOutliers) == c.methods.end()) c.methods.push_back(Method::TqMseOutliers);
   }
-  if (a.has("layers")) c.layers = a.intList("layers", {}, 0, 1 << 20);
   if (a.has("heads")) c.qHeads = a.intList("heads", {}, 0, 1 << 20);
-  c.queries = parseOr("--queries", [&] { return parseQuerySource(a.str("queries", dump->summary().hasQueries ? "dump" : "last-key")); });
-  c.maxQueries = static_cast<int>(a.integer("max-queries", 32, 1, 100000));
-  c.rotation = parseOr("--rotation", [&] { return parseRotation(a.str("rotation", "haar")); });
-  c.law = parseOr("--law", [&] { return parseLaw(a.str("law", "exact")); });
-  c.seed = static_cast<uint64_t>(a.integer("seed", 42, 0, (1LL << 62)));
   c.referenceOneBit = a.flag("reference-one-bit");
-  c.orthogonalQjl = a.flag("qjl-orthogonal");
-  c.sampleCells = static_cast<size_t>(a.integer("sample-cells", 0, 0, 100000000));
-  c.centering = parseOr("--center", [&] { return parseKeyCentering(a.str("center", "none"), &c.centerWindow); });
   auto backend = backendReady.get();
   if (!note.empty() && choice == BackendChoice::Cuda) err << "tqstudio-cli evaluate: " << note << "; running on the CPU\n";
   // Progress on stderr for long runs (a terminal only, at most once a second, after the first 2 s);
@@ -764,7 +778,7 @@ int cmdEvaluate(const Args& a, std::ostream& out, std::ostream& err) {
   json j = {{"command", "evaluate"}, {"file", dump->path()}, {"model", dump->modelName()}, {"queries", r.queryLabel},
             {"backend", r.backend}, {"device", r.device}, {"backend_note", note}, {"head_dim", r.headDim}, {"tokens", r.tokens},
             {"rotation", rotationName(c.rotation)}, {"law", lawName(c.law)}, {"seed", c.seed}, {"key_centering", centeringLabel(c)},
-            {"protect_layers", protectLayersLabel(c)}, {"qjl_matrix", c.orthogonalQjl ? "orthogonal" : "gaussian"},
+            {"protect_layers", protectLayersLabel(c)}, {"recent_window", c.recentWindow}, {"qjl_matrix", c.orthogonalQjl ? "orthogonal" : "gaussian"},
             {"seconds", r.seconds},
             {"cells_done", r.cellsDone}, {"cells_total", r.cellsTotal}, {"cells_in_grid", r.cellsInGrid}, {"cpu_fallback_cells", r.cpuFallbackCells},
             {"summary", summary}, {"per_head", perHead}};
@@ -782,6 +796,8 @@ int cmdEvaluate(const Args& a, std::ostream& out, std::ostream& err) {
         << " bits for every method with a width (rows keep their nominal widths; B/vec is what was stored)\n";
   if (std::find(c.methods.begin(), c.methods.end(), Method::Kivi) != c.methods.end())
     out << "kivi: groups of " << c.methodOptions.group << ", the last " << c.methodOptions.window << " tokens (and any part group) in fp16, charged\n";
+  if (c.recentWindow > 0)
+    out << "recent window: the last " << c.recentWindow << " tokens' keys and values in fp16 for every method, charged 2d bytes each\n";
   if (c.centering != KeyCentering::None)
     out << "keys centred (" << centeringLabel(c) << (c.centering == KeyCentering::Oracle ? ", the whole dump's mean: not causal" : "")
         << "); the mean and any exact window are charged to key B/vec\n";
@@ -802,7 +818,7 @@ int cmdEvaluate(const Args& a, std::ostream& out, std::ostream& err) {
 // ------------------------------------------------------------------ allocate
 int cmdAllocate(const Args& a, std::ostream& out, std::ostream& err) {
   a.allow({"budget-bits", "metric", "method", "proj-dim", "per-head", "layers", "queries", "max-queries", "rotation", "law", "seed", "backend",
-           "nonfinite", "json", "sample-cells", "center", "group", "window", "outlier-channels"});
+           "nonfinite", "json", "sample-cells", "center", "group", "window", "outlier-channels", "recent-window", "qjl-orthogonal"});
   if (!a.has("budget-bits")) throw UsageError("allocate needs --budget-bits B (the average key and value bits per coordinate)");
   const std::string budgetText = a.str("budget-bits", "");
   char* end = nullptr;
@@ -827,17 +843,7 @@ int cmdAllocate(const Args& a, std::ostream& out, std::ostream& err) {
   }
   const int d = dump->summary().headDim;
   c.projDims = {static_cast<int>(a.integer("proj-dim", 0, 0, 16384))};
-  if (a.has("layers")) c.layers = a.intList("layers", {}, 0, 1 << 20);
-  c.queries = parseOr("--queries", [&] { return parseQuerySource(a.str("queries", dump->summary().hasQueries ? "dump" : "last-key")); });
-  c.maxQueries = static_cast<int>(a.integer("max-queries", 32, 1, 100000));
-  c.rotation = parseOr("--rotation", [&] { return parseRotation(a.str("rotation", "haar")); });
-  c.law = parseOr("--law", [&] { return parseLaw(a.str("law", "exact")); });
-  c.seed = static_cast<uint64_t>(a.integer("seed", 42, 0, (1LL << 62)));
-  c.sampleCells = static_cast<size_t>(a.integer("sample-cells", 0, 0, 100000000));
-  c.centering = parseOr("--center", [&] { return parseKeyCentering(a.str("center", "none"), &c.centerWindow); });
-  c.methodOptions.group = static_cast<int>(a.integer("group", 32, 1, 65536));
-  c.methodOptions.window = static_cast<int>(a.integer("window", 128, 0, 1 << 24));
-  c.methodOptions.outlierChannels = static_cast<int>(a.integer("outlier-channels", 0, 0, kMaxHeadDimension));
+  applySweepFlags(a, *dump, c);
   const SweepResult r = parseOr(dump->path(), [&] { return runSweep(*dump, c, *backend); });
   KeyVariant family{spec.mode, 0, spec.method == Method::TurboQuant && spec.mode != KeyMode::Mse ? (c.projDims[0] > 0 ? c.projDims[0] : d) : 0, spec.method};
   const AllocationPlan p = parseOr("--metric", [&] { return allocateBits(r, family, metric, budget, a.flag("per-head")); });

@@ -12,23 +12,20 @@
 namespace tq::ui {
 
 namespace {
-const QString kHoverHint = QStringLiteral("hover a cell for token text and values · wheel: zoom · drag: pan (all three linked)");
+const QString kHoverHint = QStringLiteral("hover a cell for token text and values · wheel: zoom · drag: pan (all panels linked)");
 }  // namespace
 
 // =============================================================== AttentionView
 AttentionView::AttentionView(QWidget* parent) : PlotView("attention", "Attention: exact vs TurboQuant", parent) {
-  auto* grid = new QCPLayoutGrid;
-  m_plot->plotLayout()->addElement(1, 0, grid);
+  m_grid = new QCPLayoutGrid;
+  m_plot->plotLayout()->addElement(1, 0, m_grid);
   auto* group = new QCPMarginGroup(m_plot);
-  const char* names[3] = {"exact", "TurboQuant", "difference (TQ − exact)"};
-  const int cols[3] = {0, 1, 3};
-  auto* scaleA = new QCPColorScale(m_plot);
-  auto* scaleD = new QCPColorScale(m_plot);
-  for (int k = 0; k < 3; ++k) {
+  const char* names[kPanels] = {"exact", "TurboQuant", "B", "difference (TQ − exact)"};
+  m_scaleA = new QCPColorScale(m_plot);
+  m_scaleD = new QCPColorScale(m_plot);
+  for (int k = 0; k < kPanels; ++k) {
     m_panelTitle[k] = textElement(m_plot, names[k], 9.5, true);
-    grid->addElement(0, cols[k], m_panelTitle[k]);
     m_rect[k] = new QCPAxisRect(m_plot);
-    grid->addElement(1, cols[k], m_rect[k]);
     m_rect[k]->setMarginGroup(QCP::msTop | QCP::msBottom, group);
     m_rect[k]->setupFullAxesBox(true);
     auto* x = m_rect[k]->axis(QCPAxis::atBottom);
@@ -45,12 +42,12 @@ AttentionView::AttentionView(QWidget* parent) : PlotView("attention", "Attention
     m_map[k] = new QCPColorMap(x, y);
     m_map[k]->setInterpolate(false);
     m_map[k]->setTightBoundary(false);
-    m_map[k]->setColorScale(k == 2 ? scaleD : scaleA);
-    m_map[k]->setGradient(k == 2 ? diverging() : viridis());
+    m_map[k]->setColorScale(k == 3 ? m_scaleD : m_scaleA);
+    m_map[k]->setGradient(k == 3 ? diverging() : viridis());
     connect(x, qOverload<const QCPRange&>(&QCPAxis::rangeChanged), this, [this, k](const QCPRange&) {
       if (m_syncing) return;
       m_syncing = true;
-      for (int o = 0; o < 3; ++o)
+      for (int o = 0; o < kPanels; ++o)
         if (o != k) m_rect[o]->axis(QCPAxis::atBottom)->setRange(m_rect[k]->axis(QCPAxis::atBottom)->range());
       m_syncing = false;
       onRangeChanged();
@@ -58,25 +55,22 @@ AttentionView::AttentionView(QWidget* parent) : PlotView("attention", "Attention
     connect(y, qOverload<const QCPRange&>(&QCPAxis::rangeChanged), this, [this, k](const QCPRange&) {
       if (m_syncing) return;
       m_syncing = true;
-      for (int o = 0; o < 3; ++o)
+      for (int o = 0; o < kPanels; ++o)
         if (o != k) m_rect[o]->axis(QCPAxis::atLeft)->setRange(m_rect[k]->axis(QCPAxis::atLeft)->range());
       m_syncing = false;
       onRangeChanged();
     });
   }
-  grid->addElement(1, 2, scaleA);
-  grid->addElement(1, 4, scaleD);
-  grid->addElement(0, 2, textElement(m_plot, " ", 8));
-  grid->addElement(0, 4, textElement(m_plot, " ", 8));
-  for (auto* s : {scaleA, scaleD}) {
+  for (int i = 0; i < 2; ++i) m_scaleTitle[i] = textElement(m_plot, " ", 8);
+  for (auto* s : {m_scaleA, m_scaleD}) {
     s->setType(QCPAxis::atRight);
     s->setBarWidth(12);
     s->setMarginGroup(QCP::msTop | QCP::msBottom, group);
   }
-  scaleA->setGradient(viridis());
-  scaleD->setGradient(diverging());
-  scaleD->axis()->setLabel("Δ");
-  grid->setColumnStretchFactors({1, 1, 0.01, 1, 0.01});
+  m_scaleA->setGradient(viridis());
+  m_scaleD->setGradient(diverging());
+  m_scaleD->axis()->setLabel("Δ");
+  arrangePanels(false);
   m_hoverEl = textElement(m_plot, kHoverHint, 9, false, QColor(40, 40, 110));
   m_plot->plotLayout()->addElement(2, 0, m_hoverEl);
   m_plot->setInteractions(QCP::iRangeDrag | QCP::iRangeZoom);
@@ -107,6 +101,46 @@ AttentionView::AttentionView(QWidget* parent) : PlotView("attention", "Attention
   finishLayout();
 }
 
+void AttentionView::arrangePanels(bool ab) {
+  if (ab == m_ab) return;
+  m_ab = ab;
+  // take every element out of the grid, then place the panels of this arrangement
+  auto takeOut = [this](QCPLayoutElement* el) {
+    if (el->layout() == m_grid) m_grid->take(el);
+  };
+  for (int k = 0; k < kPanels; ++k) takeOut(m_rect[k]), takeOut(m_panelTitle[k]);
+  for (auto* el : std::initializer_list<QCPLayoutElement*>{m_scaleA, m_scaleD, m_scaleTitle[0], m_scaleTitle[1]}) takeOut(el);
+  m_grid->simplify();
+  std::vector<QCPLayoutElement*> row0, row1;
+  std::vector<double> stretch;
+  for (int k = 0; k < kPanels; ++k) {
+    const bool shown = ab || k != 2;
+    m_rect[k]->setVisible(shown);
+    m_panelTitle[k]->setVisible(shown);
+    m_map[k]->setVisible(shown);
+    if (!shown) continue;
+    row0.push_back(m_panelTitle[k]);
+    row1.push_back(m_rect[k]);
+    stretch.push_back(1);
+    if (k == (ab ? 2 : 1)) {  // the weights' scale after the last weight map
+      row0.push_back(m_scaleTitle[0]);
+      row1.push_back(m_scaleA);
+      stretch.push_back(0.01);
+    }
+  }
+  row0.push_back(m_scaleTitle[1]);
+  row1.push_back(m_scaleD);
+  stretch.push_back(0.01);
+  for (size_t c = 0; c < row1.size(); ++c) {
+    m_grid->addElement(0, static_cast<int>(c), row0[c]);
+    m_grid->addElement(1, static_cast<int>(c), row1[c]);
+  }
+  m_grid->setColumnStretchFactors(QList<double>(stretch.begin(), stretch.end()));
+  // (a panel out of the layout is hidden with its axes and map: they are its children; its marks too)
+  for (size_t i = 0; i < m_markLines.size(); ++i)
+    if (i / 2 == 2) m_markLines[i]->setVisible(ab && m_marked >= 0);
+}
+
 void AttentionView::clearTransient() {
   if (m_hoverEl->text() != kHoverHint) {
     m_hoverEl->setText(kHoverHint);
@@ -117,7 +151,7 @@ void AttentionView::clearTransient() {
 void AttentionView::setMarkedToken(int token) {
   if (m_markLines.empty()) {
     // created once (setData keeps its items), a dashed row and column per map
-    for (int k = 0; k < 3; ++k)
+    for (int k = 0; k < kPanels; ++k)
       for (int dir = 0; dir < 2; ++dir) {
         auto* l = new QCPItemStraightLine(m_plot);
         l->setClipAxisRect(m_rect[k]);
@@ -131,7 +165,7 @@ void AttentionView::setMarkedToken(int token) {
   m_marked = token;
   for (size_t i = 0; i < m_markLines.size(); ++i) {
     auto* l = m_markLines[i];
-    l->setVisible(token >= 0);
+    l->setVisible(token >= 0 && (i / 2 != 2 || m_ab));  // panel B only in A/B
     if (i % 2 == 0) {  // the query row
       l->point1->setCoords(0, token);
       l->point2->setCoords(1, token);
@@ -149,20 +183,35 @@ void AttentionView::setData(const Heatmap& h, std::shared_ptr<const DataContext>
   m_heat = h;
   m_data = std::move(ctx);
   m_seq = m_data->shape.seq;
+  const bool ab = !h.compare.empty();
+  arrangePanels(ab);
+  // panel names carry core's labels, ledgers and mean attention cosines
+  auto name = [&](const char* role, const std::string& label, double bytes, double cosv) {
+    QString t = QString("%1%2").arg(role, QString::fromStdString(label));
+    QStringList facts;
+    if (bytes > 0) facts << QString("%1 B/key").arg(bytes, 0, 'f', bytes < 100 ? 1 : 0);
+    if (std::isfinite(cosv)) facts << QString("mean cos %1").arg(cosv, 0, 'f', 3);
+    return facts.isEmpty() ? t : t + "\n" + facts.join(" · ");  // two lines: four panels fit 1366 px
+  };
+  m_panelTitle[0]->setText("exact\n ");
+  m_panelTitle[1]->setText(name(ab ? "A: " : "", h.labelA.empty() ? std::string("TurboQuant") : h.labelA, h.keyBytesA, h.cosineA));
+  m_panelTitle[2]->setText(name("B: ", h.labelB, h.keyBytesB, h.cosineB));
+  m_panelTitle[3]->setText(ab ? "A − B\n " : "difference\n(TQ − exact)");
   const double cs = h.colStride, rs = h.rowStride;
   double lo = 1e300, hi = -1e300, dmax = 0;
-  for (int k = 0; k < 3; ++k) {
+  for (int k = 0; k < kPanels; ++k) {
+    if (k == 2 && !ab) continue;
     auto* md = m_map[k]->data();
     md->setSize(h.cols, h.rows);
     md->setRange(QCPRange(h.col0 + (cs - 1) / 2, h.col0 + (h.cols - 1) * cs + (cs - 1) / 2),
                  QCPRange(h.row0 + (rs - 1) / 2, h.row0 + (h.rows - 1) * rs + (rs - 1) / 2));
-    const auto& src = k == 0 ? h.exact : k == 1 ? h.approx : h.diff;
+    const auto& src = k == 0 ? h.exact : k == 1 ? h.approx : k == 2 ? h.compare : ab ? h.diffAB : h.diff;
     for (int i = 0; i < h.rows; ++i)
       for (int j = 0; j < h.cols; ++j) {
         const float v = src[static_cast<size_t>(i) * h.cols + j];
         md->setCell(j, i, v);
         if (std::isnan(v)) continue;
-        if (k < 2) {
+        if (k < 3) {
           lo = std::min(lo, static_cast<double>(v));
           hi = std::max(hi, static_cast<double>(v));
         } else {
@@ -174,7 +223,7 @@ void AttentionView::setData(const Heatmap& h, std::shared_ptr<const DataContext>
   auto* scaleA = m_map[0]->colorScale();
   if (h.softmax) {
     lo = std::max(lo, hi * 1e-4);
-    for (int k = 0; k < 2; ++k) {
+    for (int k = 0; k < 3; ++k) {
       m_map[k]->setDataScaleType(QCPAxis::stLogarithmic);
       m_map[k]->setDataRange(QCPRange(lo, hi));
     }
@@ -184,7 +233,7 @@ void AttentionView::setData(const Heatmap& h, std::shared_ptr<const DataContext>
     scaleA->axis()->setNumberPrecision(0);
     scaleA->axis()->setLabel("softmax weight (log)");
   } else {
-    for (int k = 0; k < 2; ++k) {
+    for (int k = 0; k < 3; ++k) {
       m_map[k]->setDataScaleType(QCPAxis::stLinear);
       m_map[k]->setDataRange(QCPRange(lo, hi));
     }
@@ -196,8 +245,8 @@ void AttentionView::setData(const Heatmap& h, std::shared_ptr<const DataContext>
   }
   scaleA->setDataRange(QCPRange(lo, hi));
   if (dmax <= 0) dmax = 1e-6;
-  m_map[2]->setDataRange(QCPRange(-dmax, dmax));
-  m_map[2]->colorScale()->setDataRange(QCPRange(-dmax, dmax));
+  m_map[3]->setDataRange(QCPRange(-dmax, dmax));
+  m_map[3]->colorScale()->setDataRange(QCPRange(-dmax, dmax));
   const QString lod = h.colStride > 1 || h.rowStride > 1
                           ? QString(" · level of detail: 1 query per %1 rows, keys %2-pooled per %3").arg(h.rowStride).arg(h.softmax ? "max" : "mean").arg(h.colStride)
                           : QString();
@@ -210,7 +259,7 @@ void AttentionView::setData(const Heatmap& h, std::shared_ptr<const DataContext>
                          .arg(lod));
   if (newShape) {
     m_syncing = true;
-    for (int k = 0; k < 3; ++k) {
+    for (int k = 0; k < kPanels; ++k) {
       m_rect[k]->axis(QCPAxis::atBottom)->setRange(-0.5, m_seq - 0.5);
       m_rect[k]->axis(QCPAxis::atLeft)->setRange(-0.5, m_seq - 0.5);
     }
@@ -244,14 +293,16 @@ QString AttentionView::describe(double key, double query) const {
   QString s = QString("q %1 '%2' → %3").arg(qt).arg(QString::fromStdString(m_data->tokenText(qt))).arg(keyPart);
   const float e = h.at(h.exact, i, j), a = h.at(h.approx, i, j), d = h.at(h.diff, i, j);
   if (std::isnan(e)) return s + "   masked (causal: the key comes after the query)";
+  if (!h.compare.empty())
+    return s + QString("   exact %1   A %2   B %3   A−B %4").arg(e, 0, 'g', 4).arg(a, 0, 'g', 4).arg(h.at(h.compare, i, j), 0, 'g', 4).arg(h.at(h.diffAB, i, j), 0, 'g', 3);
   return s + QString("   exact %1   TurboQuant %2   Δ %3").arg(e, 0, 'g', 4).arg(a, 0, 'g', 4).arg(d, 0, 'g', 3);
 }
 
 void AttentionView::onMouseMove(QMouseEvent* ev) {
   auto* r = m_plot->axisRectAt(ev->pos());
   int k = -1;
-  for (int o = 0; o < 3; ++o)
-    if (r == m_rect[o]) k = o;
+  for (int o = 0; o < kPanels; ++o)
+    if (r == m_rect[o] && m_rect[o]->visible()) k = o;
   if (k < 0) return;
   const QString s = describe(m_rect[k]->axis(QCPAxis::atBottom)->pixelToCoord(ev->pos().x()), m_rect[k]->axis(QCPAxis::atLeft)->pixelToCoord(ev->pos().y()));
   if (s.isEmpty() || s == m_hoverEl->text()) return;
@@ -261,8 +312,10 @@ void AttentionView::onMouseMove(QMouseEvent* ev) {
 }
 
 QString AttentionView::csv() const {
-  QString out = "row_bin,query_token,query_text,key_begin,key_end,exact,turboquant,difference\n";
   const Heatmap& h = m_heat;
+  const bool ab = !h.compare.empty();
+  QString out = ab ? "row_bin,query_token,query_text,key_begin,key_end,exact,a,b,a_minus_b,a_minus_exact\n"
+                   : "row_bin,query_token,query_text,key_begin,key_end,exact,turboquant,difference\n";
   out.reserve(static_cast<int>(h.rows) * h.cols * 40);
   for (int i = 0; i < h.rows; ++i) {
     const int qt = h.rowToken[static_cast<size_t>(i)];
@@ -271,15 +324,9 @@ QString AttentionView::csv() const {
       const float e = h.at(h.exact, i, j);
       if (std::isnan(e)) continue;
       const int k0 = h.col0 + j * h.colStride;
-      out += QString("%1,%2,%3,%4,%5,%6,%7,%8\n")
-                 .arg(i)
-                 .arg(qt)
-                 .arg(qtext)
-                 .arg(k0)
-                 .arg(std::min(h.col1, k0 + h.colStride))
-                 .arg(e, 0, 'g', 7)
-                 .arg(h.at(h.approx, i, j), 0, 'g', 7)
-                 .arg(h.at(h.diff, i, j), 0, 'g', 7);
+      out += QString("%1,%2,%3,%4,%5,%6,%7,").arg(i).arg(qt).arg(qtext).arg(k0).arg(std::min(h.col1, k0 + h.colStride)).arg(e, 0, 'g', 7).arg(h.at(h.approx, i, j), 0, 'g', 7);
+      if (ab) out += QString("%1,%2,").arg(h.at(h.compare, i, j), 0, 'g', 7).arg(h.at(h.diffAB, i, j), 0, 'g', 7);
+      out += QString("%1\n").arg(h.at(h.diff, i, j), 0, 'g', 7);
     }
   }
   return out;

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 #pragma once
-/// AttentionView: exact vs TurboQuant attention heatmaps and their difference.
+/// AttentionView: exact vs TurboQuant attention heatmaps and their difference; with A/B (Experiment::compare)
+/// exact, A, B and A − B.
 #include <memory>
 #include <vector>
 
@@ -8,6 +9,9 @@
 #include "plot_view.h"
 
 class QCPItemStraightLine;
+class QCPLayoutGrid;
+class QCPColorScale;
+class QCPLayoutElement;
 
 namespace tq::ui {
 
@@ -22,9 +26,11 @@ class AttentionView : public PlotView {
   QString csv() const override;
   int dataPoints() const override;
   const Heatmap& heatmap() const { return m_heat; }
-  /// The hover line for a point in the given panel's plot coordinates (0 exact, 1 TurboQuant, 2 difference).
+  /// The hover line for a point in plot coordinates (every panel shares them).
   QString describe(double keyCoord, double queryCoord) const;
-  /// Zooms all three panels to a token range (linked), as a mouse wheel would.
+  /// Whether the map shows A/B (four panels).
+  bool comparing() const { return m_ab; }
+  /// Zooms all panels to a token range (linked), as a mouse wheel would.
   void zoomTo(double col0, double col1, double row0, double row1);
   void resetZoom() override;
   void clearTransient() override;
@@ -32,10 +38,19 @@ class AttentionView : public PlotView {
  private:
   void onRangeChanged();
   void onMouseMove(QMouseEvent* ev);
-  QCPAxisRect* m_rect[3] = {nullptr, nullptr, nullptr};
-  QCPColorMap* m_map[3] = {nullptr, nullptr, nullptr};
+  /// Three panels (exact, approx, approx − exact) or four (exact, A, B, A − B).
+  void arrangePanels(bool ab);
+  // panels: 0 exact, 1 A (TurboQuant), 2 B, 3 difference
+  static constexpr int kPanels = 4;
+  QCPLayoutGrid* m_grid = nullptr;
+  QCPAxisRect* m_rect[kPanels] = {};
+  QCPColorMap* m_map[kPanels] = {};
+  QCPColorScale* m_scaleA = nullptr;
+  QCPColorScale* m_scaleD = nullptr;
+  QCPTextElement* m_scaleTitle[2] = {};
   QCPTextElement* m_hoverEl = nullptr;
-  QCPTextElement* m_panelTitle[3] = {nullptr, nullptr, nullptr};
+  QCPTextElement* m_panelTitle[kPanels] = {};
+  bool m_ab = true;  // arranged in the constructor for three
   Heatmap m_heat;
   std::shared_ptr<const DataContext> m_data;
   bool m_syncing = false;

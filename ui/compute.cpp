@@ -66,7 +66,7 @@ tq::Backend& threadBackend(tq::BackendChoice choice, std::string* note) {
 
 int resolveQueryPos(const Experiment& e, int seq) { return e.queryPos < 0 || e.queryPos >= seq ? seq - 1 : e.queryPos; }
 
-tq::DetailConfig detailConfigFor(const Experiment& e, int headDim, int layers) {
+tq::DetailConfig detailConfigFor(const Experiment& e, int headDim) {
   tq::DetailConfig c;
   c.layer = e.layer;
   c.qHead = e.qHead;
@@ -84,7 +84,14 @@ tq::DetailConfig detailConfigFor(const Experiment& e, int headDim, int layers) {
   c.centering = e.centering;
   c.centerWindow = e.centerWindow;
   c.orthogonalQjl = e.orthogonalQjl;
-  if (tq::isProtectedLayer(e.protectLayers, e.layer, layers)) c.keyBits = c.valueBits = e.protectBits;
+  c.methodOptions = e.methodOptions;
+  c.recentWindow = e.recentWindow;
+  c.protectLayers = e.protectLayers;  // core applies them (this layer's widths)
+  c.protectBits = e.protectBits;
+  if (e.comparing()) {
+    c.compare = true;
+    c.compareKey = e.compareVariant(headDim);
+  }
   return c;
 }
 
@@ -101,7 +108,7 @@ std::shared_ptr<DetailResult> computeDetail(const DataContext& dc, const DetailR
   };
   std::function<void(const tq::DetailData&)> part;
   if (partial) part = [&](const tq::DetailData& d) { partial(wrap(d)); };
-  return wrap(tq::computeDetailData(dc.source, dc.tokens, detailConfigFor(req.exp, dc.shape.headDim, dc.shape.layers), req.parts, req.region, be, progress, part));
+  return wrap(tq::computeDetailData(dc.source, dc.tokens, detailConfigFor(req.exp, dc.shape.headDim), req.parts, req.region, be, progress, part));
 }
 
 tq::SweepConfig sweepConfigFor(const Experiment& e, const tq::KvShape& shape) {
@@ -127,13 +134,9 @@ tq::SweepConfig sweepConfigFor(const Experiment& e, const tq::KvShape& shape) {
   c.methods = e.methods;
   c.methodOptions = e.methodOptions;
   c.protectLayers = e.protectLayers;
-  c.orthogonalQjl = e.orthogonalQjl;
   c.protectBits = e.protectBits;
-  c.methods = e.methods;
-  c.methodOptions = e.methodOptions;
-  c.protectLayers = e.protectLayers;
+  c.recentWindow = e.recentWindow;
   c.orthogonalQjl = e.orthogonalQjl;
-  c.protectBits = e.protectBits;
   return c;
 }
 

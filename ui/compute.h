@@ -80,8 +80,8 @@ std::shared_ptr<SweepOutput> computeSweep(const DataContext& data, const Experim
                                           const std::function<void(std::shared_ptr<const SweepOutput>)>& partial = {});
 
 /// The detail configuration of an experiment for data of head size d.
-/// A protected layer (Experiment::protectLayers of `layers`) uses the protected widths, as in the sweep.
-tq::DetailConfig detailConfigFor(const Experiment& e, int headDim, int layers);
+/// (core applies protected layers, the recent window and the A/B comparison.)
+tq::DetailConfig detailConfigFor(const Experiment& e, int headDim);
 /// Resolves queryPos (-1 = last token) against the sequence length.
 int resolveQueryPos(const Experiment& e, int seq);
 

@@ -96,6 +96,8 @@ QJsonObject Experiment::toJson() const {
   o["kiviGroup"] = methodOptions.group;
   o["kiviWindow"] = methodOptions.window;
   o["fidelityX"] = fidelityAxisName(fidelityX);
+  o["recentWindow"] = recentWindow;
+  o["compare"] = compareLabel();
   o["layerMetric"] = layerMetric;
   o["layerMethod"] = QString::fromStdString(tq::methodName(layerMethod, keyMode));
   o["law"] = tq::lawName(law);
@@ -285,6 +287,8 @@ bool Experiment::fromJson(const QJsonObject& o, QString* error) {
     if (!ok) throw std::invalid_argument("fidelityX must be key-bits, bytes or ratio");
     e.layerMetric = checkedLayerMetric(f.string("layerMetric", e.layerMetric), "layerMetric");
     if (o.contains("layerMethod")) e.layerMethod = layerMethodOf(f.string("layerMethod", ""), "layerMethod");
+    e.recentWindow = static_cast<int>(f.integer("recentWindow", e.recentWindow, 0, 1 << 24));
+    if (o.contains("compare")) e.parseCompare(f.string("compare", "none"));
     e.law = tq::parseLaw(f.string("law", tq::lawName(e.law)).toStdString());
     e.seed = f.seed("seed", e.seed);
     e.backend = tq::parseBackendChoice(f.string("backend", tq::backendChoiceName(e.backend)).toStdString());
@@ -323,6 +327,7 @@ QString Experiment::quantLabel(int headDim) const {
            .arg(tq::lawName(law))
            .arg(seed);
   if (protectLayers > 0) s += QString(" · first/last %1 layers at %2 bits").arg(protectLayers).arg(protectBits);
+  if (recentWindow > 0) s += QString(" · last %1 tokens fp16").arg(recentWindow);
   if (centering != tq::KeyCentering::None)
     s += QString(" · keys centred (%1%2)").arg(QString::fromStdString(tq::keyCenteringLabel(centering, centerWindow)),
                                              centering == tq::KeyCentering::Oracle ? ", whole-dump mean" : "");
@@ -334,6 +339,47 @@ QString Experiment::caption(const QString& model, int tokens, int headDim, const
   if (!queryLabel.isEmpty()) s += " · " + queryLabel;
   if (!backendLabel.isEmpty()) s += " · " + backendLabel;
   return s;
+}
+
+tq::KeyVariant Experiment::compareVariant(int headDim) const {
+  if (compareMethod == "tq") return {keyMode, compareBits, keyMode == tq::KeyMode::Mse ? 0 : projDimFor(headDim), tq::Method::TurboQuant};
+  const tq::MethodSpec spec = tq::parseMethod(compareMethod.toStdString());
+  if (spec.method == tq::Method::TurboQuant) return {spec.mode, compareBits, spec.mode == tq::KeyMode::Mse ? 0 : projDimFor(headDim), spec.method};
+  if (spec.method == tq::Method::TqRef11) return {tq::KeyMode::Prod, 1, headDim, spec.method};
+  const int b = tq::methodHasBits(spec.method) ? std::min(compareBits, tq::methodMaxBits(spec.method)) : tq::methodFixedBits(spec.method);
+  return {tq::KeyMode::Mse, b, 0, spec.method};
+}
+
+QString Experiment::compareLabel() const {
+  if (!comparing()) return "none";
+  if (compareMethod != "tq" && !tq::methodHasBits(tq::parseMethod(compareMethod.toStdString()).method) &&
+      tq::parseMethod(compareMethod.toStdString()).method != tq::Method::TurboQuant)
+    return compareMethod;
+  return QString("%1:%2").arg(compareMethod).arg(compareBits);
+}
+
+void Experiment::parseCompare(const QString& s) {
+  const QString t = s.trimmed();
+  if (t.isEmpty() || t == "none") {
+    compareMethod = "none";
+    return;
+  }
+  const QString name = t.section(':', 0, 0), bits = t.section(':', 1);
+  if (name != "tq") {
+    try {
+      tq::parseMethod(name.toStdString());
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument(std::string("compare: ") + e.what());
+    }
+  }
+  int b = compareBits;
+  if (!bits.isEmpty()) {
+    bool ok = false;
+    b = bits.toInt(&ok);
+    if (!ok || b < 1 || b > 8) throw std::invalid_argument("compare: the bits after ':' must be 1..8, got '" + bits.left(20).toStdString() + "'");
+  }
+  compareMethod = name;
+  compareBits = b;
 }
 
 tq::KeyVariant Experiment::layerVariant(int headDim) const {
@@ -372,6 +418,8 @@ bool Experiment::applyFlag(const QString& key, const QString& value, QString* er
     else if (key == "group") methodOptions.group = toInt(1, 65536);
     else if (key == "protect-layers") tq::parseProtectLayers(value.toStdString(), &protectLayers, &protectBits);
     else if (key == "window") methodOptions.window = toInt(0, 1 << 24);
+    else if (key == "recent-window") recentWindow = toInt(0, 1 << 24);
+    else if (key == "compare") parseCompare(value);
     else if (key == "layer-metric") layerMetric = checkedLayerMetric(value, "--layer-metric");
     else if (key == "layer-method") layerMethod = layerMethodOf(value, "--layer-method");
     else if (key == "fidelity-x") {
@@ -409,6 +457,7 @@ QString Experiment::flagHelp() {
          "  --center none|causal[:W]|oracle (subtract the per-head key mean before quantizing)\n"
          "  --methods LIST: baselines swept beside TurboQuant (tq-mse-nc,kivi,int-rot,fp8-e4m3,fp8-e5m2,fp16; 'none')\n"
          "  --protect-layers N:BITS (first/last N layers at BITS)   --group G --window R (KIVI)   --fidelity-x key-bits|bytes|ratio (the fidelity view's x axis)\n"
+         "  --recent-window N (the last N tokens' keys and values in fp16, every method)   --compare METHOD[:BITS]|none (A/B in the attention view)\n"
          "  --layer-metric attention_cosine|top1|top5|kl|logit_cosine|output_error   --layer-method tq|METHOD (the layer map)\n"
          "  --layer L --head H --query-pos T   --queries dump|last-key|random   --heatmap softmax|logits\n"
          "  --model PRESET --context TOKENS   --sweep-queries N   --sample-cells N (fidelity sweep on N cells; 0 = all)\n";

@@ -48,6 +48,19 @@ struct Experiment {
   std::vector<tq::Method> methods;
   tq::MethodOptions methodOptions;
   int protectLayers = 0, protectBits = 8;  ///< V3 option: first/last N layers at BITS (0: none)
+  int recentWindow = 0;  ///< V3 option: the last N tokens' keys and values in fp16, every method (0: none)
+  /// A/B in the attention view: configuration B beside the current one (A). "none" (off), "tq" (TurboQuant's
+  /// current mode) or a method name (tq-mse, tq-prod, tq-qjl, tq-ref11, kivi, int-rot, fp8-e4m3, ...), at
+  /// compareBits (methods with a fixed width ignore it).
+  QString compareMethod = "none";
+  int compareBits = 3;
+  bool comparing() const { return compareMethod != "none"; }
+  /// B as a key variant for head size d (TurboQuant: m as the current configuration's).
+  tq::KeyVariant compareVariant(int headDim) const;
+  /// "kivi:3", "fp8-e4m3" or "none".
+  QString compareLabel() const;
+  /// Parses "METHOD[:BITS]" or "none" into compareMethod / compareBits; throws std::invalid_argument.
+  void parseCompare(const QString& s);
   FidelityAxis fidelityX = FidelityAxis::KeyBits;
   /// The layer x head map: its metric (a curveMetrics() column) and method (TurboQuant: the current key
   /// mode, bits and m; another method: at the current key bits, or its own width for fp8 / fp16).

@@ -563,7 +563,31 @@ void MainWindow::buildUi() {
                          {"fp16", int(tq::Method::Fp16)}},
                         "The configuration the Layers view maps: the current TurboQuant one (key mode, bits, m) or a baseline at the current "
                         "key bits (fp8 / fp16 at their own width); a baseline must be among the Baselines");
+  // A/B: configuration B beside the current one (A) in the attention view
+  m_compare = new QComboBox;
+  m_compare->setObjectName("compare");
+  const std::pair<const char*, const char*> abItems[] = {
+      {"off", "none"},           {"TurboQuant, current mode", "tq"}, {"TurboQuant MSE-only", "tq-mse"}, {"TurboQuant MSE+QJL", "tq-prod"},
+      {"TurboQuant QJL-only", "tq-qjl"}, {"reference's 1+1", "tq-ref11"}, {"MSE-only, norm-corrected", "tq-mse-nc"},
+      {"MSE-only, outlier channels", "tq-mse-oc"}, {"KIVI", "kivi"}, {"rotated int", "int-rot"}, {"fp8 e4m3", "fp8-e4m3"},
+      {"fp8 e5m2", "fp8-e5m2"}, {"fp16", "fp16"}};
+  for (const auto& [label, name] : abItems) m_compare->addItem(label, QString(name));
+  m_compare->setSizeAdjustPolicy(QComboBox::AdjustToMinimumContentsLengthWithIcon);
+  m_compare->setMinimumContentsLength(6);
+  m_compare->setToolTip("A/B in the Attention view: a second configuration B beside the current one (A), shown as exact, A, B and A − B, "
+                        "each with its key bytes and mean attention cosine (--compare METHOD[:BITS])");
+  connect(m_compare, qOverload<int>(&QComboBox::currentIndexChanged), this, &MainWindow::onControl);
+  m_compareBits = spin(1, 8, "Key bits of configuration B (fp8 / fp16 and the reference's 1+1 have their own width)");
+  auto* abRow = new QHBoxLayout;
+  abRow->addWidget(m_compare, 1);
+  abRow->addWidget(m_compareBits);
+  m_recentWindow = spin(0, 16777216, "The reference's V3 window: the last N tokens' keys and values kept in fp16 for every method, "
+                                     "charged 2·d bytes each (--recent-window N; 0: none)");
+  m_recentWindow->setSpecialValueText("none");
+  m_recentWindow->setSingleStep(32);
   fc->addRow("Baselines", m_methods);
+  fc->addRow("A/B (B, bits)", abRow);
+  fc->addRow("fp16 recent", m_recentWindow);
   fc->addRow("Fidelity x", m_fidelityX);
   fc->addRow("Layer map", m_layerMetric);
   fc->addRow("Map method", m_layerMethod);
@@ -802,6 +826,10 @@ void MainWindow::syncControls() {
   setComboData(m_fidelityX, m_exp.fidelityX);
   m_layerMetric->setCurrentIndex(std::max(0, m_layerMetric->findData(m_exp.layerMetric)));
   setComboData(m_layerMethod, m_exp.layerMethod);
+  m_compare->setCurrentIndex(std::max(0, m_compare->findData(m_exp.compareMethod)));
+  m_compareBits->setValue(m_exp.compareBits);
+  m_compareBits->setEnabled(m_exp.comparing() && m_exp.compareMethod != "tq-ref11" && m_exp.compareMethod != "fp16" && !m_exp.compareMethod.startsWith("fp8"));
+  m_recentWindow->setValue(m_exp.recentWindow);
   m_seed->setValue(static_cast<int>(std::min<quint64>(m_exp.seed, 2147483647)));
   setComboData(m_backend, m_exp.backend);
   m_layer->setValue(m_exp.layer);
@@ -842,6 +870,9 @@ void MainWindow::onControl() {
   n.fidelityX = static_cast<FidelityAxis>(m_fidelityX->currentData().toInt());
   n.layerMetric = m_layerMetric->currentData().toString();
   n.layerMethod = static_cast<tq::Method>(m_layerMethod->currentData().toInt());
+  n.compareMethod = m_compare->currentData().toString();
+  n.compareBits = m_compareBits->value();
+  n.recentWindow = m_recentWindow->value();
   n.seed = static_cast<quint64>(m_seed->value());
   n.backend = static_cast<tq::BackendChoice>(m_backend->currentData().toInt());
   n.layer = m_layer->value();
@@ -894,6 +925,13 @@ void MainWindow::applyExperiment(const Experiment& n) {
   if (n.methods != o.methods || n.methodOptions.group != o.methodOptions.group || n.methodOptions.window != o.methodOptions.window ||
       n.methodOptions.outlierChannels != o.methodOptions.outlierChannels || n.protectLayers != o.protectLayers || n.protectBits != o.protectBits)
     sweep = true;
+  // B's method options and protected widths reach the heatmap too
+  if (n.comparing() && (n.methodOptions.group != o.methodOptions.group || n.methodOptions.window != o.methodOptions.window ||
+                        n.methodOptions.outlierChannels != o.methodOptions.outlierChannels))
+    parts |= PartHeatmap;
+  if (n.protectLayers != o.protectLayers || n.protectBits != o.protectBits) parts |= PartAll;
+  if (n.compareMethod != o.compareMethod || n.compareBits != o.compareBits) parts |= PartHeatmap;
+  if (n.recentWindow != o.recentWindow) parts |= PartHeatmap | PartEstimator, sweep = true, memory = true;
   // a re-render of the fidelity / layers view (flush), no computation
   if (n.fidelityX != o.fidelityX || n.layerMetric != o.layerMetric || n.layerMethod != o.layerMethod) memory = true;
   if (n.layer != o.layer || n.qHead != o.qHead) parts |= PartAll;

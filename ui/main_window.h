@@ -164,6 +164,9 @@ class MainWindow : public QMainWindow {
   QComboBox* m_fidelityX = nullptr;
   QComboBox* m_layerMetric = nullptr;
   QComboBox* m_layerMethod = nullptr;
+  QComboBox* m_compare = nullptr;   ///< A/B: configuration B of the attention view (a method name, "tq" or "none")
+  QSpinBox* m_compareBits = nullptr;
+  QSpinBox* m_recentWindow = nullptr;
   QString m_methodsHelp;
   QComboBox* m_law = nullptr;
   QSpinBox* m_seed = nullptr;

@@ -82,11 +82,16 @@ void MemoryView::setData(const Experiment& e, int d, size_t measuredK, size_t me
     extra.push_back({name, c, [=](int b) { return b > tq::methodMaxBits(mth) ? NAN : tq::methodBytes(mth, b, false, T, d, e.methodOptions) / double(T); },
                      Qt::DashDotLine});
   }
-  if (e.centering != tq::KeyCentering::None)
-    extra.push_back({QString("keys %1 centred").arg(keyModeLabel(e.keyMode)),
+  if (e.centering != tq::KeyCentering::None || e.recentWindow > 0) {
+    QStringList what;
+    if (e.centering != tq::KeyCentering::None) what << "centred";
+    if (e.recentWindow > 0) what << QString("last %1 fp16").arg(e.recentWindow);
+    const size_t recent = static_cast<size_t>(e.recentWindow);
+    extra.push_back({QString("keys %1 %2").arg(keyModeLabel(e.keyMode), what.join(", ")),
                      kBlack,
-                     [=](int b) { return tq::centredKeyBytes(double(tq::keyBytesPerVector(d, b, e.keyMode, e.projDim(d))), T, d, e.centering, e.centerWindow); },
+                     [=](int b) { return tq::centredKeyBytes(double(tq::keyBytesPerVector(d, b, e.keyMode, e.projDim(d))), T, d, e.centering, e.centerWindow, recent); },
                      Qt::DotLine});
+  }
   for (const auto& s : extra) {
     QVector<double> y;
     for (int b = 1; b <= 8; ++b) {
@@ -151,6 +156,7 @@ void MemoryView::setData(const Experiment& e, int d, size_t measuredK, size_t me
     mc.projDim = e.projDim(p.headDim);
     mc.keyMean = e.centering != tq::KeyCentering::None;
     mc.exactKeys = e.centering == tq::KeyCentering::Causal ? e.centerWindow : 0;
+    mc.recentTokens = e.recentWindow;
     const auto rep = tq::memoryModel(mc);
     const double gib = 1024.0 * 1024.0 * 1024.0;
     keys << double(i + 1);

@@ -40,6 +40,9 @@ struct SweepTaskInput {
   const float* compressKeys = nullptr;
   const float* keyOffset = nullptr;
   size_t exactKeys = 0;
+  /// The recent fp16 window (SweepConfig::recentWindow): the last recentExact keys score exactly and the
+  /// last recentExact values are used as they are; codecs encode only the tokens before it.
+  size_t recentExact = 0;
   /// Reconstruction codecs (core/methods: KIVI, int-rot, fp8, fp16, tq-mse-nc), evaluated after the
   /// quantizers: key variant nk_q + i is keyCodecs[i], value variant nv_q + j is valueCodecs[j]. A device
   /// backend may decline a task that has any. Their keys see compressKeys like the quantizers'.

@@ -72,17 +72,30 @@ void uncentreScores(const CentredKeys& c, const float* queries, size_t nq, const
   }
 }
 
-double centredKeyBytes(double compressedBytes, size_t seq, size_t d, const CentredKeys& c) {
-  if (!c.active() || seq == 0) return compressedBytes;
-  return windowedKeyBytes(compressedBytes, static_cast<double>(seq), static_cast<double>(d), static_cast<double>(std::min(c.window, seq)), true);
+double centredKeyBytes(double compressedBytes, size_t seq, size_t d, const CentredKeys& c, size_t recent) {
+  if (seq == 0) return compressedBytes;
+  const size_t w = std::min(c.active() ? c.window : 0, seq);
+  const size_t exact = w + std::min(recent, seq - w);
+  return windowedKeyBytes(compressedBytes, static_cast<double>(seq), static_cast<double>(d), static_cast<double>(exact), c.active());
 }
 
-double centredKeyBytes(double compressedBytes, size_t seq, size_t d, KeyCentering c, int window) {
-  if (c == KeyCentering::None || seq == 0) return compressedBytes;
+double centredKeyBytes(double compressedBytes, size_t seq, size_t d, KeyCentering c, int window, size_t recent) {
   CentredKeys k;
-  k.mu.assign(d, 0.0f);
-  k.window = c == KeyCentering::Causal ? std::min<size_t>(seq, static_cast<size_t>(std::max(1, window))) : 0;
-  return centredKeyBytes(compressedBytes, seq, d, k);
+  if (c != KeyCentering::None) {
+    k.mu.assign(d, 0.0f);
+    k.window = c == KeyCentering::Causal ? std::min<size_t>(seq, static_cast<size_t>(std::max(1, window))) : 0;
+  }
+  return centredKeyBytes(compressedBytes, seq, d, k, recent);
+}
+
+void exactRecentScores(size_t recent, const float* queries, size_t nq, const float* keys, size_t seq, size_t d, float* est) {
+  const size_t r = std::min(recent, seq);
+  for (size_t i = 0; i < nq && r > 0; ++i)
+    for (size_t t = seq - r; t < seq; ++t) {
+      double s = 0;
+      for (size_t j = 0; j < d; ++j) s += static_cast<double>(queries[i * d + j]) * keys[t * d + j];
+      est[i * seq + t] = static_cast<float>(s);
+    }
 }
 
 }  // namespace tq

@@ -31,10 +31,12 @@ CentredKeys centreKeys(const float* K, size_t seq, size_t d, KeyCentering c, int
 /// row, and the exact <q_i, k_t> for t < window. No-op when c is not active.
 void uncentreScores(const CentredKeys& c, const float* queries, size_t nq, const float* keys, size_t seq, size_t d, float* est);
 
-/// The key ledger per (token, kv head): compressed tokens at compressedBytes, window tokens at 2d bytes,
-/// mu at 2d bytes once per head, amortised over seq.
-double centredKeyBytes(double compressedBytes, size_t seq, size_t d, const CentredKeys& c);
+/// The key ledger per (token, kv head): compressed tokens at compressedBytes, window tokens (centering's
+/// first ones and `recent` last ones) at 2d bytes, mu at 2d bytes once per head, amortised over seq.
+double centredKeyBytes(double compressedBytes, size_t seq, size_t d, const CentredKeys& c, size_t recent = 0);
+/// est (nq x seq): the last `recent` columns replaced by the exact <q_i, k_t> (the recent fp16 window).
+void exactRecentScores(size_t recent, const float* queries, size_t nq, const float* keys, size_t seq, size_t d, float* est);
 /// The same ledger from the configuration alone (a cache of seq tokens; the memory model).
-double centredKeyBytes(double compressedBytes, size_t seq, size_t d, KeyCentering c, int window);
+double centredKeyBytes(double compressedBytes, size_t seq, size_t d, KeyCentering c, int window, size_t recent = 0);
 
 }  // namespace tq

@@ -166,19 +166,30 @@ void cpuEvaluateTask(const SweepTaskInput& in, SweepTaskOutput& out) {
     if (mse < 0) return;
     out.valueMse.push_back(mse);
   }
+  // the recent fp16 window: the last recent values are used as stored (the dump's values)
+  const size_t recent = std::min(in.recentExact, seq);
+  auto keepRecentValues = [&](std::vector<float>& vh) {
+    if (recent) std::copy(in.values + (seq - recent) * dv, in.values + seq * dv, vh.begin() + static_cast<long>((seq - recent) * dv));
+  };
+  for (size_t vi = 0; vi < nvqq; ++vi) keepRecentValues(vhat[vi]);
   // value codecs: encoded once, decoded from their buffers
   for (size_t ci = 0; ci < nvc; ++ci) {
     if (stop()) return;
     const VectorCodec& vc = *in.valueCodecs[ci];
-    const EncodedMatrix enc = vc.encode(in.values, seq, dv);
+    const size_t nc = seq - recent;  // the codec encodes the tokens before the recent window
     auto& vh = vhat[nvqq + ci];
     vh.resize(seq * dv);
-    vc.decode(enc, vh.data());
-    double sum = 0;
+    double bytes = 0, sum = 0;
     size_t used = 0;
-    vectorMseAccumulate(in.values, vh.data(), seq, dv, sum, used);
+    if (nc > 0) {
+      const EncodedMatrix enc = vc.encode(in.values, nc, dv);
+      vc.decode(enc, vh.data());
+      bytes = static_cast<double>(enc.bytes()) / static_cast<double>(nc);
+      vectorMseAccumulate(in.values, vh.data(), nc, dv, sum, used);
+    }
+    keepRecentValues(vh);
     out.valueMse.push_back(used ? sum / static_cast<double>(used) : 0.0);
-    out.valueCodecBytes.push_back(static_cast<double>(enc.bytes()) / static_cast<double>(seq));
+    out.valueCodecBytes.push_back(bytes);
   }
 
   std::vector<float> est(nq * seq), w(nq * seq), eo(nq * dv), z, sq;
@@ -239,6 +250,9 @@ void cpuEvaluateTask(const SweepTaskInput& in, SweepTaskOutput& out) {
     if (window)
       E.leftCols(static_cast<long>(window)) =
           Eigen::Map<const RowMat>(exact.data(), static_cast<long>(nq), static_cast<long>(seq)).leftCols(static_cast<long>(window));
+    const size_t rw = std::min(recent, seq - window);
+    if (rw)
+      E.rightCols(static_cast<long>(rw)) = Eigen::Map<const RowMat>(exact.data(), static_cast<long>(nq), static_cast<long>(seq)).rightCols(static_cast<long>(rw));
     std::fill(w.begin(), w.end(), 0.0f);
     for (size_t i = 0; i < nq; ++i) {
       if (stop()) return false;
@@ -269,7 +283,7 @@ void cpuEvaluateTask(const SweepTaskInput& in, SweepTaskOutput& out) {
       // a reconstruction codec: <q, k_hat> from its decoded buffers
       // (tokens of an exact window are not encoded: the codec sees the rest, as a cache would store it)
       const VectorCodec& kcodec = *in.keyCodecs[k - nkq];
-      const size_t w0 = std::min(in.exactKeys, seq), nc = seq - w0;
+      const size_t w0 = std::min(in.exactKeys, seq), nc = seq - w0 - std::min(recent, seq - w0);
       khat.assign(kx, kx + seq * d);
       double bytes = 0;
       if (nc > 0) {

@@ -335,7 +335,7 @@ void CudaBackend::weightedSum(const Quantizer& q, const CompressedVectors& value
 
 bool CudaBackend::evaluateTask(const SweepTaskInput& in, SweepTaskOutput& out) {
   if (in.seq == 0 || in.nq == 0 || in.keyQuantizers.empty()) return false;
-  if (in.compressKeys || in.keyOffset || in.exactKeys) return false;  // key centering: evaluated on the CPU (counted as such)
+  if (in.compressKeys || in.keyOffset || in.exactKeys || in.recentExact) return false;  // key centering, the recent window: evaluated on the CPU (counted as such)
   if (!in.keyCodecs.empty() || !in.valueCodecs.empty()) return false;  // baselines (core/methods): CPU only, counted as such
   if (cancelRequested(in)) {
     out = SweepTaskOutput{};

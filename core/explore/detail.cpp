@@ -40,6 +40,16 @@ const char* keyModeLabelText(KeyMode m) {
   }
 }
 
+std::string keyVariantLabel(const KeyVariant& v, const MethodOptions& opt) {
+  std::string s = v.methodName();
+  if (methodFixedBits(v.method) >= 8) return s;
+  s += " " + std::to_string(v.method == Method::TqRef11 ? 1 : v.bits) + (v.bits == 1 || v.method == Method::TqRef11 ? " bit" : " bits");
+  if (v.method == Method::TurboQuant && v.mode != KeyMode::Mse) s += " m=" + std::to_string(v.projDim);
+  const std::string o = methodOptionsLabel(v.method, opt);
+  if (!o.empty()) s += " " + o;
+  return s;
+}
+
 /// Estimated scores for the views: on the CPU the dense form of the sweep (core/backend denseScores,
 /// rows split over the cores), on a device its own scoring.
 void viewScores(Backend& be, const Quantizer& q, const CompressedVectors& kc, const float* queries, size_t nq, float* out) {
@@ -50,8 +60,11 @@ void viewScores(Backend& be, const Quantizer& q, const CompressedVectors& kc, co
 
 namespace {
 
-Heatmap computeHeat(const std::shared_ptr<const KvSource>& src, const DetailConfig& e, const HeatRegion& reg, Backend& be, const Quantizer& kq,
-                    const CompressedVectors& kcv, const std::vector<float>& K, const CentredKeys& centred) {
+/// Estimated scores (nq x S) of one key configuration for the query rows Q: what the heatmap shows.
+using ScoreFn = std::function<void(const float* Q, size_t nq, float* out)>;
+
+Heatmap computeHeat(const std::shared_ptr<const KvSource>& src, const DetailConfig& e, const HeatRegion& reg, const ScoreFn& scoreA, const ScoreFn& scoreB,
+                    const std::vector<float>& K) {
   const KvShape shape = src->shape();
   const float scale = src->softmaxScale();
   const int seq = shape.seq, d = shape.headDim;
@@ -113,51 +126,70 @@ Heatmap computeHeat(const std::shared_ptr<const KvSource>& src, const DetailConf
     std::lock_guard<std::mutex> lock(cacheMutex);
     cache = cacheable ? exact : nullptr;
   }
-  std::vector<float> ap(R * S);
-  viewScores(be, kq, kcv, exact->Qr.data(), R, ap.data());
-  uncentreScores(centred, exact->Qr.data(), R, K.data(), S, D, ap.data());
+  const bool ab = static_cast<bool>(scoreB);
+  std::vector<float> ap(R * S), bp(ab ? R * S : 0);
+  scoreA(exact->Qr.data(), R, ap.data());
+  if (ab) scoreB(exact->Qr.data(), R, bp.data());
   const float nan = std::numeric_limits<float>::quiet_NaN();
   h.exact.assign(R * C, nan);
   h.approx.assign(R * C, nan);
   h.diff.assign(R * C, nan);
-  std::vector<double> ph(S);
+  if (ab) {
+    h.compare.assign(R * C, nan);
+    h.diffAB.assign(R * C, nan);
+  }
+  // a key bin's value: max of the weights (softmax) or mean of the logits; a difference bin: the entry of
+  // largest magnitude (softmax) or the mean
+  auto pool = [&](const double* v, int b, int eEnd) {
+    double a = h.softmax ? -1e300 : 0;
+    for (int k = b; k < eEnd; ++k) a = h.softmax ? std::max(a, v[k]) : a + v[k];
+    return static_cast<float>(h.softmax ? a : a / (eEnd - b));
+  };
+  auto poolDiff = [&](const double* x, const double* y, int b, int eEnd) {
+    double df = 0;
+    for (int k = b; k < eEnd; ++k) {
+      const double dk = x[k] - y[k];
+      if (!h.softmax)
+        df += dk;
+      else if (std::fabs(dk) > std::fabs(df))
+        df = dk;
+    }
+    return static_cast<float>(h.softmax ? df : df / (eEnd - b));
+  };
+  std::vector<double> ph(S), pb(ab ? S : 0);
+  double cosA = 0, cosB = 0;
   for (size_t i = 0; i < R; ++i) {
     const int t = h.rowToken[i];
     const size_t n = static_cast<size_t>(t) + 1;
     const double* p = exact->P.data() + i * S;
+    auto weights = [&](const float* s, double* out) {
+      if (h.softmax)
+        softmax(s, n, scale, out);
+      else
+        for (size_t k = 0; k < n; ++k) out[k] = static_cast<double>(scale) * s[k];
+    };
+    weights(ap.data() + i * S, ph.data());
+    if (ab) weights(bp.data() + i * S, pb.data());
     if (h.softmax) {
-      softmax(ap.data() + i * S, n, scale, ph.data());
-    } else {
-      for (size_t k = 0; k < n; ++k) ph[k] = static_cast<double>(scale) * ap[i * S + k];
+      cosA += cosine(p, ph.data(), n);
+      if (ab) cosB += cosine(p, pb.data(), n);
     }
     for (size_t j = 0; j < C; ++j) {
       const int b = h.col0 + static_cast<int>(j) * h.colStride;
       const int eEnd = std::min({h.col1, b + h.colStride, t + 1});
       if (b >= eEnd) continue;
-      double a = h.softmax ? -1e300 : 0, bb = h.softmax ? -1e300 : 0, df = 0;
-      for (int k = b; k < eEnd; ++k) {
-        const double dk = ph[static_cast<size_t>(k)] - p[static_cast<size_t>(k)];
-        if (h.softmax) {
-          a = std::max(a, p[static_cast<size_t>(k)]);
-          bb = std::max(bb, ph[static_cast<size_t>(k)]);
-          if (std::fabs(dk) > std::fabs(df)) df = dk;
-        } else {
-          a += p[static_cast<size_t>(k)];
-          bb += ph[static_cast<size_t>(k)];
-          df += dk;
-        }
+      h.exact[i * C + j] = pool(p, b, eEnd);
+      h.approx[i * C + j] = pool(ph.data(), b, eEnd);
+      h.diff[i * C + j] = poolDiff(ph.data(), p, b, eEnd);
+      if (ab) {
+        h.compare[i * C + j] = pool(pb.data(), b, eEnd);
+        h.diffAB[i * C + j] = poolDiff(ph.data(), pb.data(), b, eEnd);
       }
-      if (!h.softmax) {
-        const double cnt = eEnd - b;
-        a /= cnt;
-        bb /= cnt;
-        df /= cnt;
-      }
-      h.exact[i * C + j] = static_cast<float>(a);
-      h.approx[i * C + j] = static_cast<float>(bb);
-      h.diff[i * C + j] = static_cast<float>(df);
     }
   }
+  const double nanD = std::numeric_limits<double>::quiet_NaN();
+  h.cosineA = h.softmax && R ? cosA / static_cast<double>(R) : nanD;
+  h.cosineB = h.softmax && R && ab ? cosB / static_cast<double>(R) : nanD;
   return h;
 }
 
@@ -175,10 +207,13 @@ float dot(const float* a, const float* b, size_t n) {
 
 }  // namespace
 
-DetailData computeDetailData(const std::shared_ptr<const KvSource>& src, const std::vector<std::string>& tokens, const DetailConfig& e, int parts,
+DetailData computeDetailData(const std::shared_ptr<const KvSource>& src, const std::vector<std::string>& tokens, const DetailConfig& config, int parts,
                              const HeatRegion& region, Backend& be, const ProgressFn& progress, const std::function<void(const DetailData&)>& partial) {
   const auto t0 = std::chrono::steady_clock::now();
   const KvShape sh = src->shape();
+  // a protected layer (SweepConfig::protectLayers) shows its protected widths, as in the sweep
+  DetailConfig e = config;
+  if (isProtectedLayer(e.protectLayers, e.layer, sh.layers)) e.keyBits = e.valueBits = e.protectBits;
   if (sh.layers <= 0 || sh.seq <= 0 || sh.headDim <= 0 || sh.kvHeads <= 0) throw std::invalid_argument("the data is empty");
   if (e.layer < 0 || e.layer >= sh.layers) throw std::invalid_argument("layer " + std::to_string(e.layer) + " out of range");
   if (e.qHead < 0 || e.qHead >= std::max(sh.qHeads, sh.kvHeads)) throw std::invalid_argument("head " + std::to_string(e.qHead) + " out of range");
@@ -242,7 +277,9 @@ DetailData computeDetailData(const std::shared_ptr<const KvSource>& src, const s
   CompressedVectors kcv;
   be.compress(kq, Kq.data(), S, kcv);
   out.keyBytesPerVector = kcv.count ? kcv.bytes() / kcv.count : 0;
-  out.keyBytesCentred = centredKeyBytes(static_cast<double>(out.keyBytesPerVector), S, D, centred);
+  // the recent fp16 window (after centering's first-token window)
+  const size_t recent = std::min(static_cast<size_t>(std::max(0, e.recentWindow)), S - std::min(S, centred.window));
+  out.keyBytesCentred = centredKeyBytes(static_cast<double>(out.keyBytesPerVector), S, D, centred, recent);
   if (sh.hasValues) {
     const int dv = sh.headDimV > 0 ? sh.headDimV : d;
     QuantConfig vc;
@@ -261,7 +298,64 @@ DetailData computeDetailData(const std::shared_ptr<const KvSource>& src, const s
     }
   }
   step(1);
-  if (parts & PartHeatmap) out.heat = computeHeat(src, e, region, be, kq, kcv, K, centred);
+  if (parts & PartHeatmap) {
+    const ScoreFn scoreA = [&](const float* Q, size_t nq, float* o) {
+      viewScores(be, kq, kcv, Q, nq, o);
+      uncentreScores(centred, Q, nq, K.data(), S, D, o);
+      exactRecentScores(recent, Q, nq, K.data(), S, D, o);
+    };
+    ScoreFn scoreB;
+    KeyVariant va{e.keyMode, e.keyBits, e.keyMode == KeyMode::Mse ? 0 : kq.projDim(), Method::TurboQuant};
+    double bytesB = 0;
+    if (e.compare) {
+      // B: the sweep's coder of that variant in this layer (core/sweep makeVariantCoder)
+      SweepConfig sc;
+      sc.rotation = e.rotation;
+      sc.law = e.law;
+      sc.seed = e.seed;
+      sc.orthogonalQjl = e.orthogonalQjl;
+      sc.methodOptions = e.methodOptions;
+      sc.protectLayers = e.protectLayers;
+      sc.protectBits = e.protectBits;
+      KeyVariant vb = e.compareKey;
+      if (vb.method == Method::TurboQuant && vb.mode != KeyMode::Mse && vb.projDim <= 0) vb.projDim = d;
+      if (vb.method == Method::TqRef11) vb = {KeyMode::Prod, 1, d, Method::TqRef11};
+      if (methodFixedBits(vb.method) >= 8) vb.bits = methodFixedBits(vb.method);
+      const VariantCoder coder = makeVariantCoder(sc, vb.method, vb.mode, vb.bits, vb.projDim, false, e.layer, sh.layers, d);
+      auto khat = std::make_shared<std::vector<float>>();
+      auto bq = std::make_shared<CompressedVectors>();
+      const size_t w0 = std::min(centred.window, S), nc = S - w0 - recent;
+      double compressed = 0;
+      if (coder.quantizer) {
+        be.compress(*coder.quantizer, Kq.data(), S, *bq);
+        compressed = bq->count ? static_cast<double>(bq->bytes()) / static_cast<double>(bq->count) : 0;
+      } else {
+        // a codec sees the tokens a cache would store it for (not the exact windows), as in the sweep
+        khat->assign(Kq.begin(), Kq.end());
+        if (nc > 0) {
+          const EncodedMatrix enc = coder.codec->encode(Kq.data() + w0 * D, nc, D);
+          coder.codec->decode(enc, khat->data() + w0 * D);
+          compressed = static_cast<double>(enc.bytes()) / static_cast<double>(nc);
+        }
+      }
+      bytesB = centredKeyBytes(compressed, S, D, centred, recent);
+      scoreB = [&, coder, khat, bq](const float* Q, size_t nq, float* o) {
+        if (coder.quantizer)
+          viewScores(be, *coder.quantizer, *bq, Q, nq, o);
+        else
+          exactScores(Q, nq, khat->data(), S, D, o);  // <q, k_hat> of the decoded buffers
+        uncentreScores(centred, Q, nq, K.data(), S, D, o);
+        exactRecentScores(recent, Q, nq, K.data(), S, D, o);
+      };
+      out.heat.labelB = keyVariantLabel(vb, e.methodOptions);
+    }
+    const std::string labelB = out.heat.labelB;
+    out.heat = computeHeat(src, e, region, scoreA, scoreB, K);
+    out.heat.labelA = keyVariantLabel(va, e.methodOptions);
+    out.heat.labelB = labelB;
+    out.heat.keyBytesA = out.keyBytesCentred;
+    out.heat.keyBytesB = bytesB;
+  }
   step(2);
   deliver(PartHeatmap);
 
@@ -293,6 +387,7 @@ DetailData computeDetailData(const std::shared_ptr<const KvSource>& src, const s
       s.label = keyModeLabelText(md.mode) + (md.mode == KeyMode::Mse ? "" : " m=" + std::to_string(e.projDim));
       viewScores(be, *md.q, md.cv, qs.data(), pos.size(), est.data());
       uncentreScores(centred, qs.data(), pos.size(), K.data(), S, D, est.data());
+      exactRecentScores(recent, qs.data(), pos.size(), K.data(), S, D, est.data());
       for (size_t i = 0; i < pos.size(); ++i)
         for (int k = 0; k <= pos[i]; ++k) {
           s.exact.push_back(exact[i * S + static_cast<size_t>(k)]);

@@ -36,11 +36,20 @@ struct DetailConfig {
   KeyCentering centering = KeyCentering::None;  ///< as SweepConfig: the views quantize K - mu (backend/centering.h)
   int centerWindow = 128;
   bool orthogonalQjl = false;  ///< QuantConfig::orthogonalQjl
+  MethodOptions methodOptions;  ///< the compared method's options (KIVI's G and R, outlier channels)
+  int recentWindow = 0;         ///< SweepConfig::recentWindow: the last tokens' keys score exactly
+  int protectLayers = 0, protectBits = 8;  ///< SweepConfig's protected layers (this layer's widths)
+  /// A/B: a second key configuration B on the heatmap (exact, A = the current one, B, A - B). Any method
+  /// of the sweep (KeyVariant: TurboQuant's modes, tq-ref11, the baselines) at its width.
+  bool compare = false;
+  KeyVariant compareKey;
   /// The key quantizer of this selection for a mode and bit-width (the layer's seed).
   QuantConfig keyConfig(KeyMode mode, int bits, int d) const;
 };
 /// "MSE-only", "MSE+QJL", "QJL-only".
 const char* keyModeLabelText(KeyMode m);
+/// "tq-prod 3 bits m=128", "kivi 3 bits G=32 R=128", "fp8-e4m3" (the heatmap's panel names).
+std::string keyVariantLabel(const KeyVariant& v, const MethodOptions& opt);
 
 /// Token range of the attention heatmap to compute (half-open; -1 = to the end).
 struct HeatRegion {
@@ -57,7 +66,14 @@ struct Heatmap {
   int rowStride = 1, colStride = 1;
   bool softmax = true;
   std::vector<int> rowToken;
-  std::vector<float> exact, approx, diff;  ///< rows x cols, row-major
+  std::vector<float> exact, approx, diff;  ///< rows x cols, row-major (diff = approx - exact)
+  /// A/B (DetailConfig::compare): B's map and A - B (pooled like diff); empty otherwise.
+  std::vector<float> compare, diffAB;
+  std::string labelA, labelB;  ///< e.g. "tq-prod 3 bits m=128", "kivi 3 bits G=32 R=128"
+  double keyBytesA = 0, keyBytesB = 0;  ///< each one's key ledger per (token, kv head), windows and mu included
+  /// Mean over the map's query rows of cos(exact weights, estimated weights) on every visible key (softmax
+  /// maps; NaN for logit maps): A's and B's.
+  double cosineA = 0, cosineB = 0;
   float at(const std::vector<float>& v, int r, int c) const { return v[static_cast<size_t>(r) * cols + c]; }
 };
 

@@ -67,14 +67,14 @@ std::string centeringLabel(const SweepConfig& c) { return keyCenteringLabel(c.ce
 
 void writeCsv(const SweepResult& r, std::ostream& os) {
   os << "method,key_mode,key_bits,proj_dim,value_bits,layer,q_head,kv_head,tokens," << kMetricCols
-     << ",key_vector_mse,value_vector_mse,key_bytes_per_vector,value_bytes_per_vector,key_bits_per_coordinate,key_centering,method_options,protect_layers\n";
+     << ",key_vector_mse,value_vector_mse,key_bytes_per_vector,value_bytes_per_vector,key_bits_per_coordinate,key_centering,method_options,protect_layers,recent_window\n";
   const std::string centering = centeringLabel(r.config);
   for (const SweepRow& row : r.rows) {
     os << csvField(row.key.methodName()) << ',' << csvField(keyModeName(row.key.mode)) << ',' << row.key.bits << ',' << row.key.projDim << ','
        << row.valueBits << ',' << row.layer << ',' << row.qHead << ',' << row.kvHead << ',' << row.tokens << ',' << metricFields(row.m) << ','
        << num(row.keyVectorMse) << ',' << num(row.valueVectorMse) << ',' << num(row.keyBytesPerVector) << ',' << num(row.valueBytesPerVector) << ','
        << num(8.0 * row.keyBytesPerVector / r.headDim) << ',' << centering << ',' << csvField(methodOptionsLabel(row.key.method, r.config.methodOptions)) << ','
-       << protectLayersLabel(r.config) << '\n';
+       << protectLayersLabel(r.config) << ',' << r.config.recentWindow << '\n';
   }
 }
 
@@ -111,7 +111,7 @@ void writeJson(const SweepResult& r, std::ostream& os) {
                  {"layers", c.layers}, {"q_heads", c.qHeads}, {"query_source", querySourceName(c.queries)}, {"max_queries", c.maxQueries},
                  {"evaluate_values", c.evaluateValues}, {"key_centering", centeringLabel(c)},
                  {"methods", methods}, {"kivi_group", c.methodOptions.group}, {"kivi_window", c.methodOptions.window},
-                 {"outlier_channels", c.methodOptions.outlierChannels}, {"protect_layers", protectLayersLabel(c)},
+                 {"outlier_channels", c.methodOptions.outlierChannels}, {"protect_layers", protectLayersLabel(c)}, {"recent_window", c.recentWindow},
                  {"qjl_matrix", c.orthogonalQjl ? "orthogonal" : "gaussian"}};
   nlohmann::json rows = nlohmann::json::array();
   for (const SweepRow& row : r.rows)

@@ -246,9 +246,12 @@ MemoryReport memoryModel(const MemoryConfig& c) {
   MemoryReport r;
   r.keyBytesPerVector = keyBytesPerVector(c.headDim, c.keyBits, c.keyMode, c.projDim);
   r.valueBytesPerVector = valueBytesPerVector(c.headDim, c.valueBits);
-  r.keyBytesCharged = windowedKeyBytes(static_cast<double>(r.keyBytesPerVector), static_cast<double>(c.tokens), c.headDim,
-                                       static_cast<double>(c.exactKeys), c.keyMean);
-  const double perLayerHead = r.keyBytesCharged + static_cast<double>(r.valueBytesPerVector);
+  const double T = static_cast<double>(c.tokens);
+  const double w = std::min(static_cast<double>(std::max<long long>(0, c.exactKeys)), T);
+  const double recent = std::min(static_cast<double>(std::max<long long>(0, c.recentTokens)), T - w);
+  r.keyBytesCharged = windowedKeyBytes(static_cast<double>(r.keyBytesPerVector), T, c.headDim, w + recent, c.keyMean);
+  r.valueBytesCharged = windowedKeyBytes(static_cast<double>(r.valueBytesPerVector), T, c.headDim, recent, false);
+  const double perLayerHead = r.keyBytesCharged + r.valueBytesCharged;
   r.bytesPerToken = perLayerHead * c.layers * c.kvHeads;
   r.totalBytes = r.bytesPerToken * static_cast<double>(c.tokens);
   r.fp16Bytes = 2.0 * 2.0 * c.headDim * c.layers * c.kvHeads * static_cast<double>(c.tokens);
@@ -256,7 +259,7 @@ MemoryReport memoryModel(const MemoryConfig& c) {
   r.ratioVsFp16 = r.totalBytes > 0 ? r.fp16Bytes / r.totalBytes : 0;
   r.ratioVsFp8 = r.totalBytes > 0 ? r.fp8Bytes / r.totalBytes : 0;
   r.keyBitsPerCoordinate = 8.0 * r.keyBytesCharged / c.headDim;
-  r.valueBitsPerCoordinate = 8.0 * r.valueBytesPerVector / c.headDim;
+  r.valueBitsPerCoordinate = 8.0 * r.valueBytesCharged / c.headDim;
   return r;
 }
 

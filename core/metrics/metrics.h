@@ -83,6 +83,8 @@ struct MemoryConfig {
   /// per layer and kv head) when keyMean.
   long long exactKeys = 0;
   bool keyMean = false;
+  /// The recent fp16 window (SweepConfig::recentWindow): the last recentTokens keys and values in fp16.
+  long long recentTokens = 0;
 };
 
 /// Keys per (token, kv head) with a window of `window` fp16 tokens and (mean) an fp16 mu per head, over
@@ -91,7 +93,8 @@ double windowedKeyBytes(double compressedBytes, double seq, double d, double win
 
 struct MemoryReport {
   size_t keyBytesPerVector = 0, valueBytesPerVector = 0;  ///< one (token, kv head), the codes' formula
-  double keyBytesCharged = 0;        ///< keyBytesPerVector with centering's window and mean amortised
+  double keyBytesCharged = 0;        ///< keyBytesPerVector with centering's window, mean and the recent window amortised
+  double valueBytesCharged = 0;      ///< valueBytesPerVector with the recent window amortised
   double bytesPerToken = 0;          ///< all layers and kv heads, keys + values
   double totalBytes = 0;             ///< at the configured tokens
   double fp16Bytes = 0, fp8Bytes = 0;

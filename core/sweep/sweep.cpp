@@ -38,6 +38,7 @@ void SweepConfig::validate() const {
   need(centerWindow >= 1 && centerWindow <= (1 << 24), "the centering window must be in 1..16777216 tokens");
   need(protectLayers >= 0 && protectLayers <= (1 << 20), "the protected layer count must be in 0..1048576");
   need(protectBits >= 1 && protectBits <= 8, "protected layers take 1..8 bits, got " + std::to_string(protectBits));
+  need(recentWindow >= 0 && recentWindow <= (1 << 24), "the recent fp16 window must be in 0..16777216 tokens");
 }
 
 std::string protectLayersLabel(const SweepConfig& c) {
@@ -62,6 +63,35 @@ void parseProtectLayers(const std::string& s, int* layers, int* bits) {
 
 bool isProtectedLayer(int protectLayers, int l, int layers) { return protectLayers > 0 && (l < protectLayers || l >= layers - protectLayers); }
 bool isProtectedLayer(const SweepConfig& c, int l, int layers) { return isProtectedLayer(c.protectLayers, l, layers); }
+
+VariantCoder makeVariantCoder(const SweepConfig& cfg, Method m, KeyMode mode, int bits, int projDim, bool isValue, int l, int layers, int dim) {
+  auto make = [&](KeyMode md, int b, int pm, bool refOneBit) {
+    QuantConfig qc;
+    qc.dim = dim;
+    qc.bits = b;
+    qc.mode = md;
+    qc.projDim = md == KeyMode::Mse ? 0 : pm;
+    qc.rotation = cfg.rotation;
+    qc.law = cfg.law;
+    qc.seed = layerSeed(cfg.seed, l, isValue);
+    qc.referenceOneBit = cfg.referenceOneBit || refOneBit;
+    qc.orthogonalQjl = cfg.orthogonalQjl;
+    return std::make_shared<const Quantizer>(qc);
+  };
+  const bool prot = isProtectedLayer(cfg, l, layers);
+  // a protected layer (the V3 option): every width-taking method at the protected width
+  if (prot && (m == Method::TurboQuant || methodHasBits(m))) bits = std::min(cfg.protectBits, methodMaxBits(m));
+  VariantCoder out;
+  if (m == Method::TurboQuant) {
+    out.quantizer = isValue ? make(KeyMode::Mse, bits, 0, false) : make(mode, bits, projDim, false);
+  } else if (m == Method::TqRef11 && !isValue) {  // the reference's 1+1 (protected layers: tq-prod at the protected width)
+    out.quantizer = make(KeyMode::Prod, prot ? cfg.protectBits : 1, projDim, !prot);
+  } else {
+    auto tq = m == Method::TqMseNormCorrected || m == Method::TqMseOutliers ? make(KeyMode::Mse, std::min(bits, 8), 0, false) : nullptr;
+    out.codec = makeCodec(m, bits, isValue, cfg.methodOptions, tq);
+  }
+  return out;
+}
 
 std::vector<KeyVariant> keyVariants(const SweepConfig& c, int headDim) {
   std::vector<KeyVariant> out;
@@ -199,19 +229,6 @@ struct SweepPlan {
   const Layer& layer(int l) {
     Layer& L = *layers.at(l);
     std::call_once(L.built, [&] {
-      auto make = [&](KeyMode mode, int bits, int m, bool isValue, bool refOneBit = false) {
-        QuantConfig qc;
-        qc.dim = isValue ? dv : d;
-        qc.bits = bits;
-        qc.mode = mode;
-        qc.projDim = m;
-        qc.rotation = cfg->rotation;
-        qc.law = cfg->law;
-        qc.seed = layerSeed(cfg->seed, l, isValue);
-        qc.referenceOneBit = cfg->referenceOneBit || refOneBit;
-        qc.orthogonalQjl = cfg->orthogonalQjl;
-        return std::make_shared<const Quantizer>(qc);
-      };
       L.keys.resize(variants.size());
       L.values.resize(vvariants.size());
       L.keyCodecs.resize(variants.size());
@@ -221,20 +238,17 @@ struct SweepPlan {
         for (size_t i = b; i < e; ++i) {
           const bool isValue = i >= variants.size();
           const Method m = isValue ? vvariants[i - variants.size()].method : variants[i].method;
-          int bits = isValue ? vvariants[i - variants.size()].bits : variants[i].bits;
-          // a protected layer (the V3 option): every width-taking method at the protected width
-          if (isProtectedLayer(*cfg, l, shape.layers) && (m == Method::TurboQuant || methodHasBits(m))) bits = std::min(cfg->protectBits, methodMaxBits(m));
-          if (m == Method::TurboQuant) {
-            (isValue ? L.values[i - variants.size()] : L.keys[i]) = isValue ? make(KeyMode::Mse, bits, 0, true) : make(variants[i].mode, bits, variants[i].projDim, false);
-            continue;
+          const int bits = isValue ? vvariants[i - variants.size()].bits : variants[i].bits;
+          const KeyMode mode = isValue ? KeyMode::Mse : variants[i].mode;
+          const int pm = isValue ? 0 : variants[i].projDim;
+          VariantCoder vc = makeVariantCoder(*cfg, m, mode, bits, pm, isValue, l, shape.layers, isValue ? dv : d);
+          if (isValue) {
+            L.values[i - variants.size()] = std::move(vc.quantizer);
+            L.valueCodecs[i - variants.size()] = std::move(vc.codec);
+          } else {
+            L.keys[i] = std::move(vc.quantizer);
+            L.keyCodecs[i] = std::move(vc.codec);
           }
-          if (m == Method::TqRef11) {  // the reference's 1+1 (protected layers: tq-prod at the protected width)
-            const bool prot = isProtectedLayer(*cfg, l, shape.layers);
-            L.keys[i] = make(KeyMode::Prod, prot ? cfg->protectBits : 1, variants[i].projDim, false, !prot);
-            continue;
-          }
-          auto tq = m == Method::TqMseNormCorrected || m == Method::TqMseOutliers ? make(KeyMode::Mse, std::min(bits, 8), 0, isValue) : nullptr;
-          (isValue ? L.valueCodecs[i - variants.size()] : L.keyCodecs[i]) = makeCodec(m, bits, isValue, cfg->methodOptions, tq);
         }
       });
     });
@@ -285,6 +299,8 @@ std::vector<SweepRow> evaluateCell(SweepPlan& plan, const SweepCell& cell, const
     in.keyOffset = centred.mu.data();
     in.exactKeys = centred.window;
   }
+  // the recent fp16 window (after centering's first-token window; the two never overlap)
+  in.recentExact = std::min(static_cast<size_t>(cfg.recentWindow), seq - std::min(seq, in.exactKeys));
   in.values = plan.values ? V.data() : nullptr;
   in.seq = seq;
   in.d = plan.d;
@@ -337,12 +353,13 @@ std::vector<SweepRow> evaluateCell(SweepPlan& plan, const SweepCell& cell, const
         row.kvHead = cell.kvHead;
         row.keyVectorMse = out.keyMse[k];
         const double keyBytes = k < nkq ? static_cast<double>(formulaBytes(*L.keys[order[k]])) : out.keyCodecBytes[k - nkq];
-        row.keyBytesPerVector = centredKeyBytes(keyBytes, seq, d, centred);
+        row.keyBytesPerVector = centredKeyBytes(keyBytes, seq, d, centred, in.recentExact);
         row.tokens = seq;
         if (paired) {
           row.valueBits = plan.vvariants[vorder[vi]].bits;
           row.valueVectorMse = out.valueMse[vi];
-          row.valueBytesPerVector = vi < nvqq ? static_cast<double>(formulaBytes(*L.values[vorder[vi]])) : out.valueCodecBytes[vi - nvqq];
+          const double valueBytes = vi < nvqq ? static_cast<double>(formulaBytes(*L.values[vorder[vi]])) : out.valueCodecBytes[vi - nvqq];
+          row.valueBytesPerVector = windowedKeyBytes(valueBytes, static_cast<double>(seq), static_cast<double>(dv), static_cast<double>(in.recentExact), false);
         }
         for (size_t i = hi * hn; i < (hi + 1) * hn; ++i) {
           const double* km = out.keyMetrics.data() + (k * nq + i) * SweepTaskOutput::kKeyMetrics;

@@ -4,6 +4,7 @@
 /// The GUI, the CLI and the tests all run experiments through runSweep().
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -59,6 +60,10 @@ struct SweepConfig {
   /// their bytes are those of the widths used). 0: none.
   int protectLayers = 0;
   int protectBits = 8;
+  /// The reference's V3 fp16 window, an option of every method: the last recentWindow tokens of the dump
+  /// (the most recent ones of the cache it leaves) keep their keys and values in fp16; the method encodes
+  /// the others. Charged 2 d bytes per window token, keys and values, amortised over the tokens. 0: none.
+  int recentWindow = 0;
   /// Throws std::invalid_argument naming the problem (bits out of range, empty lists...).
   void validate() const;
 };
@@ -69,6 +74,16 @@ void parseProtectLayers(const std::string& s, int* layers, int* bits);
 /// Whether layer l of a model with `layers` layers is protected by c.
 bool isProtectedLayer(const SweepConfig& c, int l, int layers);
 bool isProtectedLayer(int protectLayers, int l, int layers);
+
+/// What encodes one key or value variant in layer l of a model of `layers` layers: TurboQuant's quantizer
+/// (TurboQuant, tq-ref11) or a codec (the other methods), protected layers at their width; the layer's
+/// seed, rotation, law, QJL matrix and method options from c. The one definition the sweep and the
+/// detail views use. Throws std::invalid_argument for a width the method does not take.
+struct VariantCoder {
+  std::shared_ptr<const Quantizer> quantizer;
+  std::shared_ptr<const VectorCodec> codec;
+};
+VariantCoder makeVariantCoder(const SweepConfig& c, Method m, KeyMode mode, int bits, int projDim, bool isValue, int l, int layers, int dim);
 
 /// Expands the grid's key axes (MSE ignores projDims; projDim 0 resolved to head_dim), TurboQuant's
 /// variants first, then those of `methods` in their order.

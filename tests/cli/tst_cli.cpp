@@ -184,6 +184,26 @@ class TstCli : public QObject {
     QCOMPARE(keyBytes["fp1616"], 128.0);
     for (const auto& e : j["per_head"]) QVERIFY(e.contains("method") && e.contains("key_bytes_per_vector"));
   }
+  void evaluateRecentWindow() {
+    // --recent-window N: the last N tokens in fp16 for every method; all of the dump's tokens: exact attention
+    const Run r = run({"evaluate", "sample", "--methods", "tq-mse,kivi", "--key-bits", "2", "--value-bits", "2", "--layers", "1",
+                       "--recent-window", "512", "--backend", "cpu", "--json"});
+    QCOMPARE(r.code, 0);
+    const auto j = nlohmann::json::parse(r.out);
+    QCOMPARE(j["recent_window"].get<int>(), 512);
+    QCOMPARE(j["summary"].size(), size_t(2));
+    for (const auto& e : j["summary"]) {
+      QVERIFY(e["attention_cosine"].get<double>() > 1 - 1e-6);
+      QCOMPARE(e["key_bytes_per_vector"].get<double>(), 256.0);
+    }
+    const Run part = run({"evaluate", "sample", "--methods", "tq-mse", "--key-bits", "2", "--layers", "1", "--recent-window", "128", "--json"});
+    QCOMPARE(part.code, 0);
+    const auto jp = nlohmann::json::parse(part.out);
+    QCOMPARE(jp["summary"][0]["key_bytes_per_vector"].get<double>(), (384 * 34.0 + 128 * 256.0) / 512);  // 32 B codes + norm
+    const Run bad = run({"evaluate", "sample", "--recent-window", "-3"});
+    QCOMPARE(bad.code, 2);
+    QVERIFY(QString::fromStdString(bad.err).contains("--recent-window"));
+  }
   void allocateJson() {
     const Run r = run({"allocate", TQ_TEST_DATA_DIR "/smollm2_135m_slice.safetensors", "--budget-bits", "3", "--backend", "cpu", "--json"});
     QCOMPARE(r.code, 0);

@@ -12,11 +12,13 @@
 
 #include "data/safetensors.h"
 #include "explore/allocate.h"
+#include "explore/detail.h"
 #include "explore/export.h"
 #include "methods/methods.h"
 #include "quant/bitpack.h"
 #include "sweep/sweep.h"
 #include "synth/synthetic.h"
+#include "backend/backend.h"
 #include "util/half.h"
 
 using namespace tq;
@@ -314,7 +316,7 @@ class TestMethods : public QObject {
     }
     std::ostringstream csv;
     writeCsv(r, csv);
-    QVERIFY(csv.str().find(",1:8\n") != std::string::npos);
+    QVERIFY(csv.str().find(",1:8,0\n") != std::string::npos);
     int n = 0, b = 0;
     parseProtectLayers("2:6", &n, &b);
     QVERIFY(n == 2 && b == 6);
@@ -403,6 +405,105 @@ class TestMethods : public QObject {
     QCOMPARE(int(parseMethod("tq-qjl").mode), int(KeyMode::QjlOnly));
     const std::vector<float> nan(8, NAN);
     QVERIFY_THROWS_EXCEPTION(std::invalid_argument, makeCodec(Method::Fp8E4M3, 8, false, {})->encode(nan.data(), 1, 8));
+  }
+
+  void recentWindowIsChargedAndExact() {
+    // the V3 fp16 window of the last R tokens, an option of every method: keys and values of those tokens
+    // are charged 2 d bytes, the method encodes the others; with R = every token the metrics are exact
+    SyntheticKv src(spec());
+    SweepConfig c;
+    c.keyBits = {2};
+    c.valueBits = {2};
+    c.modes = {KeyMode::Mse};
+    c.methods = {Method::Kivi, Method::IntRot, Method::Fp8E4M3};
+    c.methodOptions.window = 16;
+    c.maxQueries = 6;
+    c.recentWindow = 50;
+    auto be = makeCpuBackend();
+    const SweepResult r = runSweep(src, c, *be);
+    QVERIFY(!r.rows.empty());
+    SweepConfig plain = c;
+    plain.recentWindow = 0;
+    const SweepResult r0 = runSweep(src, plain, *be);
+    QCOMPARE(r0.rows.size(), r.rows.size());
+    int changed = 0;
+    for (size_t i = 0; i < r.rows.size(); ++i) {
+      const SweepRow& row = r.rows[i];
+      const Method m = row.key.method;
+      if (m == Method::TurboQuant) {
+        QCOMPARE(row.keyBytesPerVector, (250.0 * double(packedBytes(64, 2) + 2) + 50 * 128.0) / 300);
+        QCOMPARE(row.valueBytesPerVector, (250.0 * double(packedBytes(64, 2) + 2) + 50 * 128.0) / 300);
+      } else {
+        const int vb = methodHasBits(m) ? 2 : methodFixedBits(m);
+        const auto kc = makeCodec(m, row.key.bits, false, c.methodOptions), vc = makeCodec(m, vb, true, c.methodOptions);
+        QCOMPARE(row.keyBytesPerVector, (kc->formulaBytes(250, 64) + 50 * 128.0) / 300);
+        QCOMPARE(row.valueBytesPerVector, (vc->formulaBytes(250, 64) + 50 * 128.0) / 300);
+      }
+      // the same configurations in the same order; the queries after token 250 see the window
+      QVERIFY(r0.rows[i].key == row.key && r0.rows[i].layer == row.layer && r0.rows[i].qHead == row.qHead);
+      if (row.m.attentionCosine != r0.rows[i].m.attentionCosine) ++changed;
+    }
+    QVERIFY(changed > 0);
+    // every token in the window: exact attention for every method
+    c.recentWindow = 300;
+    const SweepResult all = runSweep(src, c, *be);
+    for (const SweepRow& row : all.rows) {
+      QVERIFY2(row.m.attentionCosine > 1 - 1e-6, qPrintable(QString::fromStdString(row.key.methodName()) + QString(" %1").arg(row.m.attentionCosine)));
+      QVERIFY(row.m.kl < 1e-6);
+      QVERIFY(row.m.outputError < 1e-6);
+      QCOMPARE(row.keyBytesPerVector, 128.0);
+    }
+    std::ostringstream csv;
+    writeCsv(all, csv);
+    QVERIFY(csv.str().find(",none,300\n") != std::string::npos);
+    c.recentWindow = -1;
+    QVERIFY_THROWS_EXCEPTION(std::invalid_argument, runSweep(src, c, *be));
+  }
+
+  void abHeatmapComparesTwoConfigurations() {
+    auto src = std::make_shared<SyntheticKv>(spec());
+    auto be = makeCpuBackend();
+    DetailConfig e;
+    e.layer = 1;
+    e.qHead = 2;
+    e.keyMode = KeyMode::Mse;
+    e.keyBits = 3;
+    e.queries = QuerySource::LastKey;
+    HeatRegion reg;
+    const DetailData plain = computeDetailData(src, {}, e, PartHeatmap, reg, *be);
+    QVERIFY(plain.heat.compare.empty() && plain.heat.diffAB.empty());
+    // B = A: the same map, A - B zero everywhere it is defined
+    e.compare = true;
+    e.compareKey = {KeyMode::Mse, 3, 0, Method::TurboQuant};
+    const DetailData same = computeDetailData(src, {}, e, PartHeatmap, reg, *be);
+    QCOMPARE(same.heat.compare.size(), same.heat.approx.size());
+    for (size_t i = 0; i < same.heat.approx.size(); ++i) {
+      if (std::isnan(same.heat.exact[i])) continue;
+      QCOMPARE(same.heat.compare[i], same.heat.approx[i]);
+      QCOMPARE(same.heat.diffAB[i], 0.0f);
+    }
+    QCOMPARE(same.heat.cosineA, same.heat.cosineB);
+    QCOMPARE(same.heat.labelA, std::string("tq-mse 3 bits"));
+    // B = fp16: near-exact, charged 2 d bytes; B = KIVI: charged its sweep ledger
+    e.compareKey = {KeyMode::Mse, 16, 0, Method::Fp16};
+    const DetailData f16 = computeDetailData(src, {}, e, PartHeatmap, reg, *be);
+    QCOMPARE(f16.heat.labelB, std::string("fp16"));
+    QCOMPARE(f16.heat.keyBytesB, 128.0);
+    QVERIFY(f16.heat.cosineB > 0.9999);
+    QVERIFY(f16.heat.cosineB > f16.heat.cosineA);
+    e.compareKey = {KeyMode::Mse, 2, 0, Method::Kivi};
+    e.methodOptions.window = 40;
+    const DetailData kv = computeDetailData(src, {}, e, PartHeatmap, reg, *be);
+    QCOMPARE(kv.heat.keyBytesB, makeCodec(Method::Kivi, 2, false, e.methodOptions)->formulaBytes(300, 64) / 300);
+    QCOMPARE(kv.heat.labelB, std::string("kivi 2 bits G=32 R=40"));
+    // A - B is A's map minus B's (pooled per bin: at full resolution, exactly)
+    for (size_t i = 0; i < kv.heat.approx.size(); ++i)
+      if (!std::isnan(kv.heat.exact[i])) QVERIFY(std::fabs(kv.heat.diffAB[i] - (kv.heat.approx[i] - kv.heat.compare[i])) < 1e-6f);
+    // the recent window reaches the views too: with every token in it, A is exact
+    e.recentWindow = 300;
+    const DetailData rw = computeDetailData(src, {}, e, PartHeatmap, reg, *be);
+    QVERIFY(rw.heat.cosineA > 1 - 1e-6);
+    QCOMPARE(rw.heat.keyBytesA, 128.0);
   }
 
   void sweepChargesEveryMethodAndPairsValues() {

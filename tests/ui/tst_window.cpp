@@ -178,6 +178,7 @@ class TestWindow : public QObject {
     Experiment e = sample();
     e.methods = {tq::Method::Kivi, tq::Method::IntRot, tq::Method::Fp8E4M3, tq::Method::Fp16, tq::Method::TqMseOutliers};
     if (presentation) e.fidelityX = FidelityAxis::Bytes;  // (its status line is the longest)
+    e.compareMethod = "kivi";  // A/B: the attention view's four panels and their two-line names
     QString err;
     QVERIFY2(w.openNow(e, &err), qPrintable(err));
     w.resize(size);
@@ -190,16 +191,28 @@ class TestWindow : public QObject {
       v->replotNow();
       QCustomPlot* p = v->plot();
       const QRect area = p->rect();
+      std::vector<std::pair<QRect, QString>> drawn;  // where each text element's lines are drawn (centred)
       for (QCPLayoutElement* el : p->plotLayout()->elements(true)) {
         if (auto* t = qobject_cast<QCPTextElement*>(el)) {
+          if (!t->realVisibility() || t->text().trimmed().isEmpty()) continue;
           const QFontMetrics fm(t->font());
-          for (const QString& line : t->text().split('\n'))
+          int wide = 0;
+          for (const QString& line : t->text().split('\n')) {
             QVERIFY2(fm.horizontalAdvance(line) <= area.width(),
                      qPrintable(QString("%1: '%2' is %3 px wide in a %4 px figure").arg(v->id(), line).arg(fm.horizontalAdvance(line)).arg(area.width())));
+            wide = std::max(wide, fm.horizontalAdvance(line));
+          }
+          const QRect r = t->outerRect();
+          drawn.push_back({QRect(r.center().x() - wide / 2, r.top(), wide, r.height()), t->text()});
         }
         if (auto* l = qobject_cast<QCPLegend*>(el))
           if (l->itemCount() > 0) QVERIFY2(area.contains(l->outerRect()), qPrintable(v->id() + ": a legend outside the figure"));
       }
+      // no two texts run into each other (e.g. the names of side-by-side panels)
+      for (size_t i = 0; i < drawn.size(); ++i)
+        for (size_t j = i + 1; j < drawn.size(); ++j)
+          QVERIFY2(!drawn[i].first.adjusted(1, 1, -1, -1).intersects(drawn[j].first.adjusted(1, 1, -1, -1)),
+                   qPrintable(QString("%1: '%2' runs into '%3'").arg(v->id(), drawn[i].second, drawn[j].second)));
     }
   }
 
@@ -236,6 +249,36 @@ class TestWindow : public QObject {
     Experiment back;
     QVERIFY(back.fromJson(w.experiment().toJson(), &err));
     QVERIFY(back.sample == tq::SampleId::Tiny);
+  }
+
+  void abComparisonInTheAttentionView() {
+    // A/B: the current configuration and a chosen one side by side (exact, A, B, A - B), from core's heatmap;
+    // the choice and the recent window survive the experiment's JSON and the command line
+    MainWindow w(quiet());
+    QString err;
+    Experiment e = sample();
+    QVERIFY(e.applyFlag("compare", "int-rot:4", &err));
+    QVERIFY(e.applyFlag("recent-window", "32", &err));
+    QVERIFY(!e.applyFlag("compare", "zip:3", &err) && err.contains("zip"));
+    QVERIFY(!e.applyFlag("compare", "kivi:9", &err) && err.contains("1..8"));
+    QVERIFY2(w.openNow(e, &err), qPrintable(err));
+    QTRY_VERIFY_WITH_TIMEOUT(!w.busy(), 30000);
+    AttentionView* a = w.attentionView();
+    QVERIFY(a->comparing());
+    QCOMPARE(QString::fromStdString(a->heatmap().labelB), QString("int-rot 4 bits H32 blocks"));
+    QVERIFY(a->csv().startsWith("row_bin,query_token,query_text,key_begin,key_end,exact,a,b,a_minus_b,a_minus_exact\n"));
+    QVERIFY(a->describe(100, 200).contains("A−B"));
+    QVERIFY(w.captionText().contains("last 32 tokens fp16"));
+    Experiment back;
+    QVERIFY(back.fromJson(w.experiment().toJson(), &err));
+    QCOMPARE(back.compareLabel(), QString("int-rot:4"));
+    QCOMPARE(back.recentWindow, 32);
+    // switching B off returns to three panels
+    Experiment off = w.experiment();
+    off.compareMethod = "none";
+    w.applyExperiment(off);
+    QTRY_VERIFY_WITH_TIMEOUT(!a->comparing(), 20000);
+    QVERIFY(a->csv().startsWith("row_bin,query_token,query_text,key_begin,key_end,exact,turboquant,difference\n"));
   }
 
   void aBitsChangeRecomputesInTheWorker() {
@@ -317,7 +360,7 @@ class TestWindow : public QObject {
     QCOMPARE(tq::runCli(args, out, cerr), 0);
     const QString cli = QString::fromStdString(out.str());
     QVERIFY(gui.startsWith("method,key_mode,key_bits,proj_dim,value_bits,layer,q_head"));
-    QVERIFY(gui.contains(centering ? ",causal:64,,none\n" : ",none,,none\n"));
+    QVERIFY(gui.contains(centering ? ",causal:64,,none,0\n" : ",none,,none,0\n"));
     if (centering) QVERIFY2(w.captionText().contains("keys centred (causal:64)"), qPrintable(w.captionText()));
     QCOMPARE(gui.count('\n'), cli.count('\n'));
     QCOMPARE(gui, cli);
