@@ -65,6 +65,8 @@ const char* kUsage =
     "  memory     --model PRESET | --layers L --kv-heads H --head-dim D [--tokens T] [--key-bits B]\n"
     "             [--value-bits B] [--mode mse|prod|qjl] [--proj-dim M] [--recent-window N] [--json]\n"
     "  presets    list the model presets\n"
+    "  export-lesson FILE|sample --out DIR [--format pdf,png,svg] [--size WxH] [--dpi N] [--force]\n"
+    "             the lesson as a hand-out: lesson.pdf (one page per step) and PNG / SVG per step\n"
     "  export-figures FILE|sample|synthetic --out DIR [--format png,svg,pdf] [--size WxH] [--dpi N]\n"
     "             [--experiment EXP.json] [configuration flags]   render every view headless (see --help)\n"
     "  FILE is a path, or 'sample' (the embedded Qwen2.5-Coder-1.5B slice, head_dim 128) or 'sample:tiny'\n"
@@ -949,8 +951,15 @@ static int dispatch(const std::string& cmd, const std::vector<std::string>& args
       throw UsageError("this build has no GUI library (configured with TQ_BUILD_GUI=OFF), which export-figures uses to render the views");
 #endif
     }
+    if (cmd == "export-lesson") {
+#ifdef TQ_HAVE_UI
+      return tq::ui::runExportLesson({args.begin() + 1, args.end()}, out, err);
+#else
+      throw UsageError("this build has no GUI library (configured with TQ_BUILD_GUI=OFF), which export-lesson uses to draw the pages");
+#endif
+    }
     if (cmd == "evaluate") return cmdEvaluate(Args(args, 1, {"json", "csv", "reference-one-bit", "norm-correction", "qjl-orthogonal"}), out, err);
-    if (cmd == "allocate") return cmdAllocate(Args(args, 1, {"json", "per-head"}), out, err);
+    if (cmd == "allocate") return cmdAllocate(Args(args, 1, {"json", "per-head", "qjl-orthogonal"}), out, err);
     err << "tqstudio-cli: unknown command '" << cmd << "'\n" << kUsage;
     return 2;
   } catch (const UsageError& e) {

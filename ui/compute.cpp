@@ -111,6 +111,14 @@ std::shared_ptr<DetailResult> computeDetail(const DataContext& dc, const DetailR
   return wrap(tq::computeDetailData(dc.source, dc.tokens, detailConfigFor(req.exp, dc.shape.headDim), req.parts, req.region, be, progress, part));
 }
 
+std::shared_ptr<LessonResult> computeLessonResult(const DataContext& dc, const Experiment& e, const tq::ProgressFn& progress) {
+  auto out = std::make_shared<LessonResult>();
+  out->exp = e;
+  tq::Backend& be = threadBackend(e.backend, &out->backendNote);
+  out->lesson = tq::computeLesson(dc.source, dc.tokens, dc.model, detailConfigFor(e, dc.shape.headDim), be, progress);
+  return out;
+}
+
 tq::SweepConfig sweepConfigFor(const Experiment& e, const tq::KvShape& shape) {
   tq::SweepConfig c;
   c.keyBits = {1, 2, 3, 4, 5, 6, 7, 8};

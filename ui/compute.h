@@ -13,6 +13,7 @@
 #include "experiment.h"
 #include "explore/curves.h"
 #include "explore/detail.h"
+#include "explore/lesson.h"
 #include "sweep/sweep.h"
 
 namespace tq::ui {
@@ -64,6 +65,14 @@ struct DetailResult : JobOutput, tq::DetailData {
 /// result then carries only the remaining parts).
 std::shared_ptr<DetailResult> computeDetail(const DataContext& data, const DetailRequest& req, const tq::ProgressFn& progress = {},
                                             const std::function<void(std::shared_ptr<const DetailResult>)>& partial = {});
+
+/// The lesson (core/explore/lesson) of the selected head, for the Lesson view and the hand-out.
+struct LessonResult : JobOutput {
+  Experiment exp;
+  tq::Lesson lesson;
+  std::string backendNote;
+};
+std::shared_ptr<LessonResult> computeLessonResult(const DataContext& data, const Experiment& e, const tq::ProgressFn& progress = {});
 
 /// The fidelity grid: key bits 1..8 x {MSE, MSE+QJL, QJL} x m in {d/2, d, 2d, current}; value bits = current.
 tq::SweepConfig sweepConfigFor(const Experiment& e, const tq::KvShape& shape);

@@ -37,6 +37,8 @@ struct Options {
   QString tab;                  ///< view shown in the screenshot
   int screenshotAfterMs = -1;   ///< >= 0: the sweep runs in the background, the shot is taken after this many ms
   bool bench = false, presentation = false, csv = true, help = false, version = false;
+  bool lesson = false, force = false;  ///< --lesson: open on the Lesson tab; --force: export-lesson may overwrite
+  int lessonStep = 1;                  ///< --lesson-step N: the step a --lesson screenshot shows
   QList<FigureFormat> formats{FigureFormat::Png, FigureFormat::Svg, FigureFormat::Pdf};
   QSize size{1500, 850};
   QSize window{1500, 900};
@@ -78,6 +80,17 @@ bool parseOptions(const QStringList& args, Options& o, QString* error) {
     else if (key == "bench-interaction") o.bench = true;
     else if (key == "presentation") o.presentation = true;
     else if (key == "no-csv") o.csv = false;
+    else if (key == "lesson") o.lesson = true;
+    else if (key == "force") o.force = true;
+    else if (key == "lesson-step") {
+      if (!value(&v)) return false;
+      bool ok = false;
+      o.lessonStep = v.toInt(&ok);
+      if (!ok || o.lessonStep < 1 || o.lessonStep > static_cast<int>(tq::lessonStepIds().size())) {
+        *error = QString("--lesson-step expects 1..%1").arg(tq::lessonStepIds().size());
+        return false;
+      }
+    }
     else if (key == "screenshot") {
       if (!value(&o.screenshot)) return false;
     } else if (key == "screenshot-after-ms") {
@@ -380,9 +393,10 @@ const char* kGuiUsage =
     "  Opens FILE (safetensors / npz / npy KV dump) or the embedded real sample, with a first experiment\n"
     "  already computed. Without a display it exports the figures of the sample to ./tqstudio-figures.\n"
     "Options:\n"
-    "  --screenshot OUT.png [--tab attention|fidelity|memory|distortion|estimator|how] [--window-size WxH]\n"
+    "  --screenshot OUT.png [--tab attention|fidelity|layers|memory|distortion|estimator|how|lesson] [--window-size WxH]\n"
     "                       [--screenshot-after-ms N]  (N >= 0: the sweep runs in the background; the shot after N ms)\n"
     "                       render the main window after the first experiment and exit\n"
+    "  --lesson [--lesson-step N]  open on the Lesson (View > Lesson): TurboQuant in eight steps on this data\n"
     "  --bench-interaction  measure bits change -> plots updated, print JSON\n"
     "  --out DIR --format png,svg,pdf --size WxH --dpi N --no-csv   (headless export)\n"
     "  --experiment EXP.json   --presentation\n"
@@ -427,6 +441,70 @@ int runExportFigures(const std::vector<std::string>& args, std::ostream& out, st
   }
   auto app = ensureApp(true);
   return exportFigures(o, out, err);
+}
+
+std::string exportLessonUsage() {
+  return std::string(
+             "Usage: tqstudio-cli export-lesson FILE|sample --out DIR [--format pdf,png,svg] [--size WxH] [--dpi N] [--force]\n"
+             "       [--experiment EXP.json] [configuration flags: --layer L --head H --key-bits B --queries ...]\n"
+             "  The lesson (TurboQuant in eight steps, each a figure and sentences computed on the selected head) as a\n"
+             "  hand-out: lesson.pdf with one page per step, and lesson-NN-<step>.png / .svg per step. Default formats:\n"
+             "  pdf,png; default page 1600x900 at 120 dpi. Existing files are not overwritten without --force.\n") +
+         Experiment::flagHelp().toStdString();
+}
+
+int runExportLesson(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+  QStringList qa;
+  for (const auto& a : args) qa << QString::fromStdString(a);
+  Options o;
+  o.formats = {FigureFormat::Pdf, FigureFormat::Png};
+  o.size = QSize(1600, 900);
+  QString e;
+  if (!parseOptions(qa, o, &e)) {
+    err << "export-lesson: " << e.toStdString() << " (tqstudio-cli export-lesson --help lists the options)\n";
+    return 2;
+  }
+  if (o.help) {
+    out << exportLessonUsage();
+    return 0;
+  }
+  if (o.file.isEmpty() && o.experiment.isEmpty()) {
+    err << "export-lesson: FILE is required ('sample' for the embedded sample; --help lists the options)\n";
+    return 2;
+  }
+  if (o.out.isEmpty()) {
+    err << "export-lesson: --out DIR is required (--help lists the options)\n";
+    return 2;
+  }
+  if (!resolveData(o, qa, &e)) {
+    err << "export-lesson: " << e.toStdString() << "\n";
+    return 2;
+  }
+  auto app = ensureApp(true);
+  std::shared_ptr<const DataContext> ctx;
+  std::shared_ptr<LessonResult> r;
+  try {
+    ctx = makeContext(openData(o.exp, defaultOpener()));
+    Experiment x = o.exp;
+    x.layer = std::clamp(x.layer, 0, std::max(0, ctx->shape.layers - 1));
+    x.qHead = std::clamp(x.qHead, 0, std::max(0, ctx->shape.qHeads - 1));
+    if (!ctx->shape.hasQueries && x.querySource == tq::QuerySource::Dump) x.querySource = tq::QuerySource::LastKey;
+    r = computeLessonResult(*ctx, x);
+  } catch (const std::exception& ex) {
+    err << "export-lesson: " << ex.what() << "\n";
+    return 2;
+  }
+  const QString caption = r->exp.caption(QString::fromStdString(ctx->model), ctx->shape.seq, ctx->shape.headDim,
+                                         QString::fromStdString(tq::querySourceLabel(r->exp.querySource)), QString::fromStdString(r->lesson.backend));
+  QStringList written;
+  if (!saveLesson(r->lesson, caption, o.out, o.formats, o.size, o.dpi, o.force, &written, &e)) {
+    for (const auto& p : written) out << "wrote " << p.toStdString() << "\n";
+    err << "export-lesson: " << e.toStdString() << "\n";
+    return 1;
+  }
+  for (const auto& p : written) out << "wrote " << p.toStdString() << "\n";
+  out << "lesson: " << r->lesson.steps.size() << " steps on L" << r->exp.layer << " H" << r->exp.qHead << " · " << caption.toStdString() << "\n";
+  return 0;
 }
 
 bool startupExperiment(const Experiment& restored, const QStringList& args, Experiment* out, QString* error) {
@@ -483,7 +561,14 @@ int runGui(int argc, char** argv) {
       std::cerr << "tqstudio: " << e.toStdString() << "\n";
       return 2;
     }
-    if (!o.tab.isEmpty()) {
+    if (o.lesson || o.tab == "lesson") {
+      if (!w.computeLessonNow(&e)) {
+        std::cerr << "tqstudio: the lesson: " << e.toStdString() << "\n";
+        return 2;
+      }
+      w.findChild<QTabWidget*>()->setCurrentWidget(w.lessonView());
+      w.lessonView()->setStep(o.lessonStep - 1);
+    } else if (!o.tab.isEmpty()) {
       auto* v = w.view(o.tab);
       if (!v) {
         std::cerr << "tqstudio: unknown view '" << o.tab.toStdString() << "'\n";
@@ -524,6 +609,7 @@ int runGui(int argc, char** argv) {
   } else {
     w.show();
   }
+  if (o.lesson) w.showLesson();
   return app.exec();
 }
 

@@ -27,4 +27,10 @@ int runExportFigures(const std::vector<std::string>& args, std::ostream& out, st
 /// Usage text of export-figures.
 std::string exportFiguresUsage();
 
+/// `tqstudio-cli export-lesson FILE|sample --out DIR [--format pdf,png,svg] [--size WxH] [--dpi N] [--force]
+/// [configuration flags]`: the lesson as a hand-out (lesson.pdf, one page per step; PNG / SVG per step).
+/// Returns 0 on success, 1 when a file could not be written (or exists without --force), 2 on bad usage or input.
+int runExportLesson(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
+std::string exportLessonUsage();
+
 }  // namespace tq::ui

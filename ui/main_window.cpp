@@ -283,6 +283,7 @@ MainWindow::MainWindow(MainWindowOptions options, QWidget* parent) : QMainWindow
   m_detailRunner = new JobRunner("tq-detail", this);
   m_sweepRunner = new JobRunner("tq-sweep", this);
   m_loadRunner = new JobRunner("tq-load", this);
+  m_lessonRunner = new JobRunner("tq-lesson", this);
   m_flushTimer = new QTimer(this);
   m_flushTimer->setSingleShot(true);
   m_flushTimer->setInterval(10);  // coalesces bursts (key repeat, spin arrows); superseded runs are dropped anyway
@@ -390,6 +391,17 @@ MainWindow::MainWindow(MainWindowOptions options, QWidget* parent) : QMainWindow
     });
   connect(m_tabs, &QTabWidget::currentChanged, this, [this] {
     if (auto* v = qobject_cast<PlotView*>(m_tabs->currentWidget())) v->replotNow();
+    if (lessonActive() && m_lessonDirty) submitLesson();
+  });
+  connect(m_lessonRunner, &JobRunner::finished, this, [this](quint64, JobPtr out, double) {
+    if (auto r = std::dynamic_pointer_cast<const LessonResult>(out)) {
+      m_lesson->setLesson(r, captionFor(r->exp));
+      statusBar()->showMessage(QString("lesson computed for L%1 H%2 on %3").arg(r->exp.layer).arg(r->exp.qHead).arg(QString::fromStdString(r->lesson.backend)), 4000);
+    }
+  });
+  connect(m_lessonRunner, &JobRunner::failed, this, [this](quint64, const QString& m) {
+    m_lesson->setOutdated("the lesson failed: " + m);
+    reportError("The lesson could not be computed", m, false);
   });
   if (m_opt.useSettings) {
     QSettings st;
@@ -655,6 +667,8 @@ void MainWindow::buildUi() {
   m_views = {m_attention, m_fidelity, m_layers, m_memory, m_distortion, m_estimator, m_how};
   const char* tabNames[] = {"Attention", "Fidelity", "Layers", "Memory", "Distortion", "Estimator", "How it works"};
   for (int i = 0; i < m_views.size(); ++i) m_tabs->addTab(m_views[i], tabNames[i]);
+  m_lesson = new LessonView;
+  m_tabs->addTab(m_lesson, "Lesson");
   split->addWidget(scroll);
   split->addWidget(m_tabs);
   split->setStretchFactor(1, 1);
@@ -721,6 +735,8 @@ void MainWindow::buildMenus() {
   });
   for (int i = 0; i < m_views.size(); ++i)
     view->addAction(m_tabs->tabText(i), QKeySequence(QString("Ctrl+%1").arg(i + 1)), this, [this, i] { m_tabs->setCurrentIndex(i); });
+  view->addAction("&Lesson: TurboQuant step by step", QKeySequence("Ctrl+L"), this, &MainWindow::showLesson)
+      ->setToolTip("Eight steps on the loaded data's selected head, each a live figure and sentences with its numbers; Page Down / Page Up (or → / ←) step through");
   view->addSeparator();
   auto* play = view->addAction("How it works: &play the coordinates", QKeySequence("P"), this, [this](bool on) {
     m_tabs->setCurrentWidget(m_how);
@@ -740,10 +756,13 @@ void MainWindow::buildMenus() {
   ex->addAction("Value bits +", QKeySequence("Shift+Up"), this, [this] { setValueBits(m_exp.valueBits + 1); });
   ex->addAction("Value bits −", QKeySequence("Shift+Down"), this, [this] { setValueBits(m_exp.valueBits - 1); });
   ex->addSeparator();
-  ex->addAction("Next layer", QKeySequence(Qt::Key_PageDown), this, [this] { setLayer(m_exp.layer + 1); })->setShortcuts({QKeySequence(Qt::Key_PageDown), QKeySequence(Qt::Key_Down)});
-  ex->addAction("Previous layer", QKeySequence(Qt::Key_PageUp), this, [this] { setLayer(m_exp.layer - 1); })->setShortcuts({QKeySequence(Qt::Key_PageUp), QKeySequence(Qt::Key_Up)});
-  ex->addAction("Next head", QKeySequence(Qt::Key_Right), this, [this] { setHead(m_exp.qHead + 1); });
-  ex->addAction("Previous head", QKeySequence(Qt::Key_Left), this, [this] { setHead(m_exp.qHead - 1); });
+  // (in the Lesson tab Page Down / Page Up and → / ← step through the lesson: a presenter's clicker sends them)
+  ex->addAction("Next layer", QKeySequence(Qt::Key_PageDown), this, [this] { lessonActive() ? m_lesson->next() : setLayer(m_exp.layer + 1); })
+      ->setShortcuts({QKeySequence(Qt::Key_PageDown), QKeySequence(Qt::Key_Down)});
+  ex->addAction("Previous layer", QKeySequence(Qt::Key_PageUp), this, [this] { lessonActive() ? m_lesson->back() : setLayer(m_exp.layer - 1); })
+      ->setShortcuts({QKeySequence(Qt::Key_PageUp), QKeySequence(Qt::Key_Up)});
+  ex->addAction("Next head", QKeySequence(Qt::Key_Right), this, [this] { lessonActive() ? m_lesson->next() : setHead(m_exp.qHead + 1); });
+  ex->addAction("Previous head", QKeySequence(Qt::Key_Left), this, [this] { lessonActive() ? m_lesson->back() : setHead(m_exp.qHead - 1); });
   ex->addSeparator();
   ex->addAction("&Recompute", QKeySequence("F5"), this, &MainWindow::recomputeAll);
   ex->addAction("&Cancel", QKeySequence(Qt::Key_Escape), this, &MainWindow::cancelWork);
@@ -946,7 +965,46 @@ void MainWindow::applyExperiment(const Experiment& n) {
   markDirty(parts, sweep, memory);
 }
 
+bool MainWindow::lessonActive() const { return m_tabs && m_tabs->currentWidget() == m_lesson; }
+
+QString MainWindow::captionFor(const Experiment& e) const {
+  if (!m_data) return {};
+  return e.caption(QString::fromStdString(m_data->model), m_data->shape.seq, m_data->shape.headDim, QString::fromStdString(tq::querySourceLabel(e.querySource)),
+                   m_backendName);
+}
+
+void MainWindow::showLesson() {
+  m_tabs->setCurrentWidget(m_lesson);
+  if (m_lessonDirty) submitLesson();
+}
+
+void MainWindow::submitLesson() {
+  if (!m_data) return;
+  m_lessonDirty = false;
+  m_lesson->setOutdated("computing the lesson for this head…");
+  auto data = m_data;
+  const Experiment e = m_exp;
+  m_lessonRunner->submit([data, e](const tq::ProgressFn& p) -> JobPtr { return computeLessonResult(*data, e, p); });
+}
+
+bool MainWindow::computeLessonNow(QString* error) {
+  if (!m_data) {
+    if (error) *error = "no data";
+    return false;
+  }
+  try {
+    auto r = computeLessonResult(*m_data, m_exp);
+    m_lesson->setLesson(r, captionFor(r->exp));
+    m_lessonDirty = false;
+  } catch (const std::exception& ex) {
+    if (error) *error = QString::fromStdString(ex.what());
+    return false;
+  }
+  return true;
+}
+
 void MainWindow::markDirty(int parts, bool sweep, bool memory) {
+  if (parts || sweep) m_lessonDirty = true;  // the lesson follows the data and the selection
   m_dirtyParts |= parts;
   m_dirtySweep = m_dirtySweep || sweep;
   m_dirtyMemory = m_dirtyMemory || memory;
@@ -955,6 +1013,7 @@ void MainWindow::markDirty(int parts, bool sweep, bool memory) {
 
 void MainWindow::flush() {
   if (!m_data) return;
+  if (m_lessonDirty && lessonActive()) submitLesson();
   if (m_dirtyParts) submitDetail(m_dirtyParts);
   if (m_dirtySweep) submitSweep();
   m_dirtyParts = 0;
@@ -1186,7 +1245,9 @@ void MainWindow::reportError(const QString& where, const QString& message, bool 
   }
 }
 
-bool MainWindow::busy() const { return m_detailRunner->busy() || m_sweepRunner->busy() || m_loadRunner->busy() || m_flushTimer->isActive(); }
+bool MainWindow::busy() const {
+  return m_detailRunner->busy() || m_sweepRunner->busy() || m_loadRunner->busy() || m_lessonRunner->busy() || m_flushTimer->isActive();
+}
 
 QString MainWindow::statusText() const { return m_statusLabel->text(); }
 
@@ -1215,6 +1276,7 @@ void MainWindow::cancelWork() {
   m_sweepRunner->cancel();
   m_detailRunner->cancel();
   m_loadRunner->cancel();
+  m_lessonRunner->cancel();
   m_flushTimer->stop();
   m_dirtyParts = 0;
   m_dirtySweep = false;
@@ -1271,6 +1333,7 @@ void MainWindow::setBackendChoice(tq::BackendChoice c) {
 
 void MainWindow::setPresentation(bool on) {
   for (auto* v : m_views) v->setPresentation(on);
+  if (m_lesson) m_lesson->setPresentation(on);
   QFont f = QApplication::font();
   if (on) f.setPointSizeF(f.pointSizeF() * 1.3);
   centralWidget()->setFont(f);

@@ -11,6 +11,7 @@
 
 #include "compute.h"
 #include "experiment.h"
+#include "lesson_view.h"
 #include "plot_views.h"
 #include "sources.h"
 #include "worker.h"
@@ -66,6 +67,11 @@ class MainWindow : public QMainWindow {
   QList<PlotView*> views() const { return m_views; }
   PlotView* view(const QString& id) const;
   AttentionView* attentionView() const { return m_attention; }
+  LessonView* lessonView() const { return m_lesson; }
+  /// View > Lesson: the Lesson tab, computed for the current data and selection when out of date.
+  void showLesson();
+  /// Computes the lesson on the calling thread (headless: --lesson screenshots); false with a message.
+  bool computeLessonNow(QString* error);
   JobRunner* sweepRunner() const { return m_sweepRunner; }
   JobRunner* detailRunner() const { return m_detailRunner; }
   QString statusText() const;
@@ -140,6 +146,12 @@ class MainWindow : public QMainWindow {
   JobRunner* m_detailRunner = nullptr;
   JobRunner* m_sweepRunner = nullptr;
   JobRunner* m_loadRunner = nullptr;
+  JobRunner* m_lessonRunner = nullptr;
+  LessonView* m_lesson = nullptr;
+  bool m_lessonDirty = true;  ///< the lesson shown is not of the current data / selection
+  void submitLesson();
+  bool lessonActive() const;
+  QString captionFor(const Experiment& e) const;
   QTimer* m_flushTimer = nullptr;
   int m_dirtyParts = 0;
   bool m_dirtySweep = false, m_dirtyMemory = false;

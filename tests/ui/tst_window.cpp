@@ -547,6 +547,100 @@ class TestWindow : public QObject {
     }
   }
 
+  void lessonStepsRenderWithData_data() {
+    QTest::addColumn<bool>("synthetic");
+    QTest::newRow("sample") << false;
+    QTest::newRow("synthetic") << true;
+  }
+  void lessonStepsRenderWithData() {
+    // View > Lesson: eight steps, each a figure with data and sentences with numbers; it follows the selection
+    QFETCH(bool, synthetic);
+    MainWindow w(quiet());
+    QString err;
+    Experiment e = sample();
+    if (synthetic) {
+      e.dataKind = DataKind::Synthetic;
+      e.synth.layers = 2;
+      e.synth.kvHeads = 2;
+      e.synth.qHeads = 4;
+      e.synth.tokens = 300;
+      e.synth.headDim = 64;
+    }
+    QVERIFY2(w.openNow(e, &err), qPrintable(err));
+    w.resize(1366, 768);
+    w.show();
+    w.showLesson();
+    LessonView* l = w.lessonView();
+    QTRY_VERIFY_WITH_TIMEOUT(l->hasLesson() && !l->outdated(), 60000);
+    QCOMPARE(l->stepCount(), 8);
+    QStringList texts;
+    for (int i = 0; i < 8; ++i) {
+      l->setStep(i);
+      QCOMPARE(l->step(), i);
+      QVERIFY(l->plot()->plottableCount() > 0);
+      double points = 0;
+      for (int k = 0; k < l->plot()->plottableCount(); ++k) {
+        auto* pl = l->plot()->plottable(k);
+        if (auto* g = qobject_cast<QCPGraph*>(pl)) points += g->dataCount();
+        if (auto* b = qobject_cast<QCPBars*>(pl)) points += b->dataCount();
+        if (auto* c = qobject_cast<QCPCurve*>(pl)) points += c->dataCount();
+      }
+      QVERIFY2(points > 0, qPrintable(l->text()));
+      QVERIFY2(l->text().contains(QRegularExpression("[0-9]")), qPrintable(l->text()));
+      texts << l->text();
+    }
+    // Page Down / Page Up step through the lesson while it is shown (a presenter's clicker)
+    l->setStep(3);
+    QTest::keyClick(&w, Qt::Key_PageDown);
+    QCOMPARE(l->step(), 4);
+    QTest::keyClick(&w, Qt::Key_PageUp);
+    QCOMPARE(l->step(), 3);
+    QCOMPARE(w.experiment().layer, 0);  // the layer did not move
+    // another layer: the lesson is recomputed, greyed meanwhile, and says something else
+    w.setLayer(1);
+    QTRY_VERIFY_WITH_TIMEOUT(l->hasLesson() && !l->outdated() && l->experiment()->layer == 1 && !w.busy(), 60000);
+    l->setStep(1);
+    QVERIFY(l->text() != texts[1]);
+    w.setPresentation(true);
+    QVERIFY(l->plot()->plottableCount() > 0);
+  }
+
+  void cliExportLesson() {
+    // the hand-out: one PDF page per step, a PNG / SVG per step at the size asked for; nothing overwritten
+    QTemporaryDir dir;
+    std::ostringstream out, err;
+    const std::vector<std::string> args = {"sample", "--out", dir.path().toStdString(), "--format", "pdf,png,svg", "--size", "960x540", "--dpi", "96"};
+    QCOMPARE(runExportLesson(args, out, err), 0);
+    QFile pdf(dir.filePath("lesson.pdf"));
+    QVERIFY(pdf.open(QIODevice::ReadOnly));
+    const QByteArray bytes = pdf.readAll();
+    QCOMPARE(int(bytes.count("/Type /Page") - bytes.count("/Type /Pages")), 8);  // one page object per step
+    const QStringList pngs = QDir(dir.path()).entryList({"lesson-*.png"}, QDir::Files, QDir::Name);
+    QCOMPARE(pngs.size(), 8);
+    QVERIFY(pngs.first().startsWith("lesson-01-kv-cache"));
+    for (const QString& f : pngs) {
+      const QImage img(dir.filePath(f));
+      QCOMPARE(img.size(), QSize(960, 540));
+      // not a blank page: the figure and the text leave many non-white pixels
+      int ink = 0;
+      for (int y = 0; y < img.height(); y += 4)
+        for (int x = 0; x < img.width(); x += 4) ink += img.pixelColor(x, y).lightness() < 200 ? 1 : 0;
+      QVERIFY2(ink > 400, qPrintable(f));
+    }
+    QCOMPARE(QDir(dir.path()).entryList({"lesson-*.svg"}, QDir::Files).size(), 8);
+    QVERIFY(QString::fromStdString(out.str()).contains("lesson: 8 steps"));
+    // a second run does not overwrite the hand-out without --force
+    std::ostringstream out2, err2;
+    QCOMPARE(runExportLesson(args, out2, err2), 1);
+    QVERIFY2(QString::fromStdString(err2.str()).contains("exists"), err2.str().c_str());
+    std::vector<std::string> forced = args;
+    forced.push_back("--force");
+    std::ostringstream out3, err3;
+    QCOMPARE(runExportLesson(forced, out3, err3), 0);
+    std::ostringstream out4, err4;
+    QCOMPARE(runExportLesson({"sample"}, out4, err4), 2);  // --out missing
+  }
+
   void cliExportFigures() {
     QTemporaryDir dir;
     std::ostringstream out, err;
