@@ -396,6 +396,8 @@ MainWindow::MainWindow(MainWindowOptions options, QWidget* parent) : QMainWindow
   connect(m_lessonRunner, &JobRunner::finished, this, [this](quint64, JobPtr out, double) {
     if (auto r = std::dynamic_pointer_cast<const LessonResult>(out)) {
       m_lesson->setLesson(r, captionFor(r->exp));
+      clearError();  // a success clears an old error
+      updateStatus();
       statusBar()->showMessage(QString("lesson computed for L%1 H%2 on %3").arg(r->exp.layer).arg(r->exp.qHead).arg(QString::fromStdString(r->lesson.backend)), 4000);
     }
   });
@@ -459,6 +461,7 @@ void MainWindow::buildUi() {
   auto* bSynth = new QPushButton("Synthetic…");
   for (auto* b : {bOpen, bSample, bSynth}) b->setMinimumWidth(40);
   bOpen->setToolTip("Open a KV dump: safetensors, npz or npy (Ctrl+O, or drop a file on the window)");
+  bSynth->setToolTip("Generate synthetic keys and values (Gaussian, sphere, outlier channels…) of any shape, seeded: data with known properties");
   bSample->setToolTip("The embedded samples: Qwen2.5-Coder-1.5B (head_dim 128, the default) or stories260K (head_dim 8, tiny)");
   connect(bOpen, &QPushButton::clicked, this, [this] {
     const QString p = QFileDialog::getOpenFileName(this, "Open KV dump", QString(), "KV dumps (*.safetensors *.npz *.npy);;All files (*)");
@@ -985,6 +988,7 @@ void MainWindow::submitLesson() {
   auto data = m_data;
   const Experiment e = m_exp;
   m_lessonRunner->submit([data, e](const tq::ProgressFn& p) -> JobPtr { return computeLessonResult(*data, e, p); });
+  updateStatus();
 }
 
 bool MainWindow::computeLessonNow(QString* error) {
@@ -1253,13 +1257,14 @@ QString MainWindow::statusText() const { return m_statusLabel->text(); }
 
 void MainWindow::updateStatus() {
   const bool sweeping = m_sweepRunner->busy();
-  const bool any = sweeping || m_detailRunner->busy() || m_loadRunner->busy();
+  const bool any = sweeping || m_detailRunner->busy() || m_loadRunner->busy() || m_lessonRunner->busy();
   m_progress->setVisible(sweeping || m_loadRunner->busy());
   m_cancel->setVisible(any);
   if (!sweeping) m_progress->setValue(0);
   QString s;
   if (m_loadRunner->busy()) s = "opening…";
   else if (m_detailRunner->busy()) s = "computing…";
+  else if (m_lessonRunner->busy()) s = "computing the lesson…";
   else if (sweeping) s = "sweep running — the views stay live";
   else s = "ready";
   if (!m_lastError.isEmpty() && !any) s = "<span style='color:#b00000'>" + m_lastError.toHtmlEscaped().section('\n', 0, 0) + "</span>";

@@ -2,6 +2,10 @@
 // The main window on the embedded sample (offscreen): every view has data, runs finish, cancel stops,
 // broken files keep the old data, exports have the requested size and format, the CLI exporter works.
 #include <QFile>
+#include <QTabBar>
+#include <QAbstractButton>
+#include <QComboBox>
+#include <QAbstractSpinBox>
 #include <QImage>
 #include <QImageReader>
 #include <QRegularExpression>
@@ -214,6 +218,25 @@ class TestWindow : public QObject {
           QVERIFY2(!drawn[i].first.adjusted(1, 1, -1, -1).intersects(drawn[j].first.adjusted(1, 1, -1, -1)),
                    qPrintable(QString("%1: '%2' runs into '%3'").arg(v->id(), drawn[i].second, drawn[j].second)));
     }
+  }
+
+  void everyControlHasATooltip() {
+    // every control a user can operate says what it does (the side panel, the views' buttons, the lesson's)
+    MainWindow w(quiet());
+    QString err;
+    QVERIFY(w.openNow(sample(), &err));
+    QStringList missing;
+    for (QWidget* c : w.findChildren<QWidget*>()) {
+      const bool control = qobject_cast<QAbstractSpinBox*>(c) || qobject_cast<QComboBox*>(c) || qobject_cast<QAbstractButton*>(c);
+      if (!control || qobject_cast<QTabBar*>(c->parentWidget()) || c->inherits("QScrollBar") || !c->parentWidget()) continue;
+      if (c->objectName().startsWith("qt_")) continue;  // Qt's own (scroll-area corners, tab-bar scrollers)
+      if (c->toolTip().trimmed().isEmpty()) {
+        QString label = c->objectName();
+        if (auto* b = qobject_cast<QAbstractButton*>(c)) label += " '" + b->text() + "'";
+        missing << QString("%1%2").arg(c->metaObject()->className(), label.isEmpty() ? QString() : " " + label);
+      }
+    }
+    QVERIFY2(missing.isEmpty(), qPrintable("controls without a tooltip: " + missing.join(", ")));
   }
 
   void presentationIsFullScreenWithoutTheSidePanel() {
