@@ -26,6 +26,56 @@ bool parseFigureFormat(const QString& s, FigureFormat* f) {
 
 QString figureSuffix(FigureFormat f) { return f == FigureFormat::Png ? "png" : f == FigureFormat::Svg ? "svg" : "pdf"; }
 
+namespace {
+QSize logicalSize(QSize size, int dpi) {
+  const double s = dpi / 96.0;  // layout at 96 dpi, scaled so text keeps its physical size
+  return QSize(static_cast<int>(std::ceil(size.width() / s)), static_cast<int>(std::ceil(size.height() / s)));
+}
+}  // namespace
+
+bool writePng(const QString& path, QSize size, int dpi, const std::function<void(QCPPainter&, QSize)>& paint, QString* error) {
+  QImage img(size, QImage::Format_ARGB32);
+  if (img.isNull()) {
+    if (error) *error = QString("cannot allocate a %1x%2 image").arg(size.width()).arg(size.height());
+    return false;
+  }
+  img.fill(Qt::white);
+  {
+    QCPPainter painter(&img);
+    painter.setRenderHint(QPainter::Antialiasing);
+    painter.scale(dpi / 96.0, dpi / 96.0);
+    paint(painter, logicalSize(size, dpi));
+  }
+  const int dpm = static_cast<int>(std::lround(dpi / 0.0254));
+  img.setDotsPerMeterX(dpm);
+  img.setDotsPerMeterY(dpm);
+  if (!img.save(path, "PNG")) {
+    if (error) *error = "cannot write " + path;
+    return false;
+  }
+  return true;
+}
+
+bool writeSvg(const QString& path, QSize size, int dpi, const QString& title, const QString& description,
+              const std::function<void(QCPPainter&, QSize)>& paint, QString* error) {
+  QSvgGenerator gen;
+  gen.setFileName(path);
+  gen.setSize(size);
+  gen.setViewBox(QRect(QPoint(0, 0), size));
+  gen.setResolution(96);
+  gen.setTitle(title);
+  gen.setDescription(description);
+  QCPPainter painter;
+  if (!painter.begin(&gen)) {
+    if (error) *error = "cannot write " + path;
+    return false;
+  }
+  painter.scale(dpi / 96.0, dpi / 96.0);
+  paint(painter, logicalSize(size, dpi));
+  painter.end();
+  return true;
+}
+
 bool saveFigure(PlotView* view, const QString& path, FigureFormat format, QSize size, int dpi, QString* error) {
   auto fail = [&](const QString& m) {
     if (error) *error = m;
@@ -43,35 +93,11 @@ bool saveFigure(PlotView* view, const QString& path, FigureFormat format, QSize 
     return fail(QString::fromStdString(e.what()));
   }
   QCustomPlot* p = view->plot();
-  const double s = dpi / 96.0;  // layout at 96 dpi, scaled so text keeps its physical size
-  const int lw = static_cast<int>(std::ceil(size.width() / s)), lh = static_cast<int>(std::ceil(size.height() / s));
+  auto draw = [p](QCPPainter& painter, QSize logical) { p->toPainter(&painter, logical.width(), logical.height()); };
   if (format == FigureFormat::Png) {
-    QImage img(size, QImage::Format_ARGB32);
-    if (img.isNull()) return fail(QString("cannot allocate a %1x%2 image").arg(size.width()).arg(size.height()));
-    img.fill(Qt::white);
-    {
-      QCPPainter painter(&img);
-      painter.setRenderHint(QPainter::Antialiasing);
-      painter.scale(s, s);
-      p->toPainter(&painter, lw, lh);
-    }
-    const int dpm = static_cast<int>(std::lround(dpi / 0.0254));
-    img.setDotsPerMeterX(dpm);
-    img.setDotsPerMeterY(dpm);
-    if (!img.save(path, "PNG")) return fail("cannot write " + path);
+    if (!writePng(path, size, dpi, draw, error)) return false;
   } else if (format == FigureFormat::Svg) {
-    QSvgGenerator gen;
-    gen.setFileName(path);
-    gen.setSize(size);
-    gen.setViewBox(QRect(QPoint(0, 0), size));
-    gen.setResolution(96);
-    gen.setTitle(view->title());
-    gen.setDescription(view->caption());
-    QCPPainter painter;
-    if (!painter.begin(&gen)) return fail("cannot write " + path);
-    painter.scale(s, s);
-    p->toPainter(&painter, lw, lh);
-    painter.end();
+    if (!writeSvg(path, size, dpi, view->title(), view->caption(), draw, error)) return false;
   } else {
     QPdfWriter pdf(path);
     pdf.setResolution(96);

@@ -210,8 +210,6 @@ bool saveLesson(const tq::Lesson& L, const QString& caption, const QString& dir,
       if (QFileInfo::exists(p)) return fail(p + " exists: not overwritten (--force replaces it)");
   QCustomPlot scratch;
   scratch.resize(1280, 720);
-  const double s = dpi / 96.0;
-  const QSize logical(static_cast<int>(std::ceil(size.width() / s)), static_cast<int>(std::ceil(size.height() / s)));
   if (pdf) {
     const QString path = paths.first();
     QPdfWriter w(path);
@@ -236,34 +234,10 @@ bool saveLesson(const tq::Lesson& L, const QString& caption, const QString& dir,
     for (auto f : formats) {
       if (f == FigureFormat::Pdf) continue;
       const QString path = stepPath(i, figureSuffix(f));
-      if (f == FigureFormat::Png) {
-        QImage img(size, QImage::Format_ARGB32);
-        if (img.isNull()) return fail(QString("cannot allocate a %1x%2 image").arg(size.width()).arg(size.height()));
-        img.fill(Qt::white);
-        {
-          QCPPainter painter(&img);
-          painter.setRenderHint(QPainter::Antialiasing);
-          painter.scale(s, s);
-          paintLessonPage(painter, logical, L, i, caption, &scratch);
-        }
-        const int dpm = static_cast<int>(std::lround(dpi / 0.0254));
-        img.setDotsPerMeterX(dpm);
-        img.setDotsPerMeterY(dpm);
-        if (!img.save(path, "PNG")) return fail("cannot write " + path);
-      } else {
-        QSvgGenerator gen;
-        gen.setFileName(path);
-        gen.setSize(size);
-        gen.setViewBox(QRect(QPoint(0, 0), size));
-        gen.setResolution(96);
-        gen.setTitle(q(L.steps[i].title));
-        gen.setDescription(caption);
-        QCPPainter painter;
-        if (!painter.begin(&gen)) return fail("cannot write " + path);
-        painter.scale(s, s);
-        paintLessonPage(painter, logical, L, i, caption, &scratch);
-        painter.end();
-      }
+      auto draw = [&](QCPPainter& painter, QSize logical) { paintLessonPage(painter, logical, L, i, caption, &scratch); };
+      QString why;
+      const bool ok = f == FigureFormat::Png ? writePng(path, size, dpi, draw, &why) : writeSvg(path, size, dpi, q(L.steps[i].title), caption, draw, &why);
+      if (!ok) return fail(why);
       if (QFileInfo(path).size() <= 0) return fail("nothing was written to " + path);
       if (written) *written << path;
     }

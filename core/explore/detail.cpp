@@ -193,12 +193,6 @@ Heatmap computeHeat(const std::shared_ptr<const KvSource>& src, const DetailConf
   return h;
 }
 
-double sphereDensity(int d, double t) {
-  if (std::fabs(t) >= 1) return 0;
-  const double c = std::lgamma(d / 2.0) - 0.5 * std::log(M_PI) - std::lgamma((d - 1) / 2.0);
-  return std::exp(c + (d - 3) / 2.0 * std::log(1 - t * t));
-}
-
 float dot(const float* a, const float* b, size_t n) {
   double s = 0;
   for (size_t i = 0; i < n; ++i) s += static_cast<double>(a[i]) * b[i];
@@ -459,7 +453,7 @@ DetailData computeDetailData(const std::shared_ptr<const KvSource>& src, const s
     for (int i = 0; i <= 200; ++i) {
       const double t = -range + 2 * range * i / 200.0;
       h.densityX.push_back(t);
-      h.densityY.push_back(sphereDensity(d, t));
+      h.densityY.push_back(sphereMarginalDensity(d, t));
     }
     // estimates of <q, x> for this one vector: current seed and independent seeds
     h.truth = dot(q, x, D);

@@ -297,12 +297,7 @@ Lesson computeLesson(const std::shared_ptr<const KvSource>& src, const std::vect
     // How far the histogram is from f_d (total variation over the bins), and the keys' common direction
     double tv = 0;
     const double w = det.how.histX.size() > 1 ? det.how.histX[1] - det.how.histX[0] : 0;
-    auto sphere = [&](double t) {
-      if (std::fabs(t) >= 1) return 0.0;
-      const double c = std::lgamma(d / 2.0) - 0.5 * std::log(M_PI) - std::lgamma((d - 1) / 2.0);
-      return std::exp(c + (d - 3) / 2.0 * std::log(1 - t * t));
-    };
-    for (size_t i = 0; i < det.how.histX.size(); ++i) tv += 0.5 * std::fabs(det.how.histDensity[i] - sphere(det.how.histX[i])) * w;
+    for (size_t i = 0; i < det.how.histX.size(); ++i) tv += 0.5 * std::fabs(det.how.histDensity[i] - sphereMarginalDensity(d, det.how.histX[i])) * w;
     std::vector<double> mu(D, 0.0);
     for (size_t t = 0; t < S; ++t) {
       double n = 0;
@@ -317,9 +312,10 @@ Lesson computeLesson(const std::shared_ptr<const KvSource>& src, const std::vect
     s.sentences.push_back(fmt("The same uniform %d-bit quantizer now has relative error %.3g (it was %.3g).", b, naiveRot, naive));
     if (common > 0.5)
       s.sentences.push_back(fmt("Each rotated key looks like a random direction (the histogram against %s: total variation %.2f), but these keys share one "
-                                "direction (the mean of the unit keys has squared norm %.3f): every token's rotated coordinates are nearly the same, only "
-                                "%.2g %% of the direction varies between tokens, and the cells are spent on what the tokens have in common.",
-                                fd(d).c_str(), tv, common, 100 * (1 - common)));
+                                "direction (the mean of the unit keys has squared norm %.3f):%s only %.2g %% of the direction varies between tokens, "
+                                "and the cells are spent %s on what the tokens have in common.",
+                                fd(d).c_str(), tv, common, common > 0.9 ? " every token's rotated coordinates are nearly the same;" : "", 100 * (1 - common),
+                                common > 0.9 ? "almost all" : "largely"));
     else
       s.sentences.push_back(fmt("For random directions each rotated coordinate follows %s, the sphere's marginal; on these keys the histogram is "
                                 "%s it (total variation %.2f), which is what lets one fixed codebook serve every key.",
@@ -339,12 +335,7 @@ Lesson computeLesson(const std::shared_ptr<const KvSource>& src, const std::vect
     a.series.push_back(series(fd(d), LessonSeries::Line, LessonColor::Ink, det.how.densityX, det.how.densityY));
     std::vector<double> cx, cy, bx;
     if (const Codebook* cb = mq.codebookPtr()) {
-      auto sphere = [&](double t) {
-        if (std::fabs(t) >= 1) return 0.0;
-        const double c = std::lgamma(d / 2.0) - 0.5 * std::log(M_PI) - std::lgamma((d - 1) / 2.0);
-        return std::exp(c + (d - 3) / 2.0 * std::log(1 - t * t));
-      };
-      for (double c : cb->centroids) cx.push_back(c), cy.push_back(sphere(c));
+      for (double c : cb->centroids) cx.push_back(c), cy.push_back(sphereMarginalDensity(d, c));
       const double range = det.how.densityX.empty() ? 1.0 : det.how.densityX.back();
       for (double v : cb->boundaries)
         if (std::fabs(v) < range) bx.push_back(v);

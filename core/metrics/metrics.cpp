@@ -234,6 +234,12 @@ size_t keyBytesPerVector(int headDim, int bits, KeyMode mode, int projDim) {
 
 size_t valueBytesPerVector(int headDim, int bits) { return keyBytesPerVector(headDim, bits, KeyMode::Mse, 0); }
 
+double sphereMarginalDensity(int d, double t) {
+  if (std::fabs(t) >= 1 || d < 2) return 0;
+  const double c = std::lgamma(d / 2.0) - 0.5 * std::log(M_PI) - std::lgamma((d - 1) / 2.0);
+  return std::exp(c + (d - 3) / 2.0 * std::log(1 - t * t));
+}
+
 double windowedKeyBytes(double compressedBytes, double seq, double d, double window, bool mean) {
   if (seq <= 0 || (window <= 0 && !mean)) return compressedBytes;
   const double w = std::min(window, seq);

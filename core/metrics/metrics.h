@@ -57,6 +57,9 @@ double vectorMse(const float* x, const float* xhat, size_t n, size_t d);
 void vectorMseAccumulate(const float* x, const float* xhat, size_t n, size_t d, double& sum, size_t& used);
 
 // ---------------------------------------------------------------- theory
+/// The density f_d(t) of one coordinate of a uniformly random unit vector in d dimensions (the sphere's
+/// marginal, what the exact-law codebook is solved for); 0 outside (-1, 1).
+double sphereMarginalDensity(int d, double t);
 /// Expected ||u - u_hat||^2 for a unit vector (exact-law codebook).
 double theoryDistortion(int dim, int bits, CodebookLaw law = CodebookLaw::Exact);
 /// Predicted error variance of <q, x_hat> per ||q||^2 ||x||^2: MSE-only D_b / d; Prod (pi/2) D_{b-1} / m.
