@@ -58,6 +58,23 @@ void viewScores(Backend& be, const Quantizer& q, const CompressedVectors& kc, co
   parallelRanges(nq, 64, [&](size_t b, size_t e) { denseScores(q, kc, queries + b * d, e - b, out + b * kc.count); });
 }
 
+std::vector<double> estimatesOverSeeds(const DetailConfig& e, KeyMode mode, int bits, int d, const float* x, const float* q, int first, int count) {
+  std::vector<double> out(static_cast<size_t>(std::max(0, count)));
+  parallelRanges(out.size(), 2, [&](size_t b, size_t en) {
+    for (size_t i = b; i < en; ++i) {
+      QuantConfig c = e.keyConfig(mode, bits, d);
+      c.seed = c.seed + 7919ull * static_cast<uint64_t>(first + static_cast<int>(i));
+      Quantizer tqz(c);
+      const auto cv = tqz.compress(x, 1);
+      const auto pq = tqz.prepare(q);
+      float est = 0;
+      tqz.scores(pq, cv, 0, 1, &est);
+      out[i] = est;
+    }
+  });
+  return out;
+}
+
 namespace {
 
 /// Estimated scores (nq x S) of one key configuration for the query rows Q: what the heatmap shows.
@@ -467,19 +484,10 @@ DetailData computeDetailData(const std::shared_ptr<const KvSource>& src, const s
       (md.mode == KeyMode::Mse ? h.estimateMse : h.estimateProd) = s;
     }
     const int trials = d <= 16 ? 128 : d <= 64 ? 48 : 24;
-    for (int s = 1; s <= trials; ++s) {
-      checkCancel();
-      for (KeyMode m : {KeyMode::Mse, h.compareMode}) {
-        auto c = e.keyConfig(m, e.keyBits, d);
-        c.seed = c.seed + 7919ull * static_cast<uint64_t>(s);
-        Quantizer tqz(c);
-        const auto cv = tqz.compress(x, 1);
-        const auto pq = tqz.prepare(q);
-        float est = 0;
-        tqz.scores(pq, cv, 0, 1, &est);
-        (m == KeyMode::Mse ? h.trialsMse : h.trialsProd).push_back(est);
-      }
-    }
+    checkCancel();
+    h.trialsMse = estimatesOverSeeds(e, KeyMode::Mse, e.keyBits, d, x, q, 1, trials);
+    checkCancel();
+    h.trialsProd = estimatesOverSeeds(e, h.compareMode, e.keyBits, d, x, q, 1, trials);
   }
   step(4);
   deliver(PartHow);

@@ -141,6 +141,11 @@ DetailData computeDetailData(const std::shared_ptr<const KvSource>& src, const s
                              const HeatRegion& region, Backend& be, const ProgressFn& progress = {},
                              const std::function<void(const DetailData&)>& partial = {});
 
+/// <q, x> estimated by the key quantizer of `e` (mode, bits) under independent draws of its rotation and
+/// QJL matrix: seeds layerSeed + 7919 s for s = first .. first + count - 1 (how it works and the lesson
+/// use the same draws). Runs on all cores; the result is in seed order whatever the thread count.
+std::vector<double> estimatesOverSeeds(const DetailConfig& e, KeyMode mode, int bits, int d, const float* x, const float* q, int first, int count);
+
 /// Estimated scores for the views: on the CPU the dense form of the sweep (denseScores, rows split over
 /// the cores), on a device its own scoring.
 void viewScores(Backend& be, const Quantizer& q, const CompressedVectors& kc, const float* queries, size_t nq, float* out);

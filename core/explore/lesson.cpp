@@ -381,19 +381,13 @@ Lesson computeLesson(const std::shared_ptr<const KvSource>& src, const std::vect
     {
       const int draws = d <= 128 ? 200 : d <= 256 ? 64 : 24;
       const std::vector<float> qv = queryVectors(*src, cfg.queries, cfg.seed, cfg.layer, cfg.qHead, K, {h.token});
-      for (int sd = 1; sd <= draws; ++sd) {
-        if (sd % 16 == 0) step(4);
-        for (KeyMode m : {KeyMode::Mse, KeyMode::Prod}) {
-          DetailConfig tc = dc;
-          QuantConfig c = tc.keyConfig(m, b, d);
-          c.seed = c.seed + 7919ull * static_cast<uint64_t>(sd);
-          Quantizer tqz(c);
-          const auto cv = tqz.compress(h.x.data(), 1);
-          const auto pq = tqz.prepare(qv.data());
-          float est = 0;
-          tqz.scores(pq, cv, 0, 1, &est);
-          (m == KeyMode::Mse ? trialsMse : trialsProd).push_back(est);
-        }
+      for (int first = 1; first <= draws; first += 40) {  // in chunks, a cancel check between them
+        step(4);
+        const int n = std::min(40, draws - first + 1);
+        const auto a = estimatesOverSeeds(dc, KeyMode::Mse, b, d, h.x.data(), qv.data(), first, n);
+        const auto c = estimatesOverSeeds(dc, KeyMode::Prod, b, d, h.x.data(), qv.data(), first, n);
+        trialsMse.insert(trialsMse.end(), a.begin(), a.end());
+        trialsProd.insert(trialsProd.end(), c.begin(), c.end());
       }
     }
     LessonPanel p;

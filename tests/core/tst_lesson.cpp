@@ -86,6 +86,28 @@ class TestLesson : public QObject {
     }
   }
 
+  void drawsOverSeedsAreTheSequentialOnes() {
+    // estimatesOverSeeds runs on all cores; its values are the seed-ordered sequential ones
+    DetailConfig e;
+    e.keyBits = 3;
+    e.projDim = 32;
+    const int d = 32;
+    std::vector<float> x(d), q(d);
+    for (int j = 0; j < d; ++j) x[j] = std::sin(0.3f * j) + 0.1f, q[j] = std::cos(0.2f * j);
+    for (KeyMode m : {KeyMode::Mse, KeyMode::Prod}) {
+      const auto par = estimatesOverSeeds(e, m, 3, d, x.data(), q.data(), 5, 17);
+      QCOMPARE(par.size(), size_t(17));
+      for (int i = 0; i < 17; ++i) {
+        QuantConfig c = e.keyConfig(m, 3, d);
+        c.seed += 7919ull * static_cast<uint64_t>(5 + i);
+        Quantizer tqz(c);
+        float est = 0;
+        tqz.scores(tqz.prepare(q.data()), tqz.compress(x.data(), 1), 0, 1, &est);
+        QCOMPARE(par[static_cast<size_t>(i)], static_cast<double>(est));
+      }
+    }
+  }
+
   void cancels() {
     std::shared_ptr<const KvSource> src = openSample(SampleId::Tiny);
     auto be = makeCpuBackend();
