@@ -18,6 +18,7 @@
 #include <cublas_v2.h>
 
 #include <algorithm>
+#include <atomic>
 
 #include "cuda/common.cuh"
 
@@ -362,10 +363,10 @@ __global__ void __launch_bounds__(kThreads, 1) fastCompressKernel(const FastPara
 template <int B, int MODE, CudaInput IN>
 void launchFast(Context& ctx, const FastParams& P) {
   auto kern = fastCompressKernel<B, MODE, IN>;
-  static bool configured = false;  // per instantiation; harmless to repeat
-  if (!configured) {
+  static std::atomic<bool> configured{false};  // per instantiation; sweep lanes call this from several threads (repeating it is harmless)
+  if (!configured.load(std::memory_order_acquire)) {
     TQ_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, kFastSmem));
-    configured = true;
+    configured.store(true, std::memory_order_release);
   }
   const size_t tiles = (P.n + 31) / 32;
   const int blocks = static_cast<int>(std::min<size_t>(static_cast<size_t>(ctx.multiprocessors()), (tiles + kWarps - 1) / kWarps));

@@ -67,7 +67,50 @@ struct CudaBackend::Impl {
   /// Page-locked staging buffers for evaluateTask's inputs (filled outside the main lock, one per thread at a time).
   std::mutex stagingMutex;
   std::vector<std::unique_ptr<cuda::PinnedBuf>> staging;
-  cuda::TaskBuffers task;
+  /// evaluateTask runs on lanes of its own (a stream, a cuBLAS handle and task buffers each): several sweep
+  /// threads keep the device busy at once, and the detail views' calls (on ctx, under `mutex`) do not wait
+  /// behind a sweep task. TQ_CUDA_LANES (1..16, default 4) sets how many.
+  struct Lane {
+    std::unique_ptr<cuda::Context> ctx;
+    cuda::TaskBuffers task;
+    cuda::Scratch scratch;
+  };
+  std::mutex laneMutex;
+  std::condition_variable laneCv;
+  std::vector<std::unique_ptr<Lane>> idleLanes;
+  int lanesMade = 0;
+  static int maxLanes() {
+    const char* v = std::getenv("TQ_CUDA_LANES");
+    const int n = v ? std::atoi(v) : 4;
+    return std::clamp(n, 1, 16);
+  }
+  /// A lane for one task (waits while all are busy); throws cuda::CudaError when a new one cannot be made.
+  std::unique_ptr<Lane> takeLane() {
+    std::unique_lock<std::mutex> lock(laneMutex);
+    laneCv.wait(lock, [&] { return !idleLanes.empty() || lanesMade < maxLanes(); });
+    if (!idleLanes.empty()) {
+      auto l = std::move(idleLanes.back());
+      idleLanes.pop_back();
+      return l;
+    }
+    ++lanesMade;
+    lock.unlock();
+    try {
+      auto l = std::make_unique<Lane>();
+      l->ctx = std::make_unique<cuda::Context>(ctx->device());
+      return l;
+    } catch (...) {
+      std::lock_guard<std::mutex> again(laneMutex);
+      --lanesMade;
+      laneCv.notify_one();
+      throw;
+    }
+  }
+  void giveLane(std::unique_ptr<Lane> l) {
+    std::lock_guard<std::mutex> lock(laneMutex);
+    idleLanes.push_back(std::move(l));
+    laneCv.notify_one();
+  }
 
   /// Vectors per device round trip so that a chunk uses at most a third of the free memory.
   size_t chunkFor(size_t n, size_t bytesPerVector) {
@@ -346,7 +389,6 @@ bool CudaBackend::evaluateTask(const SweepTaskInput& in, SweepTaskOutput& out) {
   for (const Quantizer* q : in.valueQuantizers)
     if (!q || q->dim() != in.dv) throw std::invalid_argument("evaluateTask: a value quantizer does not match the values' dimension");
   Impl& I = *m_impl;
-  bool ran = false;
   // plans first, outside the main lock (hashing and building them is host work)
   std::vector<std::shared_ptr<cuda::DevPlan>> hold;
   std::vector<const cuda::DevPlan*> kp, vp;
@@ -405,21 +447,46 @@ bool CudaBackend::evaluateTask(const SweepTaskInput& in, SweepTaskOutput& out) {
       I.staging.push_back(std::move(b));
     }
   } giveBack{I, stage};
-  I.guarded(
-      "evaluateTask",
-      [&] {
-        // a task that waited for the device while the sweep was cancelled is not run (its output is empty;
-        // the sweep discards it)
-        if (cancelRequested(in)) {
-          out = SweepTaskOutput{};
-        } else {
-          cuda::evaluateTask(*I.ctx, kp, vp, pin, out, I.task, I.scratch);
-        }
-        ran = true;
-      },
-      [&] { ran = false; });
-  if (!ran) I.task = cuda::TaskBuffers();
-  return ran;
+  std::unique_ptr<Impl::Lane> lane;
+  try {
+    lane = I.takeLane();
+  } catch (const cuda::CudaError& e) {
+    std::cerr << "tqstudio: cannot open a CUDA stream for a sweep task (" << e.what() << "); the task runs on the CPU\n";
+    return false;
+  }
+  struct LaneBack {
+    Impl& I;
+    std::unique_ptr<Impl::Lane>& l;
+    ~LaneBack() { I.giveLane(std::move(l)); }
+  } laneBack{I, lane};
+  try {
+    // Fault injection for the tests, as in guarded(): TQ_CUDA_INJECT_ERROR=evaluateTask or =sticky.
+    if (const char* inj = std::getenv("TQ_CUDA_INJECT_ERROR")) {
+      if (std::strcmp(inj, "evaluateTask") == 0) throw cuda::CudaError("injected failure (TQ_CUDA_INJECT_ERROR)", 999, false, false);
+      if (std::strcmp(inj, "sticky") == 0) throw cuda::CudaError("injected sticky failure (TQ_CUDA_INJECT_ERROR)", 999, true, false);
+    }
+    // a task that waited for a lane while the sweep was cancelled is not run (its output is empty; the
+    // sweep discards it)
+    if (cancelRequested(in))
+      out = SweepTaskOutput{};
+    else
+      cuda::evaluateTask(*lane->ctx, kp, vp, pin, out, lane->task, lane->scratch);
+    return true;
+  } catch (const cuda::CudaError& e) {
+    lane->task = cuda::TaskBuffers();
+    lane->scratch = cuda::Scratch();
+    std::lock_guard<std::mutex> lock(I.mutex);
+    I.lastFell = I.everFell = true;
+    I.reason = std::string("CUDA error in evaluateTask: ") + e.what();
+    if (e.sticky()) {
+      I.broken = true;
+      I.brokenReason = I.reason;
+      std::cerr << "tqstudio: " << I.reason << "; the CUDA backend is disabled for this process and the CPU engine takes over\n";
+    } else {
+      std::cerr << "tqstudio: " << I.reason << (e.outOfMemory() ? " (out of device memory)" : "") << "; this task runs on the CPU engine\n";
+    }
+    return false;
+  }
 }
 
 void CudaBackend::attention(const Quantizer& kq, const CompressedVectors& keys, const Quantizer& vq, const CompressedVectors& values,

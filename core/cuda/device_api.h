@@ -189,6 +189,7 @@ void weightedSum(Context& ctx, const DevPlan& p, const DevCompressed& values, si
 /// Device buffers of evaluateTask, kept between tasks (grown as needed).
 struct TaskBuffers {
   DevBuf keys, values, valuesD, queries, limits, exact, probs, exactOut, estimate, weights, estOut, recon, perVector, results;
+  DevBuf sq, z;  ///< the dense QJL term: S q per query (nq x m) and the keys' scaled signs (seq x m)
   DevCompressedBuf compKeys;
   std::vector<DevCompressedBuf> compValues;
 };

@@ -237,6 +237,18 @@ __global__ void floatToDoubleKernel(const float* in, size_t n, double* out) {
     out[i] = in[i];
 }
 
+/// The keys' QJL signs as rows of +-c_t (c_t = sqrt(pi/2)/m * fp16 ||r_t||, the CPU's addQjlTerm layout):
+/// Z (seq x m), bit j of key t at byte j / 8, bit j % 8.
+__global__ void expandSignsKernel(const uint8_t* signs, const uint16_t* rnorms, size_t seq, int m, size_t signBytes, float scale, float* Z) {
+  const size_t total = seq * static_cast<size_t>(m);
+  for (size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    const size_t t = i / static_cast<size_t>(m);
+    const int j = static_cast<int>(i - t * static_cast<size_t>(m));
+    const float c = h2f(rnorms[t]) * scale;
+    Z[i] = ((signs[t * signBytes + (j >> 3)] >> (j & 7)) & 1u) ? c : -c;
+  }
+}
+
 unsigned gridFor(size_t n, size_t per, int sms) {
   return static_cast<unsigned>(std::max<size_t>(1, std::min<size_t>(static_cast<size_t>(sms) * 16, (n + per - 1) / per)));
 }
@@ -325,7 +337,35 @@ void evaluateTask(Context& ctx, const std::vector<const DevPlan*>& keyPlans, con
     } else {
       setKernel<<<1, 1, 0, st>>>(rKmse + ki, 1.0);  // no MSE stage: vectorMse is defined as 1
     }
-    scores(ctx, kp, b.compKeys.view(), seq, b.queries.as<float>(), nullptr, nullptr, nq, nq, b.estimate.as<float>(), seq, s);
+    // Estimated logits in the dense form of the CPU sweep (core/backend/cpu_task): <q, x_mse> as a product
+    // with the reconstruction, plus the QJL term as S q times the keys' scaled signs. Two cuBLAS products
+    // cost a fraction of the look-up-table scoring, whose generic kernel (5-8 bits, m = 2d) took ~0.8 ms a
+    // variant at 8192 keys and 128 queries on an H200 (docs/EXPLORER.md).
+    float* est = b.estimate.as<float>();
+    static const bool lutScoring = std::getenv("TQ_CUDA_SWEEP_LUT") != nullptr;  // the former path, for comparisons
+    if (lutScoring) {
+      scores(ctx, kp, b.compKeys.view(), seq, b.queries.as<float>(), nullptr, nullptr, nq, nq, est, seq, s);
+    } else if (kp.mseBits > 0) {
+      blasCheck(cublasSgemm(hb, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(seq), static_cast<int>(nq), static_cast<int>(d), &one, b.recon.as<float>(),
+                            static_cast<int>(d), b.queries.as<float>(), static_cast<int>(d), &zero, est, static_cast<int>(seq)),
+                "estimated logits (cublasSgemm)");
+    } else {
+      ctx.memsetAsync(est, 0, nq * seq * 4);
+    }
+    if (!lutScoring && kp.projDim > 0) {
+      const size_t m = static_cast<size_t>(kp.projDim);
+      b.sq.ensure(nq * m * 4);
+      b.z.ensure(seq * m * 4);
+      blasCheck(cublasSgemm(hb, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(m), static_cast<int>(nq), static_cast<int>(d), &one, kp.S.as<float>(),
+                            static_cast<int>(d), b.queries.as<float>(), static_cast<int>(d), &zero, b.sq.as<float>(), static_cast<int>(m)),
+                "S q (cublasSgemm)");
+      expandSignsKernel<<<gridFor(seq * m, 256, sms), 256, 0, st>>>(b.compKeys.view().signs, b.compKeys.view().rnorms, seq, kp.projDim, kp.signBytes,
+                                                                      kp.qjlScale, b.z.as<float>());
+      checkLaunch("QJL sign expansion kernel");
+      blasCheck(cublasSgemm(hb, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(seq), static_cast<int>(nq), static_cast<int>(m), &one, b.z.as<float>(),
+                            static_cast<int>(m), b.sq.as<float>(), static_cast<int>(m), &one, est, static_cast<int>(seq)),
+                "QJL term (cublasSgemm)");
+    }
     keyMetricsKernel<<<static_cast<unsigned>(nq), kThreads, 0, st>>>(b.exact.as<float>(), b.estimate.as<float>(), b.probs.as<double>(), seq,
                                                                      b.limits.as<int>(), in.scale, b.weights.as<float>(), rKey + ki * nq * 9);
     checkLaunch("key metrics kernel");
