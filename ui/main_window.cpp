@@ -850,7 +850,8 @@ void MainWindow::syncControls() {
   setComboData(m_layerMethod, m_exp.layerMethod);
   m_compare->setCurrentIndex(std::max(0, m_compare->findData(m_exp.compareMethod)));
   m_compareBits->setValue(m_exp.compareBits);
-  m_compareBits->setEnabled(m_exp.comparing() && m_exp.compareMethod != "tq-ref11" && m_exp.compareMethod != "fp16" && !m_exp.compareMethod.startsWith("fp8"));
+  m_compareBits->setEnabled(m_exp.comparing() && m_exp.compareMethod != "tq-ref11" && m_exp.compareMethod != "tq-qjl" && m_exp.compareMethod != "fp16" &&
+                            !m_exp.compareMethod.startsWith("fp8") && !(m_exp.compareMethod == "tq" && m_exp.keyMode == tq::KeyMode::QjlOnly));
   m_recentWindow->setValue(m_exp.recentWindow);
   m_seed->setValue(static_cast<int>(std::min<quint64>(m_exp.seed, 2147483647)));
   setComboData(m_backend, m_exp.backend);

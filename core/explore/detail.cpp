@@ -43,6 +43,7 @@ const char* keyModeLabelText(KeyMode m) {
 std::string keyVariantLabel(const KeyVariant& v, const MethodOptions& opt) {
   std::string s = v.methodName();
   if (methodFixedBits(v.method) >= 8) return s;
+  if (v.method == Method::TurboQuant && v.mode == KeyMode::QjlOnly) return s + " m=" + std::to_string(v.projDim);  // m sign bits, no width
   s += " " + std::to_string(v.method == Method::TqRef11 ? 1 : v.bits) + (v.bits == 1 || v.method == Method::TqRef11 ? " bit" : " bits");
   if (v.method == Method::TurboQuant && v.mode != KeyMode::Mse) s += " m=" + std::to_string(v.projDim);
   const std::string o = methodOptionsLabel(v.method, opt);

@@ -499,6 +499,9 @@ class TestMethods : public QObject {
     // A - B is A's map minus B's (pooled per bin: at full resolution, exactly)
     for (size_t i = 0; i < kv.heat.approx.size(); ++i)
       if (!std::isnan(kv.heat.exact[i])) QVERIFY(std::fabs(kv.heat.diffAB[i] - (kv.heat.approx[i] - kv.heat.compare[i])) < 1e-6f);
+    // QJL-only keys have m sign bits and no width: the label says so
+    e.compareKey = {KeyMode::QjlOnly, 3, 64, Method::TurboQuant};
+    QCOMPARE(computeDetailData(src, {}, e, PartHeatmap, reg, *be).heat.labelB, std::string("tq-qjl m=64"));
     // the recent window reaches the views too: with every token in it, A is exact
     e.recentWindow = 300;
     const DetailData rw = computeDetailData(src, {}, e, PartHeatmap, reg, *be);
