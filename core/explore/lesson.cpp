@@ -313,9 +313,9 @@ Lesson computeLesson(const std::shared_ptr<const KvSource>& src, const std::vect
     if (common > 0.5)
       s.sentences.push_back(fmt("Each rotated key looks like a random direction (the histogram against %s: total variation %.2f), but these keys share one "
                                 "direction (the mean of the unit keys has squared norm %.3f):%s only %.2g %% of the direction varies between tokens, "
-                                "and the cells are spent %s on what the tokens have in common.",
+                                "and %s of the codebook's resolution goes to what the tokens have in common.",
                                 fd(d).c_str(), tv, common, common > 0.9 ? " every token's rotated coordinates are nearly the same;" : "", 100 * (1 - common),
-                                common > 0.9 ? "almost all" : "largely"));
+                                common > 0.9 ? "almost all" : "much"));
     else
       s.sentences.push_back(fmt("For random directions each rotated coordinate follows %s, the sphere's marginal; on these keys the histogram is "
                                 "%s it (total variation %.2f), which is what lets one fixed codebook serve every key.",
