@@ -272,8 +272,8 @@ LessonView::LessonView(QWidget* parent) : QWidget(parent) {
   m_caption->setStyleSheet("color: #555;");
   m_back = new QPushButton("◀ Back");
   m_next = new QPushButton("Next ▶");
-  m_back->setToolTip("The previous step (Page Up, or ← in full screen)");
-  m_next->setToolTip("The next step (Page Down, or → in full screen)");
+  m_back->setToolTip("The previous step (Page Up, ↑ or ← while the Lesson is shown)");
+  m_next->setToolTip("The next step (Page Down, ↓ or → while the Lesson is shown)");
   m_pos = new QLabel;
   m_pos->setAlignment(Qt::AlignCenter);
   connect(m_back, &QPushButton::clicked, this, &LessonView::back);
@@ -307,13 +307,13 @@ void LessonView::setLesson(std::shared_ptr<const LessonResult> r, const QString&
 void LessonView::setOutdated(const QString& why) {
   m_outdated = true;
   m_status->setText(" · " + why);
-  m_plot->setEnabled(false);
-  m_text->setEnabled(false);
+  show_();
 }
 
 void LessonView::setStep(int i) {
   if (!m_result) return;
   const int n = stepCount();
+  if (n == 0) return;
   const int j = std::clamp(i, 0, n - 1);
   if (j == m_step) return;
   m_step = j;
@@ -336,9 +336,10 @@ void LessonView::setPresentation(bool on) {
 QString LessonView::text() const { return m_title->text() + "\n" + m_text->text(); }
 
 void LessonView::show_() {
-  m_plot->setEnabled(true);
-  m_text->setEnabled(true);
-  m_status->clear();
+  // an out-of-date lesson stays marked as such while the user steps through it
+  m_plot->setEnabled(!m_outdated);
+  m_text->setEnabled(!m_outdated);
+  if (!m_outdated) m_status->clear();
   if (!m_result || m_result->lesson.steps.empty()) {
     m_title->setText("Lesson");
     m_text->setText("The lesson is computed for the loaded data's selected head…");

@@ -402,8 +402,15 @@ MainWindow::MainWindow(MainWindowOptions options, QWidget* parent) : QMainWindow
     }
   });
   connect(m_lessonRunner, &JobRunner::failed, this, [this](quint64, const QString& m) {
+    m_lessonDirty = true;  // shown again, it tries again
     m_lesson->setOutdated("the lesson failed: " + m);
     reportError("The lesson could not be computed", m, false);
+    updateStatus();
+  });
+  connect(m_lessonRunner, &JobRunner::cancelled, this, [this] {
+    m_lessonDirty = true;
+    m_lesson->setOutdated("cancelled: out of date (F5 recomputes)");
+    updateStatus();
   });
   if (m_opt.useSettings) {
     QSettings st;

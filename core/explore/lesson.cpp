@@ -155,9 +155,13 @@ Lesson computeLesson(const std::shared_ptr<const KvSource>& src, const std::vect
   const size_t D = static_cast<size_t>(d), S = static_cast<size_t>(sh.seq);
 
   // The detail views' records of this head (how it works, distortion, estimator): the same numbers.
+  // The lesson follows the selection, the quantizer and key centering; not the V3 options (protected
+  // layers, the recent window) or A/B, so that every step describes the same configuration as its curves.
   DetailConfig dc = cfg;
   dc.keyMode = KeyMode::Prod;  // how it works compares MSE-only with MSE+QJL
   dc.compare = false;
+  dc.protectLayers = 0;
+  dc.recentWindow = 0;
   if (dc.projDim <= 0) dc.projDim = d;
   const DetailData det = computeDetailData(src, tokens, dc, PartHow | PartDistortion | PartEstimator, HeatRegion{}, be, progress);
   L.kvHead = det.kvHead;
@@ -174,7 +178,9 @@ Lesson computeLesson(const std::shared_ptr<const KvSource>& src, const std::vect
   sc.methods = {Method::Kivi, Method::IntRot, Method::Fp8E4M3};
   sc.projDims = {0};
   sc.layers = {cfg.layer};
-  sc.qHeads = {cfg.qHead};
+  // the selected head's cell: a query head with the dump's queries, its kv head with a proxy (the sweep's
+  // proxy heads are the kv heads)
+  sc.qHeads = {cfg.queries == QuerySource::Dump ? cfg.qHead : det.kvHead};
   sc.queries = cfg.queries;
   sc.maxQueries = cfg.sweepQueries;
   sc.seed = cfg.seed;

@@ -83,6 +83,12 @@ class TestLesson : public QObject {
       // random Gaussian keys have no outlier channel; the outlier generator's do
       const std::string& first = L.steps[1].sentences[0];
       QVERIFY2((k == SyntheticKind::Gaussian) == (first.find("no strong outlier") != std::string::npos), first.c_str());
+      // a query head beyond the kv heads with proxy queries (GQA 4 q / 2 kv): every step on kv head 1
+      c.qHead = 3;
+      const Lesson G = computeLesson(src, {}, "synthetic", c, *be);
+      checkLesson(G);
+      QCOMPARE(G.kvHead, 1);
+      QVERIFY(G.steps[7].panels[0].title.find("kv head 1") != std::string::npos);
     }
   }
 

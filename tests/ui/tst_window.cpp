@@ -626,6 +626,17 @@ class TestWindow : public QObject {
     QVERIFY(l->text() != texts[1]);
     w.setPresentation(true);
     QVERIFY(l->plot()->plottableCount() > 0);
+    // a cancelled lesson says so and is computed again when it is shown again
+    w.setLayer(0);
+    QTRY_VERIFY_WITH_TIMEOUT(w.lessonView()->outdated() || !w.busy(), 20000);
+    w.cancelWork();
+    QTRY_VERIFY_WITH_TIMEOUT(!w.busy(), 20000);
+    if (l->outdated()) {
+      l->next();
+      QVERIFY(l->outdated());  // stepping through an out-of-date lesson keeps it marked
+      w.showLesson();
+    }
+    QTRY_VERIFY_WITH_TIMEOUT(l->hasLesson() && !l->outdated() && l->experiment()->layer == 0 && !w.busy(), 60000);
   }
 
   void cliExportLesson() {
