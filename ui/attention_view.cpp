@@ -6,6 +6,7 @@
 #include <QToolTip>
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "plot_common.h"
 
@@ -39,7 +40,7 @@ AttentionView::AttentionView(QWidget* parent) : PlotView("attention", "Attention
     m_rect[k]->axis(QCPAxis::atRight)->setRangeReversed(true);
     m_rect[k]->setRangeDrag(Qt::Horizontal | Qt::Vertical);
     m_rect[k]->setRangeZoom(Qt::Horizontal | Qt::Vertical);
-    m_map[k] = new QCPColorMap(x, y);
+    m_map[k] = new HeatColorMap(x, y);
     m_map[k]->setInterpolate(false);
     m_map[k]->setTightBoundary(false);
     m_map[k]->setColorScale(k == 3 ? m_scaleD : m_scaleA);
@@ -95,7 +96,8 @@ AttentionView::AttentionView(QWidget* parent) : PlotView("attention", "Attention
     c1 = std::min(m_seq, c1 + mc);
     r0 = std::max(0, r0 - mr);
     r1 = std::min(m_seq, r1 + mr);
-    if (c0 == 0 && r0 == 0 && c1 == m_seq && r1 == m_seq && m_heat.row0 == 0 && m_heat.col0 == 0 && m_heat.row1 == m_seq && m_heat.col1 == m_seq) return;
+    if (c0 == 0 && r0 == 0 && c1 == m_seq && r1 == m_seq && m_heat.row0 == 0 && m_heat.col0 == 0 && m_heat.row1 == m_seq && m_heat.col1 == m_seq)
+      return;
     emit regionRequested(r0, r1, c0, c1);
   });
   finishLayout();
@@ -166,7 +168,7 @@ void AttentionView::setMarkedToken(int token) {
   for (size_t i = 0; i < m_markLines.size(); ++i) {
     auto* l = m_markLines[i];
     l->setVisible(token >= 0 && (i / 2 != 2 || m_ab));  // panel B only in A/B
-    if (i % 2 == 0) {  // the query row
+    if (i % 2 == 0) {                                   // the query row
       l->point1->setCoords(0, token);
       l->point2->setCoords(1, token);
     } else {  // the key column
@@ -202,22 +204,24 @@ void AttentionView::setData(const Heatmap& h, std::shared_ptr<const DataContext>
   for (int k = 0; k < kPanels; ++k) {
     if (k == 2 && !ab) continue;
     auto* md = m_map[k]->data();
+    const bool resized = md->keySize() != h.cols || md->valueSize() != h.rows;
     md->setSize(h.cols, h.rows);
     md->setRange(QCPRange(h.col0 + (cs - 1) / 2, h.col0 + (h.cols - 1) * cs + (cs - 1) / 2),
                  QCPRange(h.row0 + (rs - 1) / 2, h.row0 + (h.rows - 1) * rs + (rs - 1) / 2));
-    const auto& src = k == 0 ? h.exact : k == 1 ? h.approx : k == 2 ? h.compare : ab ? h.diffAB : h.diff;
-    for (int i = 0; i < h.rows; ++i)
-      for (int j = 0; j < h.cols; ++j) {
-        const float v = src[static_cast<size_t>(i) * h.cols + j];
-        md->setCell(j, i, v);
-        if (std::isnan(v)) continue;
-        if (k < 3) {
-          lo = std::min(lo, static_cast<double>(v));
-          hi = std::max(hi, static_cast<double>(v));
-        } else {
-          dmax = std::max(dmax, static_cast<double>(std::fabs(v)));
-        }
+    // the map draws from m_heat's buffer (kept until the next setData)
+    const auto& src = k == 0 ? m_heat.exact : k == 1 ? m_heat.approx : k == 2 ? m_heat.compare : ab ? m_heat.diffAB : m_heat.diff;
+    m_map[k]->setValues(&src, resized);
+    float flo = std::numeric_limits<float>::infinity(), fhi = -flo, fabsMax = 0;
+    for (const float v : src) {  // NaN compares false: skipped
+      if (k < 3) {
+        flo = v < flo ? v : flo;
+        fhi = v > fhi ? v : fhi;
+      } else {
+        fabsMax = std::fabs(v) > fabsMax ? std::fabs(v) : fabsMax;
       }
+    }
+    if (k < 3 && flo <= fhi) lo = std::min(lo, static_cast<double>(flo)), hi = std::max(hi, static_cast<double>(fhi));
+    if (k == 3) dmax = std::max(dmax, static_cast<double>(fabsMax));
   }
   if (hi < lo) lo = 0, hi = 1;
   auto* scaleA = m_map[0]->colorScale();
@@ -247,9 +251,11 @@ void AttentionView::setData(const Heatmap& h, std::shared_ptr<const DataContext>
   if (dmax <= 0) dmax = 1e-6;
   m_map[3]->setDataRange(QCPRange(-dmax, dmax));
   m_map[3]->colorScale()->setDataRange(QCPRange(-dmax, dmax));
-  const QString lod = h.colStride > 1 || h.rowStride > 1
-                          ? QString(" · level of detail: 1 query per %1 rows, keys %2-pooled per %3").arg(h.rowStride).arg(h.softmax ? "max" : "mean").arg(h.colStride)
-                          : QString();
+  const QString lod = h.colStride > 1 || h.rowStride > 1 ? QString(" · level of detail: 1 query per %1 rows, keys %2-pooled per %3")
+                                                               .arg(h.rowStride)
+                                                               .arg(h.softmax ? "max" : "mean")
+                                                               .arg(h.colStride)
+                                                         : QString();
   m_titleEl->setText(QString("Attention L%1 · q head %2 → kv head %3 · %4 · %5%6")
                          .arg(layer)
                          .arg(qHead)
@@ -274,7 +280,9 @@ void AttentionView::zoomTo(double col0, double col1, double row0, double row1) {
   requestReplot();
 }
 
-void AttentionView::resetZoom() { zoomTo(-0.5, m_seq - 0.5, -0.5, m_seq - 0.5); }
+void AttentionView::resetZoom() {
+  zoomTo(-0.5, m_seq - 0.5, -0.5, m_seq - 0.5);
+}
 
 void AttentionView::onRangeChanged() {
   if (m_lodTimer) m_lodTimer->start();
@@ -294,7 +302,11 @@ QString AttentionView::describe(double key, double query) const {
   const float e = h.at(h.exact, i, j), a = h.at(h.approx, i, j), d = h.at(h.diff, i, j);
   if (std::isnan(e)) return s + "   masked (causal: the key comes after the query)";
   if (!h.compare.empty())
-    return s + QString("   exact %1   A %2   B %3   A−B %4").arg(e, 0, 'g', 4).arg(a, 0, 'g', 4).arg(h.at(h.compare, i, j), 0, 'g', 4).arg(h.at(h.diffAB, i, j), 0, 'g', 3);
+    return s + QString("   exact %1   A %2   B %3   A−B %4")
+                   .arg(e, 0, 'g', 4)
+                   .arg(a, 0, 'g', 4)
+                   .arg(h.at(h.compare, i, j), 0, 'g', 4)
+                   .arg(h.at(h.diffAB, i, j), 0, 'g', 3);
   return s + QString("   exact %1   TurboQuant %2   Δ %3").arg(e, 0, 'g', 4).arg(a, 0, 'g', 4).arg(d, 0, 'g', 3);
 }
 
@@ -304,7 +316,8 @@ void AttentionView::onMouseMove(QMouseEvent* ev) {
   for (int o = 0; o < kPanels; ++o)
     if (r == m_rect[o] && m_rect[o]->visible()) k = o;
   if (k < 0) return;
-  const QString s = describe(m_rect[k]->axis(QCPAxis::atBottom)->pixelToCoord(ev->pos().x()), m_rect[k]->axis(QCPAxis::atLeft)->pixelToCoord(ev->pos().y()));
+  const QString s =
+      describe(m_rect[k]->axis(QCPAxis::atBottom)->pixelToCoord(ev->pos().x()), m_rect[k]->axis(QCPAxis::atLeft)->pixelToCoord(ev->pos().y()));
   if (s.isEmpty() || s == m_hoverEl->text()) return;
   m_hoverEl->setText(s);
   emit hoverText(s);
@@ -324,7 +337,14 @@ QString AttentionView::csv() const {
       const float e = h.at(h.exact, i, j);
       if (std::isnan(e)) continue;
       const int k0 = h.col0 + j * h.colStride;
-      out += QString("%1,%2,%3,%4,%5,%6,%7,").arg(i).arg(qt).arg(qtext).arg(k0).arg(std::min(h.col1, k0 + h.colStride)).arg(e, 0, 'g', 7).arg(h.at(h.approx, i, j), 0, 'g', 7);
+      out += QString("%1,%2,%3,%4,%5,%6,%7,")
+                 .arg(i)
+                 .arg(qt)
+                 .arg(qtext)
+                 .arg(k0)
+                 .arg(std::min(h.col1, k0 + h.colStride))
+                 .arg(e, 0, 'g', 7)
+                 .arg(h.at(h.approx, i, j), 0, 'g', 7);
       if (ab) out += QString("%1,%2,").arg(h.at(h.compare, i, j), 0, 'g', 7).arg(h.at(h.diffAB, i, j), 0, 'g', 7);
       out += QString("%1\n").arg(h.at(h.diff, i, j), 0, 'g', 7);
     }

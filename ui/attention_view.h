@@ -14,6 +14,10 @@ class QCPColorScale;
 class QCPLayoutElement;
 
 namespace tq::ui {
+class HeatColorMap;
+}
+
+namespace tq::ui {
 
 class AttentionView : public PlotView {
   Q_OBJECT
@@ -44,7 +48,7 @@ class AttentionView : public PlotView {
   static constexpr int kPanels = 4;
   QCPLayoutGrid* m_grid = nullptr;
   QCPAxisRect* m_rect[kPanels] = {};
-  QCPColorMap* m_map[kPanels] = {};
+  HeatColorMap* m_map[kPanels] = {};
   QCPColorScale* m_scaleA = nullptr;
   QCPColorScale* m_scaleD = nullptr;
   QCPTextElement* m_scaleTitle[2] = {};

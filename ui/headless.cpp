@@ -26,16 +26,17 @@ namespace tq::ui {
 namespace {
 
 bool haveDisplay() {
-  return !qEnvironmentVariableIsEmpty("DISPLAY") || !qEnvironmentVariableIsEmpty("WAYLAND_DISPLAY") || !qEnvironmentVariableIsEmpty("QT_QPA_PLATFORM");
+  return !qEnvironmentVariableIsEmpty("DISPLAY") || !qEnvironmentVariableIsEmpty("WAYLAND_DISPLAY") ||
+         !qEnvironmentVariableIsEmpty("QT_QPA_PLATFORM");
 }
 
 struct Options {
-  QString file;                 ///< data file ("" / "sample": the embedded sample; "synthetic")
-  QString experiment;           ///< experiment JSON
-  QString out;                  ///< export folder
+  QString file;        ///< data file ("" / "sample": the embedded sample; "synthetic")
+  QString experiment;  ///< experiment JSON
+  QString out;         ///< export folder
   QString screenshot;
-  QString tab;                  ///< view shown in the screenshot
-  int screenshotAfterMs = -1;   ///< >= 0: the sweep runs in the background, the shot is taken after this many ms
+  QString tab;                 ///< view shown in the screenshot
+  int screenshotAfterMs = -1;  ///< >= 0: the sweep runs in the background, the shot is taken after this many ms
   bool bench = false, presentation = false, csv = true, help = false, version = false;
   bool lesson = false, force = false;  ///< --lesson: open on the Lesson tab; --force: export-lesson may overwrite
   int lessonStep = 1;                  ///< --lesson-step N: the step a --lesson screenshot shows
@@ -75,13 +76,20 @@ bool parseOptions(const QStringList& args, Options& o, QString* error) {
     };
     const QString key = a.startsWith("--") ? a.mid(2).section('=', 0, 0) : QString();
     QString v;
-    if (a == "-h" || a == "--help") o.help = true;
-    else if (a == "--version") o.version = true;
-    else if (key == "bench-interaction") o.bench = true;
-    else if (key == "presentation") o.presentation = true;
-    else if (key == "no-csv") o.csv = false;
-    else if (key == "lesson") o.lesson = true;
-    else if (key == "force") o.force = true;
+    if (a == "-h" || a == "--help")
+      o.help = true;
+    else if (a == "--version")
+      o.version = true;
+    else if (key == "bench-interaction")
+      o.bench = true;
+    else if (key == "presentation")
+      o.presentation = true;
+    else if (key == "no-csv")
+      o.csv = false;
+    else if (key == "lesson")
+      o.lesson = true;
+    else if (key == "force")
+      o.force = true;
     else if (key == "lesson-step") {
       if (!value(&v)) return false;
       bool ok = false;
@@ -90,8 +98,7 @@ bool parseOptions(const QStringList& args, Options& o, QString* error) {
         *error = QString("--lesson-step expects 1..%1").arg(tq::lessonStepIds().size());
         return false;
       }
-    }
-    else if (key == "screenshot") {
+    } else if (key == "screenshot") {
       if (!value(&o.screenshot)) return false;
     } else if (key == "screenshot-after-ms") {
       if (!value(&v)) return false;
@@ -147,9 +154,12 @@ bool parseOptions(const QStringList& args, Options& o, QString* error) {
         *error = QString("--%1 expects a whole number in %2..%3, got '%4'").arg(key).arg(lo).arg(hi).arg(v);
         return false;
       }
-      if (key == "width") o.size.setWidth(n);
-      else if (key == "height") o.size.setHeight(n);
-      else o.dpi = n;
+      if (key == "width")
+        o.size.setWidth(n);
+      else if (key == "height")
+        o.size.setHeight(n);
+      else
+        o.dpi = n;
     } else if (!key.isEmpty()) {
       if (!value(&v)) return false;
       if (!o.exp.applyFlag(key, v, error)) return false;
@@ -287,7 +297,8 @@ int benchInteraction(Options& o, std::ostream& out, std::ostream& err) {
   QObject::connect(&w, &MainWindow::sweepApplied, [&] { ++sweeps; });
   QString lastError;
   QObject::connect(&w, &MainWindow::errorOccurred, [&](const QString& m) { lastError = m; });
-  const qint64 limitMs = static_cast<qint64>(qEnvironmentVariableIntValue("TQ_BENCH_TIMEOUT_S") > 0 ? qEnvironmentVariableIntValue("TQ_BENCH_TIMEOUT_S") : 900) * 1000;
+  const qint64 limitMs =
+      static_cast<qint64>(qEnvironmentVariableIntValue("TQ_BENCH_TIMEOUT_S") > 0 ? qEnvironmentVariableIntValue("TQ_BENCH_TIMEOUT_S") : 900) * 1000;
   auto fail = [&](const std::string& what) {
     err << "tqstudio: --bench-interaction: " << what << (lastError.isEmpty() ? "" : ": " + lastError.toStdString()) << "\n";
     return 1;
@@ -306,18 +317,21 @@ int benchInteraction(Options& o, std::ostream& out, std::ostream& err) {
   w.applyExperiment(o.exp);
   double firstCurvesMs = -1, openMs = -1;
   size_t cellsAtFirst = 0, cellsTotal = 0;
-  if (!waitUntil([&] {
-        if (firstCurvesMs < 0 && w.sweepOutput() && !w.sweepOutput()->result.rows.empty()) {
-          firstCurvesMs = clock.nsecsElapsed() / 1e6;
-          cellsAtFirst = std::max(w.sweepOutput()->result.cellsDone, w.sweepOutput()->result.firstPassCells);
-          cellsTotal = w.sweepOutput()->result.cellsTotal;
-        }
-        if (openMs < 0 && allCurrent()) openMs = clock.nsecsElapsed() / 1e6;
-        return openMs >= 0;
-      }, limitMs))
+  if (!waitUntil(
+          [&] {
+            if (firstCurvesMs < 0 && w.sweepOutput() && !w.sweepOutput()->result.rows.empty()) {
+              firstCurvesMs = clock.nsecsElapsed() / 1e6;
+              cellsAtFirst = std::max(w.sweepOutput()->result.cellsDone, w.sweepOutput()->result.firstPassCells);
+              cellsTotal = w.sweepOutput()->result.cellsTotal;
+            }
+            if (openMs < 0 && allCurrent()) openMs = clock.nsecsElapsed() / 1e6;
+            return openMs >= 0;
+          },
+          limitMs))
     return fail("the views did not all show the new data");
 
   // bits changes while the sweep runs: the attention view is visible
+  std::vector<double> parts[3];  // heatmap compute, apply, replot of the changes after the sweep
   auto bitsChanges = [&](int n, std::vector<double>& visible, std::vector<double>& all, const std::function<bool()>& stop) {
     for (int i = 0; i < n && !(stop && stop()); ++i) {
       const int b = 1 + (w.experiment().keyBits % 8);  // 1..8, always a change
@@ -327,6 +341,8 @@ int benchInteraction(Options& o, std::ostream& out, std::ostream& err) {
       w.setKeyBits(b);
       if (!waitUntil([&] { return details > before && !w.attentionView()->outdated(); }, 30000)) return false;
       visible.push_back(t.nsecsElapsed() / 1e6);
+      const auto ht = w.lastHeatTiming();
+      parts[0].push_back(ht.compute), parts[1].push_back(ht.apply), parts[2].push_back(ht.replot);
       for (auto* v : w.views()) v->replotNow();
       all.push_back(t.nsecsElapsed() / 1e6);
       // the forced replot of the five hidden views is the benchmark's, not the app's (which replots a
@@ -345,6 +361,7 @@ int benchInteraction(Options& o, std::ostream& out, std::ostream& err) {
     cellsAtFirst = cellsTotal = done.cellsTotal;
   }
   std::vector<double> vis, all;
+  for (auto& p : parts) p.clear();
   if (!bitsChanges(24, vis, all, {})) return fail("no update within 30 s");
 
   // Cancel: a new sweep (value bits change), cancelled after one second
@@ -363,8 +380,11 @@ int benchInteraction(Options& o, std::ostream& out, std::ostream& err) {
   QJsonObject j;
   j["benchmark"] = "interaction (issue 9)";
   j["data"] = QString::fromStdString(w.data()->name) + QString(" (%1 layers x %2 q / %3 kv heads x %4 tokens x d=%5)")
-                                                            .arg(w.data()->shape.layers).arg(w.data()->shape.qHeads).arg(w.data()->shape.kvHeads)
-                                                            .arg(w.data()->shape.seq).arg(w.data()->shape.headDim);
+                                                           .arg(w.data()->shape.layers)
+                                                           .arg(w.data()->shape.qHeads)
+                                                           .arg(w.data()->shape.kvHeads)
+                                                           .arg(w.data()->shape.seq)
+                                                           .arg(w.data()->shape.headDim);
   j["backend"] = w.backendText();
   j["sweep_backend"] = QString::fromStdString(done.backend + " · " + done.device);
   j["window"] = QString("%1x%2").arg(o.window.width()).arg(o.window.height());
@@ -377,6 +397,14 @@ int benchInteraction(Options& o, std::ostream& out, std::ostream& err) {
   j["sweep_seconds_in_engine"] = done.seconds;
   j["visible_view_updated_ms"] = stats(vis);
   j["all_six_views_replotted_ms"] = stats(all);
+  QJsonObject why;
+  why["heatmap_compute_ms"] = stats(parts[0]);
+  why["apply_ms"] = stats(parts[1]);
+  why["replot_ms"] = stats(parts[2]);
+  why["note"] =
+      "after the sweep: the detail job until its heatmap was ready (worker), handing it to the view (GUI thread), rendering the attention view (GUI "
+      "thread)";
+  j["visible_view_breakdown"] = why;
   QJsonObject busy;
   busy["visible_view_updated_ms"] = stats(visBusy);
   busy["all_six_views_replotted_ms"] = stats(allBusy);
@@ -537,7 +565,8 @@ int runGui(int argc, char** argv) {
     return 2;
   }
   const bool headless = !haveDisplay();
-  if (headless || !o.screenshot.isEmpty() || o.bench) qputenv("QT_QPA_PLATFORM", qgetenv("QT_QPA_PLATFORM").isEmpty() ? "offscreen" : qgetenv("QT_QPA_PLATFORM"));
+  if (headless || !o.screenshot.isEmpty() || o.bench)
+    qputenv("QT_QPA_PLATFORM", qgetenv("QT_QPA_PLATFORM").isEmpty() ? "offscreen" : qgetenv("QT_QPA_PLATFORM"));
   QApplication app(argc, argv);
   QApplication::setOrganizationName("TurboQuantStudio");
   QApplication::setApplicationName("tqstudio");

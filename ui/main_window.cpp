@@ -23,8 +23,8 @@
 #include <QJsonDocument>
 #include <QLabel>
 #include <QLineEdit>
-#include <QMenuBar>
 #include <QMenu>
+#include <QMenuBar>
 #include <QMessageBox>
 #include <QMimeData>
 #include <QProgressBar>
@@ -33,11 +33,11 @@
 #include <QSettings>
 #include <QSpinBox>
 #include <QSplitter>
-#include <QTextBrowser>
-#include <QToolButton>
 #include <QStatusBar>
 #include <QTabWidget>
+#include <QTextBrowser>
 #include <QTimer>
+#include <QToolButton>
 #include <QVBoxLayout>
 #include <algorithm>
 
@@ -93,7 +93,9 @@ void rememberExportSettings(bool useSettings, const ExportSettings& s) {
   st.setValue("export/csv", s.csv);
 }
 
-QString humanSeconds(double s) { return s < 1 ? QString("%1 ms").arg(s * 1000, 0, 'f', 0) : QString("%1 s").arg(s, 0, 'f', 2); }
+QString humanSeconds(double s) {
+  return s < 1 ? QString("%1 ms").arg(s * 1000, 0, 'f', 0) : QString("%1 s").arg(s, 0, 'f', 2);
+}
 
 template <typename T>
 void setComboData(QComboBox* c, T v) {
@@ -255,7 +257,8 @@ bool askSynthetic(QWidget* parent, tq::SyntheticSpec& spec) {
 
 }  // namespace
 
-QStringList exportAll(const QList<PlotView*>& views, const QString& dir, const QList<FigureFormat>& formats, QSize size, int dpi, bool csv, QString* error) {
+QStringList exportAll(const QList<PlotView*>& views, const QString& dir, const QList<FigureFormat>& formats, QSize size, int dpi, bool csv,
+                      QString* error) {
   QStringList written;
   if (!QDir().mkpath(dir)) {
     if (error) *error = "cannot create the folder " + dir;
@@ -286,7 +289,9 @@ MainWindow::MainWindow(MainWindowOptions options, QWidget* parent) : QMainWindow
   m_lessonRunner = new JobRunner("tq-lesson", this);
   m_flushTimer = new QTimer(this);
   m_flushTimer->setSingleShot(true);
-  m_flushTimer->setInterval(10);  // coalesces bursts (key repeat, spin arrows); superseded runs are dropped anyway
+  // 0 ms: coalesces what one pass of the event loop changes (several setters, a burst of queued key
+  // repeats) without adding latency to a single change; superseded runs are dropped anyway
+  m_flushTimer->setInterval(0);
   connect(m_flushTimer, &QTimer::timeout, this, &MainWindow::flush);
 
   if (m_opt.useSettings) {
@@ -358,7 +363,8 @@ MainWindow::MainWindow(MainWindowOptions options, QWidget* parent) : QMainWindow
     updateStatus();
     emit workCancelled();
   });
-  connect(m_loadRunner, &JobRunner::finished, this, [this](quint64, JobPtr out, double) {
+  connect(m_loadRunner, &JobRunner::finished, this, [this](quint64, JobPtr out, double secs) {
+    if (qEnvironmentVariableIsSet("TQ_PROFILE")) qInfo("data opened in %.1f ms", secs * 1000);
     if (auto r = std::dynamic_pointer_cast<const LoadOutput>(out)) {
       setData(r->ctx, r->exp);
       if (!r->path.isEmpty()) addRecent(r->path);
@@ -385,7 +391,8 @@ MainWindow::MainWindow(MainWindowOptions options, QWidget* parent) : QMainWindow
     markDirty(PartHeatmap, false, false);
   });
   connect(m_attention, &PlotView::hoverText, this, [this](const QString& s) { statusBar()->showMessage(s, 4000); });
-  for (auto* v : m_views) connect(v, &PlotView::exportRequested, this, [this, v] {
+  for (auto* v : m_views)
+    connect(v, &PlotView::exportRequested, this, [this, v] {
       m_tabs->setCurrentWidget(v);
       exportCurrentView();
     });
@@ -398,7 +405,8 @@ MainWindow::MainWindow(MainWindowOptions options, QWidget* parent) : QMainWindow
       m_lesson->setLesson(r, captionFor(r->exp));
       clearError();  // a success clears an old error
       updateStatus();
-      statusBar()->showMessage(QString("lesson computed for L%1 H%2 on %3").arg(r->exp.layer).arg(r->exp.qHead).arg(QString::fromStdString(r->lesson.backend)), 4000);
+      statusBar()->showMessage(
+          QString("lesson computed for L%1 H%2 on %3").arg(r->exp.layer).arg(r->exp.qHead).arg(QString::fromStdString(r->lesson.backend)), 4000);
     }
   });
   connect(m_lessonRunner, &JobRunner::failed, this, [this](quint64, const QString& m) {
@@ -422,7 +430,9 @@ MainWindow::MainWindow(MainWindowOptions options, QWidget* parent) : QMainWindow
   if (size().width() < 600) resize(1500, 900);
 }
 
-MainWindow::~MainWindow() { saveSettings(); }
+MainWindow::~MainWindow() {
+  saveSettings();
+}
 
 void MainWindow::buildUi() {
   auto* split = new QSplitter(this);
@@ -509,16 +519,22 @@ void MainWindow::buildUi() {
   m_valueBits = spin(1, 8, "Bits per value coordinate");
   m_keyMode = combo({{"MSE-only", int(tq::KeyMode::Mse)}, {"MSE+QJL", int(tq::KeyMode::Prod)}, {"QJL-only", int(tq::KeyMode::QjlOnly)}},
                     "MSE+QJL: b−1 MSE bits + a 1-bit QJL sketch of the residual (unbiased inner products)");
-  m_proj = combo({{"d/4", int(ProjChoice::Quarter)}, {"d/2", int(ProjChoice::Half)}, {"d", int(ProjChoice::Full)}, {"2d", int(ProjChoice::Double)}, {"custom", int(ProjChoice::Custom)}},
+  m_proj = combo({{"d/4", int(ProjChoice::Quarter)},
+                  {"d/2", int(ProjChoice::Half)},
+                  {"d", int(ProjChoice::Full)},
+                  {"2d", int(ProjChoice::Double)},
+                  {"custom", int(ProjChoice::Custom)}},
                  "QJL projection rows m");
   m_customProj = spin(1, 16384, "custom m");
   auto* projRow = new QHBoxLayout;
   projRow->addWidget(m_proj);
   projRow->addWidget(m_customProj);
   m_rotation = combo({{"Haar", int(tq::RotationKind::Haar)}, {"Hadamard", int(tq::RotationKind::Hadamard)}}, "Random rotation");
-  m_law = combo({{"exact (sphere)", int(tq::CodebookLaw::Exact)}, {"Gaussian", int(tq::CodebookLaw::Gaussian)}}, "Law the Lloyd-Max codebook is solved for");
+  m_law = combo({{"exact (sphere)", int(tq::CodebookLaw::Exact)}, {"Gaussian", int(tq::CodebookLaw::Gaussian)}},
+                "Law the Lloyd-Max codebook is solved for");
   m_seed = spin(0, 2147483647, "Seed of rotations and QJL matrices");
-  m_centering = combo({{"none", int(tq::KeyCentering::None)}, {"causal (first W tokens)", int(tq::KeyCentering::Causal)},
+  m_centering = combo({{"none", int(tq::KeyCentering::None)},
+                       {"causal (first W tokens)", int(tq::KeyCentering::Causal)},
                        {"oracle (whole dump)", int(tq::KeyCentering::Oracle)}},
                       "Subtract the per-head key mean mu before quantizing and add <q, mu> back (softmax is unchanged by the shift). "
                       "Causal: mu of the first W tokens (default 128; --center causal:W), kept exact. Oracle: the whole dump's mean, "
@@ -546,20 +562,22 @@ void MainWindow::buildUi() {
   m_methods->setToolButtonStyle(Qt::ToolButtonTextOnly);
   m_methods->setSizePolicy(QSizePolicy::Ignored, QSizePolicy::Preferred);  // the names never widen the side panel
   m_methods->setMinimumWidth(60);
-  m_methodsHelp = QString("Baselines evaluated beside TurboQuant on the same heads and charged for every byte they store (--methods): "
-                        "TurboQuant-MSE with norm correction, TurboQuant-MSE with the d/2 largest channels at b+1 bits (the paper's 2.5 / 3.5 bits), KIVI (groups of 32, the last 128 tokens in fp16), rotated int (H32 blocks, "
-                        "fp16 scale per block), fp8 e4m3 / e5m2 (per-head scale), fp16. Their values use the same method.");
+  m_methodsHelp = QString(
+      "Baselines evaluated beside TurboQuant on the same heads and charged for every byte they store (--methods): "
+      "TurboQuant-MSE with norm correction, TurboQuant-MSE with the d/2 largest channels at b+1 bits (the paper's 2.5 / 3.5 bits), KIVI (groups of "
+      "32, the last 128 tokens in fp16), rotated int (H32 blocks, "
+      "fp16 scale per block), fp8 e4m3 / e5m2 (per-head scale), fp16. Their values use the same method.");
   m_methods->setToolTip(m_methodsHelp);
   {
     auto* menu = new QMenu(m_methods);
     const std::pair<const char*, tq::Method> items[] = {{"TurboQuant-MSE, norm-corrected", tq::Method::TqMseNormCorrected},
-                                                         {"TurboQuant-MSE, d/2 outlier channels at b+1 (b+½ bits)", tq::Method::TqMseOutliers},
-                                                         {"the reference's 1+1 (1 MSE bit + d QJL signs)", tq::Method::TqRef11},
-                                                         {"KIVI (G 32, R 128)", tq::Method::Kivi},
-                                                         {"rotated int (H32, q4_0 rule)", tq::Method::IntRot},
-                                                         {"fp8 e4m3", tq::Method::Fp8E4M3},
-                                                         {"fp8 e5m2", tq::Method::Fp8E5M2},
-                                                         {"fp16", tq::Method::Fp16}};
+                                                        {"TurboQuant-MSE, d/2 outlier channels at b+1 (b+½ bits)", tq::Method::TqMseOutliers},
+                                                        {"the reference's 1+1 (1 MSE bit + d QJL signs)", tq::Method::TqRef11},
+                                                        {"KIVI (G 32, R 128)", tq::Method::Kivi},
+                                                        {"rotated int (H32, q4_0 rule)", tq::Method::IntRot},
+                                                        {"fp8 e4m3", tq::Method::Fp8E4M3},
+                                                        {"fp8 e5m2", tq::Method::Fp8E5M2},
+                                                        {"fp16", tq::Method::Fp16}};
     for (const auto& [label, m] : items) {
       QAction* a = menu->addAction(label);
       a->setCheckable(true);
@@ -568,7 +586,8 @@ void MainWindow::buildUi() {
     }
     m_methods->setMenu(menu);
   }
-  m_fidelityX = combo({{"key bits", int(FidelityAxis::KeyBits)}, {"bytes per token·head (K+V)", int(FidelityAxis::Bytes)},
+  m_fidelityX = combo({{"key bits", int(FidelityAxis::KeyBits)},
+                       {"bytes per token·head (K+V)", int(FidelityAxis::Bytes)},
                        {"ratio vs fp16", int(FidelityAxis::Ratio)}},
                       "The fidelity view's x axis. Bytes: keys + values per (token, kv head) from each method's ledger, the Pareto "
                       "frontier marked; ratio: fp16 bytes over those bytes.");
@@ -578,33 +597,47 @@ void MainWindow::buildUi() {
   m_layerMetric->setSizeAdjustPolicy(QComboBox::AdjustToMinimumContentsLengthWithIcon);
   m_layerMetric->setMinimumContentsLength(6);
   connect(m_layerMetric, qOverload<int>(&QComboBox::currentIndexChanged), this, &MainWindow::onControl);
-  m_layerMethod = combo({{"TurboQuant (current)", int(tq::Method::TurboQuant)}, {"MSE-only, norm-corrected", int(tq::Method::TqMseNormCorrected)},
-                         {"MSE-only, outlier channels", int(tq::Method::TqMseOutliers)}, {"reference's 1+1", int(tq::Method::TqRef11)},
+  m_layerMethod = combo({{"TurboQuant (current)", int(tq::Method::TurboQuant)},
+                         {"MSE-only, norm-corrected", int(tq::Method::TqMseNormCorrected)},
+                         {"MSE-only, outlier channels", int(tq::Method::TqMseOutliers)},
+                         {"reference's 1+1", int(tq::Method::TqRef11)},
                          {"KIVI", int(tq::Method::Kivi)},
-                         {"rotated int", int(tq::Method::IntRot)}, {"fp8 e4m3", int(tq::Method::Fp8E4M3)}, {"fp8 e5m2", int(tq::Method::Fp8E5M2)},
+                         {"rotated int", int(tq::Method::IntRot)},
+                         {"fp8 e4m3", int(tq::Method::Fp8E4M3)},
+                         {"fp8 e5m2", int(tq::Method::Fp8E5M2)},
                          {"fp16", int(tq::Method::Fp16)}},
                         "The configuration the Layers view maps: the current TurboQuant one (key mode, bits, m) or a baseline at the current "
                         "key bits (fp8 / fp16 at their own width); a baseline must be among the Baselines");
   // A/B: configuration B beside the current one (A) in the attention view
   m_compare = new QComboBox;
   m_compare->setObjectName("compare");
-  const std::pair<const char*, const char*> abItems[] = {
-      {"off", "none"},           {"TurboQuant, current mode", "tq"}, {"TurboQuant MSE-only", "tq-mse"}, {"TurboQuant MSE+QJL", "tq-prod"},
-      {"TurboQuant QJL-only", "tq-qjl"}, {"reference's 1+1", "tq-ref11"}, {"MSE-only, norm-corrected", "tq-mse-nc"},
-      {"MSE-only, outlier channels", "tq-mse-oc"}, {"KIVI", "kivi"}, {"rotated int", "int-rot"}, {"fp8 e4m3", "fp8-e4m3"},
-      {"fp8 e5m2", "fp8-e5m2"}, {"fp16", "fp16"}};
+  const std::pair<const char*, const char*> abItems[] = {{"off", "none"},
+                                                         {"TurboQuant, current mode", "tq"},
+                                                         {"TurboQuant MSE-only", "tq-mse"},
+                                                         {"TurboQuant MSE+QJL", "tq-prod"},
+                                                         {"TurboQuant QJL-only", "tq-qjl"},
+                                                         {"reference's 1+1", "tq-ref11"},
+                                                         {"MSE-only, norm-corrected", "tq-mse-nc"},
+                                                         {"MSE-only, outlier channels", "tq-mse-oc"},
+                                                         {"KIVI", "kivi"},
+                                                         {"rotated int", "int-rot"},
+                                                         {"fp8 e4m3", "fp8-e4m3"},
+                                                         {"fp8 e5m2", "fp8-e5m2"},
+                                                         {"fp16", "fp16"}};
   for (const auto& [label, name] : abItems) m_compare->addItem(label, QString(name));
   m_compare->setSizeAdjustPolicy(QComboBox::AdjustToMinimumContentsLengthWithIcon);
   m_compare->setMinimumContentsLength(6);
-  m_compare->setToolTip("A/B in the Attention view: a second configuration B beside the current one (A), shown as exact, A, B and A − B, "
-                        "each with its key bytes and mean attention cosine (--compare METHOD[:BITS])");
+  m_compare->setToolTip(
+      "A/B in the Attention view: a second configuration B beside the current one (A), shown as exact, A, B and A − B, "
+      "each with its key bytes and mean attention cosine (--compare METHOD[:BITS])");
   connect(m_compare, qOverload<int>(&QComboBox::currentIndexChanged), this, &MainWindow::onControl);
   m_compareBits = spin(1, 8, "Key bits of configuration B (fp8 / fp16 and the reference's 1+1 have their own width)");
   auto* abRow = new QHBoxLayout;
   abRow->addWidget(m_compare, 1);
   abRow->addWidget(m_compareBits);
-  m_recentWindow = spin(0, 16777216, "The reference's V3 window: the last N tokens' keys and values kept in fp16 for every method, "
-                                     "charged 2·d bytes each (--recent-window N; 0: none)");
+  m_recentWindow = spin(0, 16777216,
+                        "The reference's V3 window: the last N tokens' keys and values kept in fp16 for every method, "
+                        "charged 2·d bytes each (--recent-window N; 0: none)");
   m_recentWindow->setSpecialValueText("none");
   m_recentWindow->setSingleStep(32);
   fc->addRow("Baselines", m_methods);
@@ -622,13 +655,16 @@ void MainWindow::buildUi() {
   m_head = spin(0, 0, "Query head (← / →)");
   m_gqa = new QLabel;
   m_gqa->setWordWrap(true);
-  m_querySource = combo({{"dump queries", int(tq::QuerySource::Dump)}, {"proxy: last key", int(tq::QuerySource::LastKey)}, {"proxy: random", int(tq::QuerySource::Random)}},
+  m_querySource = combo({{"dump queries", int(tq::QuerySource::Dump)},
+                         {"proxy: last key", int(tq::QuerySource::LastKey)},
+                         {"proxy: random", int(tq::QuerySource::Random)}},
                         "Where queries come from; proxies overstate or distort fidelity and are labelled as such");
   m_queryPos = spin(-1, 0, "The token whose key (and query) How it works and the Estimator study, marked in the attention heatmaps (−1: the last)");
   m_queryPos->setSpecialValueText("last");
   m_heatMode = combo({{"softmax weights", 1}, {"logits", 0}}, "What the attention heatmaps show");
-  m_sweepCells = spin(0, 100000000, "Fidelity sweep over a seeded random sample of this many (layer, kv head) cells; 0: every cell "
-                                    "(the curves appear after the first cells either way and converge to the full grid)");
+  m_sweepCells = spin(0, 100000000,
+                      "Fidelity sweep over a seeded random sample of this many (layer, kv head) cells; 0: every cell "
+                      "(the curves appear after the first cells either way and converge to the full grid)");
   m_sweepCells->setSpecialValueText("all cells");
   fs->addRow("Layer", m_layer);
   fs->addRow("Head", m_head);
@@ -658,7 +694,8 @@ void MainWindow::buildUi() {
   // RUN ON
   auto* gB = new QGroupBox("RUN ON");
   auto* fb = new QFormLayout(gB);
-  m_backend = combo({{"Auto", int(tq::BackendChoice::Auto)}, {"CPU", int(tq::BackendChoice::Cpu)}, {"CUDA", int(tq::BackendChoice::Cuda)}}, "Where the engine runs");
+  m_backend = combo({{"Auto", int(tq::BackendChoice::Auto)}, {"CPU", int(tq::BackendChoice::Cpu)}, {"CUDA", int(tq::BackendChoice::Cuda)}},
+                    "Where the engine runs");
   m_backendUsed = new QLabel;
   m_backendUsed->setWordWrap(true);
   fb->addRow("Backend", m_backend);
@@ -746,7 +783,9 @@ void MainWindow::buildMenus() {
   for (int i = 0; i < m_views.size(); ++i)
     view->addAction(m_tabs->tabText(i), QKeySequence(QString("Ctrl+%1").arg(i + 1)), this, [this, i] { m_tabs->setCurrentIndex(i); });
   view->addAction("&Lesson: TurboQuant step by step", QKeySequence("Ctrl+L"), this, &MainWindow::showLesson)
-      ->setToolTip("Eight steps on the loaded data's selected head, each a live figure and sentences with its numbers; Page Down / Page Up (or → / ←) step through");
+      ->setToolTip(
+          "Eight steps on the loaded data's selected head, each a live figure and sentences with its numbers; Page Down / Page Up (or → / ←) step "
+          "through");
   view->addSeparator();
   auto* play = view->addAction("How it works: &play the coordinates", QKeySequence("P"), this, [this](bool on) {
     m_tabs->setCurrentWidget(m_how);
@@ -761,16 +800,20 @@ void MainWindow::buildMenus() {
   });
 
   auto* ex = menuBar()->addMenu("&Experiment");
-  ex->addAction("Key bits +", QKeySequence("+"), this, [this] { setKeyBits(m_exp.keyBits + 1); })->setShortcuts({QKeySequence("+"), QKeySequence("=")});
+  ex->addAction("Key bits +", QKeySequence("+"), this, [this] {
+      setKeyBits(m_exp.keyBits + 1);
+    })->setShortcuts({QKeySequence("+"), QKeySequence("=")});
   ex->addAction("Key bits −", QKeySequence("-"), this, [this] { setKeyBits(m_exp.keyBits - 1); });
   ex->addAction("Value bits +", QKeySequence("Shift+Up"), this, [this] { setValueBits(m_exp.valueBits + 1); });
   ex->addAction("Value bits −", QKeySequence("Shift+Down"), this, [this] { setValueBits(m_exp.valueBits - 1); });
   ex->addSeparator();
   // (in the Lesson tab Page Down / Page Up and → / ← step through the lesson: a presenter's clicker sends them)
-  ex->addAction("Next layer", QKeySequence(Qt::Key_PageDown), this, [this] { lessonActive() ? m_lesson->next() : setLayer(m_exp.layer + 1); })
-      ->setShortcuts({QKeySequence(Qt::Key_PageDown), QKeySequence(Qt::Key_Down)});
-  ex->addAction("Previous layer", QKeySequence(Qt::Key_PageUp), this, [this] { lessonActive() ? m_lesson->back() : setLayer(m_exp.layer - 1); })
-      ->setShortcuts({QKeySequence(Qt::Key_PageUp), QKeySequence(Qt::Key_Up)});
+  ex->addAction("Next layer", QKeySequence(Qt::Key_PageDown), this, [this] {
+      lessonActive() ? m_lesson->next() : setLayer(m_exp.layer + 1);
+    })->setShortcuts({QKeySequence(Qt::Key_PageDown), QKeySequence(Qt::Key_Down)});
+  ex->addAction("Previous layer", QKeySequence(Qt::Key_PageUp), this, [this] {
+      lessonActive() ? m_lesson->back() : setLayer(m_exp.layer - 1);
+    })->setShortcuts({QKeySequence(Qt::Key_PageUp), QKeySequence(Qt::Key_Up)});
   ex->addAction("Next head", QKeySequence(Qt::Key_Right), this, [this] { lessonActive() ? m_lesson->next() : setHead(m_exp.qHead + 1); });
   ex->addAction("Previous head", QKeySequence(Qt::Key_Left), this, [this] { lessonActive() ? m_lesson->back() : setHead(m_exp.qHead - 1); });
   ex->addSeparator();
@@ -783,7 +826,8 @@ void MainWindow::buildMenus() {
   help->addAction("&Keyboard shortcuts", this, [this] { showGuide("## Keys"); });
   help->addAction("&About", this, [this] {
     QMessageBox::about(this, "TurboQuant Studio",
-                       "TurboQuant Studio " TQ_VERSION "\nExplore TurboQuant KV-cache compression: random rotation + Lloyd-Max codebook, "
+                       "TurboQuant Studio " TQ_VERSION
+                       "\nExplore TurboQuant KV-cache compression: random rotation + Lloyd-Max codebook, "
                        "optional 1-bit QJL residual sketch.\n\nThe method: A. Zandieh, M. Daliri, M. Hadian, V. Mirrokni, \"TurboQuant: "
                        "Online Vector Quantization with Near-optimal Distortion Rate\", ICLR 2026 (arXiv:2504.19874).\n"
                        "Baselines: KIVI (Liu et al., ICML 2024), rotated integers as in llama.cpp's q4_0 / q8_0, fp8 (OCP e4m3 / e5m2).\n\n"
@@ -857,8 +901,9 @@ void MainWindow::syncControls() {
   setComboData(m_layerMethod, m_exp.layerMethod);
   m_compare->setCurrentIndex(std::max(0, m_compare->findData(m_exp.compareMethod)));
   m_compareBits->setValue(m_exp.compareBits);
-  m_compareBits->setEnabled(m_exp.comparing() && m_exp.compareMethod != "tq-ref11" && m_exp.compareMethod != "tq-qjl" && m_exp.compareMethod != "fp16" &&
-                            !m_exp.compareMethod.startsWith("fp8") && !(m_exp.compareMethod == "tq" && m_exp.keyMode == tq::KeyMode::QjlOnly));
+  m_compareBits->setEnabled(m_exp.comparing() && m_exp.compareMethod != "tq-ref11" && m_exp.compareMethod != "tq-qjl" &&
+                            m_exp.compareMethod != "fp16" && !m_exp.compareMethod.startsWith("fp8") &&
+                            !(m_exp.compareMethod == "tq" && m_exp.keyMode == tq::KeyMode::QjlOnly));
   m_recentWindow->setValue(m_exp.recentWindow);
   m_seed->setValue(static_cast<int>(std::min<quint64>(m_exp.seed, 2147483647)));
   setComboData(m_backend, m_exp.backend);
@@ -949,8 +994,8 @@ void MainWindow::applyExperiment(const Experiment& n) {
     }
   }
   if (n.proj != o.proj || n.customProj != o.customProj) memory = true;
-  if (n.rotation != o.rotation || n.law != o.law || n.seed != o.seed || n.backend != o.backend || n.centering != o.centering || n.orthogonalQjl != o.orthogonalQjl ||
-      n.centerWindow != o.centerWindow)
+  if (n.rotation != o.rotation || n.law != o.law || n.seed != o.seed || n.backend != o.backend || n.centering != o.centering ||
+      n.orthogonalQjl != o.orthogonalQjl || n.centerWindow != o.centerWindow)
     parts |= PartAll, sweep = true;
   if (n.methods != o.methods || n.methodOptions.group != o.methodOptions.group || n.methodOptions.window != o.methodOptions.window ||
       n.methodOptions.outlierChannels != o.methodOptions.outlierChannels || n.protectLayers != o.protectLayers || n.protectBits != o.protectBits)
@@ -976,12 +1021,14 @@ void MainWindow::applyExperiment(const Experiment& n) {
   markDirty(parts, sweep, memory);
 }
 
-bool MainWindow::lessonActive() const { return m_tabs && m_tabs->currentWidget() == m_lesson; }
+bool MainWindow::lessonActive() const {
+  return m_tabs && m_tabs->currentWidget() == m_lesson;
+}
 
 QString MainWindow::captionFor(const Experiment& e) const {
   if (!m_data) return {};
-  return e.caption(QString::fromStdString(m_data->model), m_data->shape.seq, m_data->shape.headDim, QString::fromStdString(tq::querySourceLabel(e.querySource)),
-                   m_backendName);
+  return e.caption(QString::fromStdString(m_data->model), m_data->shape.seq, m_data->shape.headDim,
+                   QString::fromStdString(tq::querySourceLabel(e.querySource)), m_backendName);
 }
 
 void MainWindow::showLesson() {
@@ -1050,7 +1097,8 @@ void MainWindow::submitDetail(int parts) {
   const int running = m_detailRunner->busy() ? property("inflightParts").toInt() : 0;
   req.parts |= running & PartAll;
   setProperty("inflightParts", req.parts);
-  const std::pair<int, PlotView*> byPart[] = {{PartHeatmap, m_attention}, {PartEstimator, m_estimator}, {PartHow, m_how}, {PartDistortion, m_distortion}};
+  const std::pair<int, PlotView*> byPart[] = {
+      {PartHeatmap, m_attention}, {PartEstimator, m_estimator}, {PartHow, m_how}, {PartDistortion, m_distortion}};
   for (const auto& [part, view] : byPart)
     if (req.parts & part) view->setOutdated(true);
   m_detailRunner->submit(JobRunner::ProgressiveJob([data, req](const tq::ProgressFn& p, const JobRunner::PartialFn& part) -> JobPtr {
@@ -1084,8 +1132,9 @@ void MainWindow::applyDetail(const DetailResult& r) {
   // Auto that found no CUDA is what was asked for: the reason goes to the tooltip, not a warning
   m_backendNote = r.exp.backend == tq::BackendChoice::Auto ? QString() : QString::fromStdString(r.backendNote);
   m_backendLabel->setToolTip(QString::fromStdString(r.backendNote));
-  const bool bytesChanged = m_detail.keyBytesPerVector != r.keyBytesPerVector || m_detail.valueBytesPerVector != r.valueBytesPerVector ||
-                            !(m_detail.exp.keyBits == r.exp.keyBits && m_detail.exp.keyMode == r.exp.keyMode && m_detail.exp.valueBits == r.exp.valueBits);
+  const bool bytesChanged =
+      m_detail.keyBytesPerVector != r.keyBytesPerVector || m_detail.valueBytesPerVector != r.valueBytesPerVector ||
+      !(m_detail.exp.keyBits == r.exp.keyBits && m_detail.exp.keyMode == r.exp.keyMode && m_detail.exp.valueBits == r.exp.valueBits);
   m_detail.exp = r.exp;
   m_detail.kvHead = r.kvHead;
   m_detail.headDim = r.headDim;
@@ -1134,7 +1183,8 @@ void MainWindow::applyDetail(const DetailResult& r) {
     if (!m_detail.distortion.bits.empty()) m_distortion->setData(m_detail.distortion, m_exp.keyBits);
     mark("distortion");
   }
-  const std::pair<int, PlotView*> byPart[] = {{PartHeatmap, m_attention}, {PartEstimator, m_estimator}, {PartHow, m_how}, {PartDistortion, m_distortion}};
+  const std::pair<int, PlotView*> byPart[] = {
+      {PartHeatmap, m_attention}, {PartEstimator, m_estimator}, {PartHow, m_how}, {PartDistortion, m_distortion}};
   // Each partial result touches only its own view: the GUI thread's work per delivery stays one view's
   // (several deliveries can arrive back to back).
   PlotView* visible = qobject_cast<PlotView*>(m_tabs->currentWidget());
@@ -1152,8 +1202,10 @@ void MainWindow::applyDetail(const DetailResult& r) {
     mark("memory");
   }
   refreshCaptions();
+  const double applyMs = prof.nsecsElapsed() / 1e6;
   if (visible && visibleChanged) visible->replotNow();
   mark("replot visible");
+  if (r.parts & PartHeatmap) m_heatTiming = {r.seconds * 1000, applyMs, visible == m_attention && visibleChanged ? m_attention->lastReplotMs() : 0.0};
   updateStatus();
   emit detailApplied();
 }
@@ -1191,8 +1243,8 @@ QString MainWindow::backendText() const {
 
 QString MainWindow::captionText() const {
   if (!m_data) return {};
-  return m_exp.caption(QString::fromStdString(m_data->model), m_data->shape.seq, m_data->shape.headDim, QString::fromStdString(tq::querySourceLabel(m_exp.querySource)),
-                       m_backendName.isEmpty() ? QString() : m_backendName);
+  return m_exp.caption(QString::fromStdString(m_data->model), m_data->shape.seq, m_data->shape.headDim,
+                       QString::fromStdString(tq::querySourceLabel(m_exp.querySource)), m_backendName.isEmpty() ? QString() : m_backendName);
 }
 
 void MainWindow::refreshCaptions() {
@@ -1261,7 +1313,9 @@ bool MainWindow::busy() const {
   return m_detailRunner->busy() || m_sweepRunner->busy() || m_loadRunner->busy() || m_lessonRunner->busy() || m_flushTimer->isActive();
 }
 
-QString MainWindow::statusText() const { return m_statusLabel->text(); }
+QString MainWindow::statusText() const {
+  return m_statusLabel->text();
+}
 
 void MainWindow::updateStatus() {
   const bool sweeping = m_sweepRunner->busy();
@@ -1270,17 +1324,23 @@ void MainWindow::updateStatus() {
   m_cancel->setVisible(any);
   if (!sweeping) m_progress->setValue(0);
   QString s;
-  if (m_loadRunner->busy()) s = "opening…";
-  else if (m_detailRunner->busy()) s = "computing…";
-  else if (m_lessonRunner->busy()) s = "computing the lesson…";
-  else if (sweeping) s = "sweep running — the views stay live";
-  else s = "ready";
+  if (m_loadRunner->busy())
+    s = "opening…";
+  else if (m_detailRunner->busy())
+    s = "computing…";
+  else if (m_lessonRunner->busy())
+    s = "computing the lesson…";
+  else if (sweeping)
+    s = "sweep running — the views stay live";
+  else
+    s = "ready";
   if (!m_lastError.isEmpty() && !any) s = "<span style='color:#b00000'>" + m_lastError.toHtmlEscaped().section('\n', 0, 0) + "</span>";
   m_statusLabel->setText(s);
   const QString be = backendText();
   m_backendLabel->setText(m_backendNote.isEmpty() ? be : "<b style='color:#b05000'>" + be.toHtmlEscaped() + "</b>");
-  m_backendUsed->setText(m_backendName.isEmpty() ? QString() : (m_backendNote.isEmpty() ? QString("running on %1 · %2").arg(m_backendName, m_device)
-                                                                                        : QString("running on CPU — %1").arg(m_backendNote)));
+  m_backendUsed->setText(m_backendName.isEmpty() ? QString()
+                                                 : (m_backendNote.isEmpty() ? QString("running on %1 · %2").arg(m_backendName, m_device)
+                                                                            : QString("running on CPU — %1").arg(m_backendNote)));
   m_elapsedLabel->setText(QString("detail %1 · sweep %2")
                               .arg(humanSeconds(m_lastDetailSeconds), m_sweepRunner->busy() ? QString("running") : humanSeconds(m_lastSweepSeconds)));
 }

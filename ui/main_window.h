@@ -67,6 +67,13 @@ class MainWindow : public QMainWindow {
   QList<PlotView*> views() const { return m_views; }
   PlotView* view(const QString& id) const;
   AttentionView* attentionView() const { return m_attention; }
+  /// Where the last heatmap delivery's time went (the interaction benchmark's breakdown), in ms.
+  struct HeatTiming {
+    double compute = 0;  // the detail job until the heatmap was ready (worker thread)
+    double apply = 0;    // handing it to the view and the captions (GUI thread)
+    double replot = 0;   // rendering the attention view, when it was the visible one (GUI thread)
+  };
+  HeatTiming lastHeatTiming() const { return m_heatTiming; }
   LessonView* lessonView() const { return m_lesson; }
   /// View > Lesson: the Lesson tab, computed for the current data and selection when out of date.
   void showLesson();
@@ -115,10 +122,10 @@ class MainWindow : public QMainWindow {
  private:
   void buildUi();
   void buildMenus();
-  void syncControls();          ///< experiment -> controls (signals blocked)
-  void onControl();             ///< controls -> experiment, dirty flags
+  void syncControls();  ///< experiment -> controls (signals blocked)
+  void onControl();     ///< controls -> experiment, dirty flags
   void markDirty(int parts, bool sweep, bool memory);
-  void flush();                 ///< submits what is dirty
+  void flush();  ///< submits what is dirty
   void submitDetail(int parts);
   void submitSweep();
   void applyDetail(const DetailResult& r);
@@ -126,7 +133,7 @@ class MainWindow : public QMainWindow {
   void refreshMemory();
   void refreshCaptions();
   void setData(std::shared_ptr<const DataContext> d, const Experiment& e);
-  void adaptToData();            ///< ranges of the selection controls, query source fallback
+  void adaptToData();  ///< ranges of the selection controls, query source fallback
   void reportError(const QString& where, const QString& message, bool dialog);
   void clearError();  ///< a success clears an older error from the status bar
   void addRecent(const QString& path);
@@ -138,7 +145,7 @@ class MainWindow : public QMainWindow {
   Experiment m_exp;
   std::shared_ptr<const DataContext> m_data;
   HeatRegion m_region;
-  DetailResult m_detail;         ///< merged latest parts
+  DetailResult m_detail;  ///< merged latest parts
   std::shared_ptr<const SweepOutput> m_sweep;
   bool m_haveDetail = false;
   bool m_haveMemory = false;
@@ -156,6 +163,7 @@ class MainWindow : public QMainWindow {
   int m_dirtyParts = 0;
   bool m_dirtySweep = false, m_dirtyMemory = false;
   QElapsedTimer m_sweepClock, m_detailClock;
+  HeatTiming m_heatTiming;
   double m_lastDetailSeconds = 0, m_lastSweepSeconds = 0;
   QString m_backendNote, m_backendName, m_device;
   QString m_lastError;
@@ -172,11 +180,11 @@ class MainWindow : public QMainWindow {
   QComboBox* m_rotation = nullptr;
   QComboBox* m_centering = nullptr;
   QComboBox* m_qjlMatrix = nullptr;
-  QToolButton* m_methods = nullptr;     ///< baselines beside TurboQuant (a menu of checkable actions)
+  QToolButton* m_methods = nullptr;  ///< baselines beside TurboQuant (a menu of checkable actions)
   QComboBox* m_fidelityX = nullptr;
   QComboBox* m_layerMetric = nullptr;
   QComboBox* m_layerMethod = nullptr;
-  QComboBox* m_compare = nullptr;   ///< A/B: configuration B of the attention view (a method name, "tq" or "none")
+  QComboBox* m_compare = nullptr;  ///< A/B: configuration B of the attention view (a method name, "tq" or "none")
   QSpinBox* m_compareBits = nullptr;
   QSpinBox* m_recentWindow = nullptr;
   QString m_methodsHelp;
@@ -215,6 +223,7 @@ class MainWindow : public QMainWindow {
 };
 
 /// Writes every view of the window (PNG/SVG/PDF at size and dpi, plus CSV) into dir; returns the paths.
-QStringList exportAll(const QList<PlotView*>& views, const QString& dir, const QList<FigureFormat>& formats, QSize size, int dpi, bool csv, QString* error);
+QStringList exportAll(const QList<PlotView*>& views, const QString& dir, const QList<FigureFormat>& formats, QSize size, int dpi, bool csv,
+                      QString* error);
 
 }  // namespace tq::ui

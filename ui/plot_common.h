@@ -24,6 +24,28 @@ QColor modeColor(tq::KeyMode m, int variant = 0);
 QColor withAlpha(QColor c, int a);
 QCPColorGradient viridis();
 QCPColorGradient diverging();
+
+/// A colour map drawn from a float buffer (row-major rows x cols; row i is value index i, NaN = no data)
+/// instead of QCPColorMapData's cells: no per-cell setCell calls, and the image is built with a
+/// look-up table of the gradient's levels and a table-driven log2, without a libm call per cell (QCP's
+/// colourisation cost 50-60 ms for three 512 x 512 maps on the H200 host, docs/EXPLORER.md). The data
+/// object still carries the size and ranges (call setSize / setRange on it as usual, then setValues).
+/// Horizontal key axis only.
+class HeatColorMap : public QCPColorMap {
+ public:
+  HeatColorMap(QCPAxis* keyAxis, QCPAxis* valueAxis) : QCPColorMap(keyAxis, valueAxis) {}
+  /// The values to draw; `values` must outlive the next setValues (the caller owns them).
+  void setValues(const std::vector<float>* values, bool sizeChanged);
+
+ protected:
+  void updateMapImage() override;
+
+ private:
+  const std::vector<float>* m_values = nullptr;
+  bool m_qcpFlagPending = true;  // QCP's own data-modified flag is set (by setSize) until its updateMapImage runs
+  QCPColorGradient m_lutGradient;
+  std::vector<QRgb> m_lut;
+};
 QFont baseFont(double pt, bool bold = false);
 QCPTextElement* textElement(QCustomPlot* p, const QString& text, double pt, bool bold = false, QColor color = Qt::black);
 /// Axis rect with a small title above it, placed at (row, col) of grid.

@@ -5,6 +5,7 @@
 #include <cstdlib>
 
 #include <QContextMenuEvent>
+#include <QElapsedTimer>
 #include <QGraphicsOpacityEffect>
 #include <QLabel>
 #include <QMenu>
@@ -34,7 +35,8 @@ PlotView::PlotView(const QString& id, const QString& title, QWidget* parent) : Q
   m_banner = new QLabel(this);
   m_banner->setObjectName(id + "Outdated");
   m_banner->setAlignment(Qt::AlignCenter);
-  m_banner->setStyleSheet("QLabel { background: rgba(255,255,255,225); color: #333; border: 1px solid #999; border-radius: 4px; padding: 6px 14px; font-weight: bold; }");
+  m_banner->setStyleSheet(
+      "QLabel { background: rgba(255,255,255,225); color: #333; border: 1px solid #999; border-radius: 4px; padding: 6px 14px; font-weight: bold; }");
   m_banner->hide();
   m_outdatedTimer = new QTimer(this);
   m_outdatedTimer->setSingleShot(true);
@@ -145,7 +147,12 @@ void PlotView::applyStyle() {
 
 void PlotView::replotNow() {
   m_stale = false;
+  static const bool profile = qEnvironmentVariableIsSet("TQ_PROFILE");
+  QElapsedTimer t;
+  t.start();
   m_plot->replot(QCustomPlot::rpImmediateRefresh);
+  m_lastReplotMs = t.nsecsElapsed() / 1e6;
+  if (profile) qInfo("replot %s: %.1f ms (layers drawn in %.1f ms)", qPrintable(objectName()), m_lastReplotMs, m_plot->replotTime());
 }
 
 void PlotView::requestReplot() {

@@ -37,6 +37,7 @@ class PlotView : public QWidget {
   virtual int dataPoints() const = 0;
   /// Synchronous replot (for tests, the benchmark and exports).
   void replotNow();
+  double lastReplotMs() const { return m_lastReplotMs; }
   /// Rescales every panel to its data.
   virtual void resetZoom();
   /// Out of date: the plotted data belong to an older data set or configuration. The view is then greyed
@@ -64,6 +65,7 @@ class PlotView : public QWidget {
   void showEvent(QShowEvent* ev) override;
   void requestReplot();  ///< now if visible, else when shown
   bool m_stale = false;
+  double m_lastReplotMs = 0;  // the last replotNow, for the interaction benchmark
   bool m_outdated = false;
   QString m_outdatedWhy;
   QLabel* m_banner = nullptr;

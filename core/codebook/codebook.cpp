@@ -217,17 +217,21 @@ Codebook solveCodebook(int dim, int bits, CodebookLaw lawKind) {
     std::vector<double> delta(n);
     delta[n - 1] = rhs[n - 1] / diag[n - 1];
     for (int i = n - 2; i >= 0; --i) delta[i] = (rhs[i] - upper[i] * delta[i + 1]) / diag[i];
-    // Damped step: keep the centroids strictly ordered and the residual decreasing.
+    // Damped step: keep the centroids strictly ordered and the residual decreasing. When no step
+    // decreases it, the residual is at the evaluation's rounding floor (above tol for 4+ bits): stop
+    // there. (Iterating on, as before, ran all 100 iterations of 40 trial steps each, ~0.6 s at 8 bits,
+    // and moved the centroids by less than the floor.)
     double step = 1.0;
     std::vector<double> trial(n);
-    for (int tries = 0; tries < 40; ++tries, step *= 0.5) {
+    bool improved = false;
+    for (int tries = 0; tries < 40 && !improved; ++tries, step *= 0.5) {
       for (int i = 0; i < n; ++i) trial[i] = c[i] + step * delta[i];
       bool ordered = true;
       for (int i = 1; i < n; ++i) ordered = ordered && trial[i] > trial[i - 1];
       if (lawKind == CodebookLaw::Exact) ordered = ordered && trial[0] > -1.0 && trial[n - 1] < 1.0;
-      if (!ordered) continue;
-      if (maxResidual(trial, evaluate(law, trial)) < res || tries == 39) break;
+      if (ordered && maxResidual(trial, evaluate(law, trial)) < res) improved = true;
     }
+    if (!improved) break;
     c = trial;
   }
   // Symmetrise (the law is symmetric; removes rounding asymmetry).

@@ -93,11 +93,16 @@ __global__ void __launch_bounds__(kThreads) exactSoftmaxKernel(const float* S, s
 /// attentionMetrics (key part) of query row i for one key variant, in double: cosine of the logits,
 /// cosine of the softmaxes, KL(p || p_hat), top-1, top-5, bias / variance / slope / correlation of
 /// s_hat - s; writes the estimated softmax as fp32 weights (zero beyond the causal limit) for the values.
-__global__ void __launch_bounds__(kThreads) keyMetricsKernel(const float* S, const float* Sh, const double* P, size_t seq, const int* limit,
-                                                             double scale, float* W, double* out) {
+/// Batched over key variants: blockIdx.y is the variant, whose estimates, weights and results follow the
+/// previous variant's (nq rows of seq, nq rows of seq, nq x 9).
+__global__ void __launch_bounds__(kThreads)
+    keyMetricsKernel(const float* S, const float* Sh, const double* P, size_t seq, size_t nq, const int* limit, double scale, float* W, double* out) {
   __shared__ double red[kWarps];
   __shared__ unsigned long long redk[kWarps];
-  const size_t i = blockIdx.x;
+  const size_t i = blockIdx.x, v = blockIdx.y;
+  Sh += v * nq * seq;
+  W += v * nq * seq;
+  out += v * nq * 9;
   const float* s = S + i * seq;
   const float* e = Sh + i * seq;
   const double* p = P + i * seq;
@@ -195,15 +200,17 @@ __device__ __forceinline__ void warpErrorSums(A a, E e, int d, int lane, double&
   }
 }
 
-/// ||O - O_hat|| / ||O|| per query row (the exact output rounded to fp32 first, like the CPU's), one warp per row.
-__global__ void outputErrorKernel(const double* Ox, const float* Oe, size_t nq, int dv, double* out) {
-  const size_t i = (static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
+/// ||O - O_hat|| / ||O|| per query row (the exact output rounded to fp32 first, like the CPU's), one warp per
+/// row. Rows of nv variants: estimated row r = v * nq + i against exact row i, result at out[v * outStride + i].
+__global__ void outputErrorKernel(const double* Ox, const float* Oe, size_t nq, size_t nv, int dv, double* out, size_t outStride) {
+  const size_t r = (static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
   const int lane = threadIdx.x & 31;
-  if (i >= nq) return;
+  if (r >= nq * nv) return;
+  const size_t v = r / nq, i = r - v * nq;
   double num, den;
-  warpErrorSums([&](int j) { return static_cast<double>(static_cast<float>(Ox[i * dv + j])); }, [&](int j) { return static_cast<double>(Oe[i * dv + j]); },
-                dv, lane, num, den);
-  if (lane == 0) out[i] = den > 0 ? sqrt(num / den) : sqrt(num);
+  warpErrorSums([&](int j) { return static_cast<double>(static_cast<float>(Ox[i * dv + j])); },
+                [&](int j) { return static_cast<double>(Oe[r * dv + j]); }, dv, lane, num, den);
+  if (lane == 0) out[v * outStride + i] = den > 0 ? sqrt(num / den) : sqrt(num);
 }
 
 /// Per vector ||x - x_hat||^2 / ||x||^2 (double), or -1 for a zero vector (skipped, like vectorMse).
@@ -212,13 +219,16 @@ __global__ void vectorErrorKernel(const float* x, const float* xh, size_t n, int
   const int lane = threadIdx.x & 31;
   if (v >= n) return;
   double num, den;
-  warpErrorSums([&](int j) { return static_cast<double>(x[v * d + j]); }, [&](int j) { return static_cast<double>(xh[v * d + j]); }, d, lane, num, den);
+  warpErrorSums([&](int j) { return static_cast<double>(x[v * d + j]); }, [&](int j) { return static_cast<double>(xh[v * d + j]); }, d, lane, num,
+                den);
   if (lane == 0) out[v] = den > 0 ? num / den : -1.0;
 }
 
-/// Mean of the non-negative entries (one block, fixed order) into *out.
+/// Mean of the non-negative entries of row blockIdx.x (n entries; one block, fixed order) into out[blockIdx.x].
 __global__ void __launch_bounds__(kThreads) meanKernel(const double* x, size_t n, double* out) {
   __shared__ double red[kWarps];
+  x += static_cast<size_t>(blockIdx.x) * n;
+  out += blockIdx.x;
   double s = 0, c = 0;
   for (size_t i = threadIdx.x; i < n; i += kThreads)
     if (x[i] >= 0) {
@@ -230,11 +240,12 @@ __global__ void __launch_bounds__(kThreads) meanKernel(const double* x, size_t n
   if (threadIdx.x == 0) *out = c > 0 ? s / c : 0.0;
 }
 
-__global__ void setKernel(double* p, double v) { *p = v; }
+__global__ void setKernel(double* p, double v) {
+  *p = v;
+}
 
 __global__ void floatToDoubleKernel(const float* in, size_t n, double* out) {
-  for (size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += static_cast<size_t>(gridDim.x) * blockDim.x)
-    out[i] = in[i];
+  for (size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += static_cast<size_t>(gridDim.x) * blockDim.x) out[i] = in[i];
 }
 
 /// The keys' QJL signs as rows of +-c_t (c_t = sqrt(pi/2)/m * fp16 ||r_t||, the CPU's addQjlTerm layout):
@@ -255,8 +266,8 @@ unsigned gridFor(size_t n, size_t per, int sms) {
 
 }  // namespace
 
-void evaluateTask(Context& ctx, const std::vector<const DevPlan*>& keyPlans, const std::vector<const DevPlan*>& valuePlans,
-                  const SweepTaskInput& in, SweepTaskOutput& out, TaskBuffers& b, Scratch& s) {
+void evaluateTask(Context& ctx, const std::vector<const DevPlan*>& keyPlans, const std::vector<const DevPlan*>& valuePlans, const SweepTaskInput& in,
+                  SweepTaskOutput& out, TaskBuffers& b, Scratch& s) {
   // TQ_SWEEP_PROFILE=1: host-side time per phase (uploads, enqueueing the variants, waiting at the end)
   static const bool profile = std::getenv("TQ_SWEEP_PROFILE") != nullptr;
   static std::atomic<int64_t> usUpload{0}, usEnqueue{0}, usWait{0}, tasks{0};
@@ -291,7 +302,14 @@ void evaluateTask(Context& ctx, const std::vector<const DevPlan*>& keyPlans, con
   double* rOut = rKey + nk * nq * 9;
   double* rKmse = rOut + nk * nvOut * nq;
   double* rVmse = rKmse + nk;
-  b.perVector.ensure(seq * 8);
+  // Key variants are evaluated in chunks of G (below); G depends only on the sizes (a fixed 256 MB for the
+  // chunk's estimates and weights), so results do not depend on the device's free memory.
+  // TQ_CUDA_SWEEP_CHUNK=N caps G (1: one variant at a time, the former launch sequence, for comparisons).
+  static const size_t chunkCap =
+      std::getenv("TQ_CUDA_SWEEP_CHUNK") ? static_cast<size_t>(std::max(1, std::atoi(std::getenv("TQ_CUDA_SWEEP_CHUNK")))) : 0;
+  size_t G = std::max<size_t>(1, std::min(nk, (size_t{256} << 20) / std::max<size_t>(1, nq * seq * 8)));
+  if (chunkCap) G = std::min(G, chunkCap);
+  b.perVector.ensure(G * seq * 8);
   b.recon.ensure(seq * std::max(d, dv) * 4);
   // values: exact outputs O = P V (double), compression, vector MSE
   if (nvq > 0) {
@@ -302,9 +320,10 @@ void evaluateTask(Context& ctx, const std::vector<const DevPlan*>& keyPlans, con
     floatToDoubleKernel<<<gridFor(seq * dv, 256, sms), 256, 0, st>>>(b.values.as<float>(), seq * dv, b.valuesD.as<double>());
     checkLaunch("fp32 -> double");
     const double dOne = 1.0, dZero = 0.0;
-    blasCheck(cublasDgemm(hb, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(dv), static_cast<int>(nq), static_cast<int>(seq), &dOne, b.valuesD.as<double>(),
-                          static_cast<int>(dv), b.probs.as<double>(), static_cast<int>(seq), &dZero, b.exactOut.as<double>(), static_cast<int>(dv)),
-              "exact outputs (cublasDgemm)");
+    blasCheck(
+        cublasDgemm(hb, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(dv), static_cast<int>(nq), static_cast<int>(seq), &dOne, b.valuesD.as<double>(),
+                    static_cast<int>(dv), b.probs.as<double>(), static_cast<int>(seq), &dZero, b.exactOut.as<double>(), static_cast<int>(dv)),
+        "exact outputs (cublasDgemm)");
     if (b.compValues.size() < nvq) b.compValues.resize(nvq);
     for (size_t vi = 0; vi < nvq; ++vi) {
       const DevPlan& vp = *valuePlans[vi];
@@ -322,60 +341,71 @@ void evaluateTask(Context& ctx, const std::vector<const DevPlan*>& keyPlans, con
     usUpload += us(t0);
   }
   const auto t1 = Clock::now();
-  b.estimate.ensure(nq * seq * 4);
-  b.weights.ensure(nq * seq * 4);
-  b.estOut.ensure(nq * dv * 4);
-  for (size_t ki = 0; ki < nk; ++ki) {
-    const DevPlan& kp = *keyPlans[ki];
-    b.compKeys.ensure(kp, seq);
-    compress(ctx, kp, b.keys.get(), CudaInput::F32, seq, b.compKeys.view(), s);
-    if (kp.mseBits > 0) {
-      decompress(ctx, kp, b.compKeys.view(), seq, b.recon.get(), false, s);
-      vectorErrorKernel<<<static_cast<unsigned>((seq + 7) / 8), 256, 0, st>>>(b.keys.as<float>(), b.recon.as<float>(), seq, in.d, b.perVector.as<double>());
-      meanKernel<<<1, kThreads, 0, st>>>(b.perVector.as<double>(), seq, rKmse + ki);
-      checkLaunch("key error kernels");
-    } else {
-      setKernel<<<1, 1, 0, st>>>(rKmse + ki, 1.0);  // no MSE stage: vectorMse is defined as 1
+  // Key variants in chunks of G. Per variant: its compression, vector errors and estimated logits. Per
+  // chunk, one launch each: the logit / softmax metrics of all its variants, their vector-error means and,
+  // per value width, the weighted sums of all their softmaxes and the output errors. One variant's metrics
+  // are only nq blocks; batched, they fill the device, and a cell costs a few hundred launches fewer.
+  b.estimate.ensure(G * nq * seq * 4);
+  b.weights.ensure(G * nq * seq * 4);
+  b.estOut.ensure(G * nq * dv * 4);
+  static const bool lutScoring = std::getenv("TQ_CUDA_SWEEP_LUT") != nullptr;  // the former scoring, for comparisons
+  for (size_t c0 = 0; c0 < nk; c0 += G) {
+    const size_t nc = std::min(G, nk - c0);
+    for (size_t kj = 0; kj < nc; ++kj) {
+      const DevPlan& kp = *keyPlans[c0 + kj];
+      b.compKeys.ensure(kp, seq);
+      compress(ctx, kp, b.keys.get(), CudaInput::F32, seq, b.compKeys.view(), s);
+      float* est = b.estimate.as<float>() + kj * nq * seq;
+      if (kp.mseBits > 0) {
+        decompress(ctx, kp, b.compKeys.view(), seq, b.recon.get(), false, s);
+        vectorErrorKernel<<<static_cast<unsigned>((seq + 7) / 8), 256, 0, st>>>(b.keys.as<float>(), b.recon.as<float>(), seq, in.d,
+                                                                                b.perVector.as<double>() + kj * seq);
+        checkLaunch("key error kernel");
+      }
+      // Estimated logits in the dense form of the CPU sweep (core/backend/cpu_task): <q, x_mse> as a product
+      // with the reconstruction, plus the QJL term as S q times the keys' scaled signs. Two cuBLAS products
+      // cost a fraction of the look-up-table scoring, whose generic kernel (5-8 bits, m = 2d) took ~0.8 ms a
+      // variant at 8192 keys and 128 queries on an H200 (docs/EXPLORER.md).
+      if (lutScoring) {
+        scores(ctx, kp, b.compKeys.view(), seq, b.queries.as<float>(), nullptr, nullptr, nq, nq, est, seq, s);
+      } else if (kp.mseBits > 0) {
+        blasCheck(
+            cublasSgemm(hb, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(seq), static_cast<int>(nq), static_cast<int>(d), &one, b.recon.as<float>(),
+                        static_cast<int>(d), b.queries.as<float>(), static_cast<int>(d), &zero, est, static_cast<int>(seq)),
+            "estimated logits (cublasSgemm)");
+      } else {
+        ctx.memsetAsync(est, 0, nq * seq * 4);
+      }
+      if (!lutScoring && kp.projDim > 0) {
+        const size_t m = static_cast<size_t>(kp.projDim);
+        b.sq.ensure(nq * m * 4);
+        b.z.ensure(seq * m * 4);
+        blasCheck(cublasSgemm(hb, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(m), static_cast<int>(nq), static_cast<int>(d), &one, kp.S.as<float>(),
+                              static_cast<int>(d), b.queries.as<float>(), static_cast<int>(d), &zero, b.sq.as<float>(), static_cast<int>(m)),
+                  "S q (cublasSgemm)");
+        expandSignsKernel<<<gridFor(seq * m, 256, sms), 256, 0, st>>>(b.compKeys.view().signs, b.compKeys.view().rnorms, seq, kp.projDim,
+                                                                      kp.signBytes, kp.qjlScale, b.z.as<float>());
+        checkLaunch("QJL sign expansion kernel");
+        blasCheck(cublasSgemm(hb, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(seq), static_cast<int>(nq), static_cast<int>(m), &one, b.z.as<float>(),
+                              static_cast<int>(m), b.sq.as<float>(), static_cast<int>(m), &one, est, static_cast<int>(seq)),
+                  "QJL term (cublasSgemm)");
+      }
     }
-    // Estimated logits in the dense form of the CPU sweep (core/backend/cpu_task): <q, x_mse> as a product
-    // with the reconstruction, plus the QJL term as S q times the keys' scaled signs. Two cuBLAS products
-    // cost a fraction of the look-up-table scoring, whose generic kernel (5-8 bits, m = 2d) took ~0.8 ms a
-    // variant at 8192 keys and 128 queries on an H200 (docs/EXPLORER.md).
-    float* est = b.estimate.as<float>();
-    static const bool lutScoring = std::getenv("TQ_CUDA_SWEEP_LUT") != nullptr;  // the former path, for comparisons
-    if (lutScoring) {
-      scores(ctx, kp, b.compKeys.view(), seq, b.queries.as<float>(), nullptr, nullptr, nq, nq, est, seq, s);
-    } else if (kp.mseBits > 0) {
-      blasCheck(cublasSgemm(hb, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(seq), static_cast<int>(nq), static_cast<int>(d), &one, b.recon.as<float>(),
-                            static_cast<int>(d), b.queries.as<float>(), static_cast<int>(d), &zero, est, static_cast<int>(seq)),
-                "estimated logits (cublasSgemm)");
-    } else {
-      ctx.memsetAsync(est, 0, nq * seq * 4);
-    }
-    if (!lutScoring && kp.projDim > 0) {
-      const size_t m = static_cast<size_t>(kp.projDim);
-      b.sq.ensure(nq * m * 4);
-      b.z.ensure(seq * m * 4);
-      blasCheck(cublasSgemm(hb, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(m), static_cast<int>(nq), static_cast<int>(d), &one, kp.S.as<float>(),
-                            static_cast<int>(d), b.queries.as<float>(), static_cast<int>(d), &zero, b.sq.as<float>(), static_cast<int>(m)),
-                "S q (cublasSgemm)");
-      expandSignsKernel<<<gridFor(seq * m, 256, sms), 256, 0, st>>>(b.compKeys.view().signs, b.compKeys.view().rnorms, seq, kp.projDim, kp.signBytes,
-                                                                      kp.qjlScale, b.z.as<float>());
-      checkLaunch("QJL sign expansion kernel");
-      blasCheck(cublasSgemm(hb, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(seq), static_cast<int>(nq), static_cast<int>(m), &one, b.z.as<float>(),
-                            static_cast<int>(m), b.sq.as<float>(), static_cast<int>(m), &one, est, static_cast<int>(seq)),
-                "QJL term (cublasSgemm)");
-    }
-    keyMetricsKernel<<<static_cast<unsigned>(nq), kThreads, 0, st>>>(b.exact.as<float>(), b.estimate.as<float>(), b.probs.as<double>(), seq,
-                                                                     b.limits.as<int>(), in.scale, b.weights.as<float>(), rKey + ki * nq * 9);
-    checkLaunch("key metrics kernel");
+    keyMetricsKernel<<<dim3(static_cast<unsigned>(nq), static_cast<unsigned>(nc)), kThreads, 0, st>>>(
+        b.exact.as<float>(), b.estimate.as<float>(), b.probs.as<double>(), seq, nq, b.limits.as<int>(), in.scale, b.weights.as<float>(),
+        rKey + c0 * nq * 9);
+    meanKernel<<<static_cast<unsigned>(nc), kThreads, 0, st>>>(b.perVector.as<double>(), seq, rKmse + c0);
+    checkLaunch("key metrics kernels");
+    for (size_t kj = 0; kj < nc; ++kj)
+      if (keyPlans[c0 + kj]->mseBits == 0) setKernel<<<1, 1, 0, st>>>(rKmse + c0 + kj, 1.0);  // no MSE stage: vectorMse is defined as 1
     for (size_t vi = 0; vi < nvq; ++vi) {
-      weightedSum(ctx, *valuePlans[vi], b.compValues[vi].view(), seq, seq, b.weights.as<float>(), seq, nq, nq, b.estOut.as<float>(), s);
-      outputErrorKernel<<<static_cast<unsigned>((nq + 7) / 8), 256, 0, st>>>(b.exactOut.as<double>(), b.estOut.as<float>(), nq, in.dv,
-                                                                             rOut + (ki * nvOut + vi) * nq);
+      // every row of the chunk (nc variants x nq queries) against the same values: valuesPerHead 0
+      weightedSum(ctx, *valuePlans[vi], b.compValues[vi].view(), 0, seq, b.weights.as<float>(), seq, nc * nq, nq, b.estOut.as<float>(), s);
+      outputErrorKernel<<<static_cast<unsigned>((nc * nq + 7) / 8), 256, 0, st>>>(b.exactOut.as<double>(), b.estOut.as<float>(), nq, nc, in.dv,
+                                                                                  rOut + (c0 * nvOut + vi) * nq, nvOut * nq);
       checkLaunch("output error kernel");
     }
-    if (nvq == 0) ctx.memsetAsync(rOut + ki * nvOut * nq, 0, nq * 8);
+    if (nvq == 0) ctx.memsetAsync(rOut + c0 * nvOut * nq, 0, nc * nvOut * nq * 8);
   }
   std::vector<double> host(nRes);
   const auto t2 = Clock::now();
@@ -385,12 +415,15 @@ void evaluateTask(Context& ctx, const std::vector<const DevPlan*>& keyPlans, con
     usEnqueue += static_cast<int64_t>(std::chrono::duration<double, std::micro>(t2 - t1).count());
     usWait += us(t2);
     if (++tasks % 64 == 0)
-      std::fprintf(stderr, "evaluateTask profile after %lld tasks: uploads + exact references (synced) %.3f s, enqueueing variants %.3f s, final wait %.3f s\n",
-                   static_cast<long long>(tasks.load()), usUpload.load() * 1e-6, usEnqueue.load() * 1e-6, usWait.load() * 1e-6);
+      std::fprintf(
+          stderr,
+          "evaluateTask profile after %lld tasks: uploads + exact references (synced) %.3f s, enqueueing variants %.3f s, final wait %.3f s\n",
+          static_cast<long long>(tasks.load()), usUpload.load() * 1e-6, usEnqueue.load() * 1e-6, usWait.load() * 1e-6);
   }
   out.keyMetrics.assign(host.begin(), host.begin() + static_cast<long>(nk * nq * 9));
   out.outputError.assign(host.begin() + static_cast<long>(nk * nq * 9), host.begin() + static_cast<long>(nk * nq * 9 + nk * nvOut * nq));
-  out.keyMse.assign(host.begin() + static_cast<long>(nk * nq * 9 + nk * nvOut * nq), host.begin() + static_cast<long>(nk * nq * 9 + nk * nvOut * nq + nk));
+  out.keyMse.assign(host.begin() + static_cast<long>(nk * nq * 9 + nk * nvOut * nq),
+                    host.begin() + static_cast<long>(nk * nq * 9 + nk * nvOut * nq + nk));
   out.valueMse.assign(host.end() - static_cast<long>(nvq), host.end());
 }
 

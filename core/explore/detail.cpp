@@ -34,9 +34,12 @@ QuantConfig DetailConfig::keyConfig(KeyMode mode, int bits, int d) const {
 
 const char* keyModeLabelText(KeyMode m) {
   switch (m) {
-    case KeyMode::Mse: return "MSE-only";
-    case KeyMode::Prod: return "MSE+QJL";
-    default: return "QJL-only";
+    case KeyMode::Mse:
+      return "MSE-only";
+    case KeyMode::Prod:
+      return "MSE+QJL";
+    default:
+      return "QJL-only";
   }
 }
 
@@ -81,8 +84,8 @@ namespace {
 /// Estimated scores (nq x S) of one key configuration for the query rows Q: what the heatmap shows.
 using ScoreFn = std::function<void(const float* Q, size_t nq, float* out)>;
 
-Heatmap computeHeat(const std::shared_ptr<const KvSource>& src, const DetailConfig& e, const HeatRegion& reg, const ScoreFn& scoreA, const ScoreFn& scoreB,
-                    const std::vector<float>& K) {
+Heatmap computeHeat(const std::shared_ptr<const KvSource>& src, const DetailConfig& e, const HeatRegion& reg, const ScoreFn& scoreA,
+                    const ScoreFn& scoreB, const std::vector<float>& K) {
   const KvShape shape = src->shape();
   const float scale = src->softmaxScale();
   const int seq = shape.seq, d = shape.headDim;
@@ -116,8 +119,8 @@ Heatmap computeHeat(const std::shared_ptr<const KvSource>& src, const DetailConf
   std::shared_ptr<const ExactRows> exact;
   {
     std::lock_guard<std::mutex> lock(cacheMutex);
-    if (cacheable && cache && !cache->src.expired() && cache->src.lock() == src && cache->layer == e.layer && cache->qHead == e.qHead && cache->source == int(e.queries) &&
-        cache->seed == e.seed && cache->softmax == h.softmax && cache->rows == h.rowToken)
+    if (cacheable && cache && !cache->src.expired() && cache->src.lock() == src && cache->layer == e.layer && cache->qHead == e.qHead &&
+        cache->source == int(e.queries) && cache->seed == e.seed && cache->softmax == h.softmax && cache->rows == h.rowToken)
       exact = cache;
   }
   if (!exact) {
@@ -133,13 +136,15 @@ Heatmap computeHeat(const std::shared_ptr<const KvSource>& src, const DetailConf
     std::vector<float> ex(R * S);
     exactScores(x->Qr.data(), R, K.data(), S, D, ex.data());
     x->P.assign(R * S, 0.0);
-    for (size_t i = 0; i < R; ++i) {
-      const size_t n = static_cast<size_t>(h.rowToken[i]) + 1;
-      if (h.softmax)
-        softmax(ex.data() + i * S, n, scale, x->P.data() + i * S);
-      else
-        for (size_t k = 0; k < n; ++k) x->P[i * S + k] = static_cast<double>(scale) * ex[i * S + k];
-    }
+    parallelRanges(R, 16, [&](size_t r0, size_t r1) {
+      for (size_t i = r0; i < r1; ++i) {
+        const size_t n = static_cast<size_t>(h.rowToken[i]) + 1;
+        if (h.softmax)
+          softmax(ex.data() + i * S, n, scale, x->P.data() + i * S);
+        else
+          for (size_t k = 0; k < n; ++k) x->P[i * S + k] = static_cast<double>(scale) * ex[i * S + k];
+      }
+    });
     exact = x;
     std::lock_guard<std::mutex> lock(cacheMutex);
     cache = cacheable ? exact : nullptr;
@@ -174,37 +179,42 @@ Heatmap computeHeat(const std::shared_ptr<const KvSource>& src, const DetailConf
     }
     return static_cast<float>(h.softmax ? df : df / (eEnd - b));
   };
-  std::vector<double> ph(S), pb(ab ? S : 0);
-  double cosA = 0, cosB = 0;
-  for (size_t i = 0; i < R; ++i) {
-    const int t = h.rowToken[i];
-    const size_t n = static_cast<size_t>(t) + 1;
-    const double* p = exact->P.data() + i * S;
-    auto weights = [&](const float* s, double* out) {
-      if (h.softmax)
-        softmax(s, n, scale, out);
-      else
-        for (size_t k = 0; k < n; ++k) out[k] = static_cast<double>(scale) * s[k];
-    };
-    weights(ap.data() + i * S, ph.data());
-    if (ab) weights(bp.data() + i * S, pb.data());
-    if (h.softmax) {
-      cosA += cosine(p, ph.data(), n);
-      if (ab) cosB += cosine(p, pb.data(), n);
-    }
-    for (size_t j = 0; j < C; ++j) {
-      const int b = h.col0 + static_cast<int>(j) * h.colStride;
-      const int eEnd = std::min({h.col1, b + h.colStride, t + 1});
-      if (b >= eEnd) continue;
-      h.exact[i * C + j] = pool(p, b, eEnd);
-      h.approx[i * C + j] = pool(ph.data(), b, eEnd);
-      h.diff[i * C + j] = poolDiff(ph.data(), p, b, eEnd);
-      if (ab) {
-        h.compare[i * C + j] = pool(pb.data(), b, eEnd);
-        h.diffAB[i * C + j] = poolDiff(ph.data(), pb.data(), b, eEnd);
+  // rows in parallel (their softmaxes dominate at long contexts); the mean cosines are summed in row order
+  std::vector<double> rowCosA(R, 0.0), rowCosB(R, 0.0);
+  parallelRanges(R, 16, [&](size_t r0, size_t r1) {
+    std::vector<double> ph(S), pb(ab ? S : 0);
+    for (size_t i = r0; i < r1; ++i) {
+      const int t = h.rowToken[i];
+      const size_t n = static_cast<size_t>(t) + 1;
+      const double* p = exact->P.data() + i * S;
+      auto weights = [&](const float* s, double* out) {
+        if (h.softmax)
+          softmax(s, n, scale, out);
+        else
+          for (size_t k = 0; k < n; ++k) out[k] = static_cast<double>(scale) * s[k];
+      };
+      weights(ap.data() + i * S, ph.data());
+      if (ab) weights(bp.data() + i * S, pb.data());
+      if (h.softmax) {
+        rowCosA[i] = cosine(p, ph.data(), n);
+        if (ab) rowCosB[i] = cosine(p, pb.data(), n);
+      }
+      for (size_t j = 0; j < C; ++j) {
+        const int b = h.col0 + static_cast<int>(j) * h.colStride;
+        const int eEnd = std::min({h.col1, b + h.colStride, t + 1});
+        if (b >= eEnd) continue;
+        h.exact[i * C + j] = pool(p, b, eEnd);
+        h.approx[i * C + j] = pool(ph.data(), b, eEnd);
+        h.diff[i * C + j] = poolDiff(ph.data(), p, b, eEnd);
+        if (ab) {
+          h.compare[i * C + j] = pool(pb.data(), b, eEnd);
+          h.diffAB[i * C + j] = poolDiff(ph.data(), pb.data(), b, eEnd);
+        }
       }
     }
-  }
+  });
+  double cosA = 0, cosB = 0;
+  for (size_t i = 0; i < R; ++i) cosA += rowCosA[i], cosB += rowCosB[i];
   const double nanD = std::numeric_limits<double>::quiet_NaN();
   h.cosineA = h.softmax && R ? cosA / static_cast<double>(R) : nanD;
   h.cosineB = h.softmax && R && ab ? cosB / static_cast<double>(R) : nanD;
@@ -219,8 +229,9 @@ float dot(const float* a, const float* b, size_t n) {
 
 }  // namespace
 
-DetailData computeDetailData(const std::shared_ptr<const KvSource>& src, const std::vector<std::string>& tokens, const DetailConfig& config, int parts,
-                             const HeatRegion& region, Backend& be, const ProgressFn& progress, const std::function<void(const DetailData&)>& partial) {
+DetailData computeDetailData(const std::shared_ptr<const KvSource>& src, const std::vector<std::string>& tokens, const DetailConfig& config,
+                             int parts, const HeatRegion& region, Backend& be, const ProgressFn& progress,
+                             const std::function<void(const DetailData&)>& partial) {
   const auto t0 = std::chrono::steady_clock::now();
   const KvShape sh = src->shape();
   // a protected layer (SweepConfig::protectLayers) shows its protected widths, as in the sweep
@@ -280,7 +291,8 @@ DetailData computeDetailData(const std::shared_ptr<const KvSource>& src, const s
   auto step = [&](size_t done) {
     lastStep = done;
     if (profile)
-      std::fprintf(stderr, "  detail step %zu at %.1f ms\n", done, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+      std::fprintf(stderr, "  detail step %zu at %.1f ms\n", done,
+                   std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
     if (progress && !progress(done, 5)) throw std::runtime_error("cancelled");
   };
 
@@ -536,6 +548,5 @@ DetailData computeDetailData(const std::shared_ptr<const KvSource>& src, const s
   out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return out;
 }
-
 
 }  // namespace tq
