@@ -103,6 +103,12 @@ AttentionView::AttentionView(QWidget* parent) : PlotView("attention", "Attention
   finishLayout();
 }
 
+AttentionView::~AttentionView() {
+  // the maps draw from m_heat's buffers, which go before the plot (a child) does
+  for (auto* m : m_map)
+    if (m) m->setValues(nullptr, false);
+}
+
 void AttentionView::arrangePanels(bool ab) {
   if (ab == m_ab) return;
   m_ab = ab;

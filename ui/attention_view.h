@@ -23,6 +23,7 @@ class AttentionView : public PlotView {
   Q_OBJECT
  public:
   explicit AttentionView(QWidget* parent = nullptr);
+  ~AttentionView() override;
   void setData(const Heatmap& h, std::shared_ptr<const DataContext> ctx, int layer, int qHead, int kvHead, const QString& queryLabel);
   /// The token studied (How it works, Estimator): a dashed row (its query) and column (its key) on every map.
   void setMarkedToken(int token);

@@ -54,15 +54,18 @@ std::shared_ptr<const DataContext> makeContext(std::shared_ptr<const tq::KvSourc
 namespace {
 
 /// One backend per (worker thread, choice): a CUDA context is costly to create.
+thread_local std::map<int, std::pair<std::unique_ptr<tq::Backend>, std::string>> t_backends;
+
 tq::Backend& threadBackend(tq::BackendChoice choice, std::string* note) {
-  thread_local std::map<int, std::pair<std::unique_ptr<tq::Backend>, std::string>> cache;
-  auto& slot = cache[static_cast<int>(choice)];
+  auto& slot = t_backends[static_cast<int>(choice)];
   if (!slot.first) slot.first = tq::chooseBackend(choice, &slot.second);  // the one factory (core/backends)
   if (note) *note = slot.second;
   return *slot.first;
 }
 
 }  // namespace
+
+void releaseThreadBackends() { t_backends.clear(); }
 
 int resolveQueryPos(const Experiment& e, int seq) { return e.queryPos < 0 || e.queryPos >= seq ? seq - 1 : e.queryPos; }
 

@@ -63,6 +63,11 @@ struct DetailResult : JobOutput, tq::DetailData {
 /// Computes the requested parts for the selected layer / head / query. Throws on bad input.
 /// partial: each of the heatmap, estimator and how-it-works parts as soon as it is ready (the final
 /// result then carries only the remaining parts).
+/// Destroys the calling thread's backends (a CUDA backend's streams, cuBLAS handles and device memory).
+/// Each worker thread calls it before it ends, and the GUI thread before main returns: left to the
+/// thread-local destructors, a worker's CUDA backend was torn down after main had returned, racing the
+/// CUDA runtime's own exit handlers (a crash at exit in cublasDestroy, 1 run in 3 on the H200).
+void releaseThreadBackends();
 std::shared_ptr<DetailResult> computeDetail(const DataContext& data, const DetailRequest& req, const tq::ProgressFn& progress = {},
                                             const std::function<void(std::shared_ptr<const DetailResult>)>& partial = {});
 

@@ -14,6 +14,7 @@
 #include <QTabWidget>
 #include <QTimer>
 #include <algorithm>
+#include <cstdio>
 #include <functional>
 #include <iostream>
 #include <memory>
@@ -219,6 +220,11 @@ std::unique_ptr<QApplication> ensureApp(bool forceOffscreen) {
   return app;
 }
 
+/// Releases the calling thread's backends when it goes out of scope (compute.h releaseThreadBackends).
+struct BackendsReleased {
+  ~BackendsReleased() { releaseThreadBackends(); }
+};
+
 int exportFigures(const Options& o, std::ostream& out, std::ostream& err) {
   MainWindowOptions mo;
   mo.useSettings = false;
@@ -412,7 +418,8 @@ int benchInteraction(Options& o, std::ostream& out, std::ostream& err) {
   j["gui_thread_max_stall_ms"] = maxLag;
   j["gui_thread_stall_note"] = "5 ms heartbeat over the whole run, except the benchmark's own forced replots of the hidden views";
   j["cancel_to_stopped_ms"] = cancelMs;
-  out << QJsonDocument(j).toJson(QJsonDocument::Indented).toStdString();
+  out << QJsonDocument(j).toJson(QJsonDocument::Indented).toStdString() << std::flush;
+  if (qEnvironmentVariableIsSet("TQ_TRACE_EXIT")) std::fprintf(stderr, "bench: result written; closing the window\n");
   return 0;
 }
 
@@ -443,6 +450,7 @@ std::string exportFiguresUsage() {
 }
 
 int runExportFigures(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+  const BackendsReleased released;  // this thread's backends go before the process exits
   QStringList qa;
   for (const auto& a : args) qa << QString::fromStdString(a);
   Options o;
@@ -482,6 +490,7 @@ std::string exportLessonUsage() {
 }
 
 int runExportLesson(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+  const BackendsReleased released;  // this thread's backends go before the process exits
   QStringList qa;
   for (const auto& a : args) qa << QString::fromStdString(a);
   Options o;
@@ -544,6 +553,7 @@ bool startupExperiment(const Experiment& restored, const QStringList& args, Expe
 }
 
 int runGui(int argc, char** argv) {
+  const BackendsReleased released;  // this thread's backends go before the process exits
   QStringList qa;
   for (int i = 1; i < argc; ++i) qa << QString::fromLocal8Bit(argv[i]);
   Options o;
@@ -576,7 +586,11 @@ int runGui(int argc, char** argv) {
     if (rc == 0) std::cout << "open the PNG/SVG/PDF files above, or run tqstudio on a desktop for the interactive explorer\n";
     return rc;
   }
-  if (o.bench) return benchInteraction(o, std::cout, std::cerr);
+  if (o.bench) {
+    const int rc = benchInteraction(o, std::cout, std::cerr);
+    if (qEnvironmentVariableIsSet("TQ_TRACE_EXIT")) std::fprintf(stderr, "bench: window closed\n");
+    return rc;
+  }
   if (!o.screenshot.isEmpty()) {
     MainWindowOptions mo;
     mo.useSettings = false;

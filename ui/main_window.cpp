@@ -40,6 +40,7 @@
 #include <QToolButton>
 #include <QVBoxLayout>
 #include <algorithm>
+#include <cstdio>
 
 #include "data/compressed_io.h"
 
@@ -432,6 +433,18 @@ MainWindow::MainWindow(MainWindowOptions options, QWidget* parent) : QMainWindow
 
 MainWindow::~MainWindow() {
   saveSettings();
+  // Nothing a child signals during the teardown (a tab removed, a runner's last report) may reach this
+  // half-destroyed window: cut those connections first.
+  for (QObject* c : findChildren<QObject*>()) disconnect(c, nullptr, this, nullptr);
+  // Stop and join the workers before any member or view goes: a job still running (the detail of the
+  // last change, say) then never outlives what it reports to.
+  const bool profile = qEnvironmentVariableIsSet("TQ_TRACE_EXIT");  // teardown markers (a crash at exit)
+  for (JobRunner** r : {&m_lessonRunner, &m_detailRunner, &m_sweepRunner, &m_loadRunner}) {
+    (*r)->cancel();
+    delete *r;
+    *r = nullptr;
+  }
+  if (profile) std::fprintf(stderr, "main window: workers joined\n");
 }
 
 void MainWindow::buildUi() {

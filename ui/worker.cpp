@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 #include "worker.h"
 
+#include "compute.h"
+
 #include <QMetaObject>
 #include <QPointer>
 #include <chrono>
@@ -16,6 +18,8 @@ JobRunner::JobRunner(const QString& name, QObject* parent)
   m_exec = new QObject;
   m_exec->moveToThread(&m_thread);
   connect(&m_thread, &QThread::finished, m_exec, &QObject::deleteLater);
+  // on the worker thread, before wait() returns: its backends go while the process is fully alive
+  connect(&m_thread, &QThread::finished, m_exec, [] { releaseThreadBackends(); }, Qt::DirectConnection);
   m_thread.start();
 }
 

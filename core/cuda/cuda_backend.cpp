@@ -3,12 +3,15 @@
 #include "cuda/cuda_backend.h"
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
+#include <condition_variable>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <map>
-#include <condition_variable>
 #include <mutex>
 #include <set>
 #include <stdexcept>
@@ -43,10 +46,13 @@ struct CudaBackend::Impl {
       plansCv.wait(lock);
     }
     building.insert(fp);
+    ++plansBuilt;
     lock.unlock();
     std::shared_ptr<cuda::DevPlan> p;
+    const auto tb = std::chrono::steady_clock::now();
     try {
       p = cuda::buildPlan(*ctx, q);
+      usBuild += static_cast<int64_t>(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - tb).count());
     } catch (...) {
       lock.lock();
       building.erase(fp);
@@ -55,12 +61,18 @@ struct CudaBackend::Impl {
     }
     lock.lock();
     building.erase(fp);
-    if (plans.size() >= kMaxPlans) plans.clear();  // ~0.4 MB of device memory per plan (d = 128)
+    if (plans.size() >= maxPlans) plans.clear();  // up to ~0.8 MB of device memory per plan (d = 128, m = 256)
     auto r = plans.emplace(fp, p).first->second;
     plansCv.notify_all();
     return r;
   }
-  static constexpr size_t kMaxPlans = 1024;
+  /// Plans kept: an eighth of the free device memory at 1 MB a plan, 256..4096. The GUI's grid on a
+  /// 32-layer model needs 32 x 57 plans: with 1024, the cache was cleared mid-sweep (each cudaFree
+  /// synchronising the device) and rebuilt.
+  size_t maxPlans = 1024;
+  std::atomic<int64_t> plansBuilt{0}, usBuild{0};
+  /// TQ_SWEEP_PROFILE: host time of evaluateTask's phases, summed over the calling threads
+  std::atomic<int64_t> usPlans{0}, usStage{0}, usLaneWait{0}, usDevice{0}, profTasks{0};
   std::mutex plansMutex;
   std::condition_variable plansCv;
   std::set<uint64_t> building;
@@ -259,16 +271,24 @@ std::vector<float> toFloat(const void* x, CudaInput type, size_t count) {
 CudaBackend::CudaBackend(std::unique_ptr<Impl> impl) : m_impl(std::move(impl)) {}
 CudaBackend::~CudaBackend() = default;
 
-std::string CudaBackend::name() const { return m_impl->broken ? "CPU" : "CUDA"; }
+std::string CudaBackend::name() const {
+  return m_impl->broken ? "CPU" : "CUDA";
+}
 
 std::string CudaBackend::device() const {
   if (m_impl->broken) return m_impl->cpu->device() + " (CUDA disabled after: " + m_impl->brokenReason + ")";
   return m_impl->info.describe();
 }
 
-bool CudaBackend::fellBack(bool ever) const { return ever ? m_impl->everFell : m_impl->lastFell; }
-std::string CudaBackend::fallbackReason() const { return m_impl->reason; }
-const CudaDeviceInfo& CudaBackend::info() const { return m_impl->info; }
+bool CudaBackend::fellBack(bool ever) const {
+  return ever ? m_impl->everFell : m_impl->lastFell;
+}
+std::string CudaBackend::fallbackReason() const {
+  return m_impl->reason;
+}
+const CudaDeviceInfo& CudaBackend::info() const {
+  return m_impl->info;
+}
 
 void CudaBackend::compress(const Quantizer& q, const float* x, size_t n, CompressedVectors& out) {
   compressTyped(q, x, CudaInput::F32, n, out);
@@ -314,8 +334,8 @@ void CudaBackend::scores(const Quantizer& q, const CompressedVectors& keys, cons
           I.ctx->copyAsyncH2D(I.queries.get(), queries + q0 * d, nb * d * 4);
           if (nb >= 16) {  // many queries: rotate/project each once instead of once per block
             cuda::prepareQueries(*I.ctx, p, I.queries.as<float>(), nb, I.rq.as<float>(), I.sq.as<float>());
-            cuda::scores(*I.ctx, p, I.comp.view(), keys.count, nullptr, I.rq.as<float>(), I.sq.as<float>(), nb, nb, I.outBuf.as<float>(),
-                         keys.count, I.scratch);
+            cuda::scores(*I.ctx, p, I.comp.view(), keys.count, nullptr, I.rq.as<float>(), I.sq.as<float>(), nb, nb, I.outBuf.as<float>(), keys.count,
+                         I.scratch);
           } else {
             cuda::scores(*I.ctx, p, I.comp.view(), keys.count, I.queries.as<float>(), nullptr, nullptr, nb, nb, I.outBuf.as<float>(), keys.count,
                          I.scratch);
@@ -378,7 +398,8 @@ void CudaBackend::weightedSum(const Quantizer& q, const CompressedVectors& value
 
 bool CudaBackend::evaluateTask(const SweepTaskInput& in, SweepTaskOutput& out) {
   if (in.seq == 0 || in.nq == 0 || in.keyQuantizers.empty()) return false;
-  if (in.compressKeys || in.keyOffset || in.exactKeys || in.recentExact) return false;  // key centering, the recent window: evaluated on the CPU (counted as such)
+  if (in.compressKeys || in.keyOffset || in.exactKeys || in.recentExact)
+    return false;                                                      // key centering, the recent window: evaluated on the CPU (counted as such)
   if (!in.keyCodecs.empty() || !in.valueCodecs.empty()) return false;  // baselines (core/methods): CPU only, counted as such
   if (cancelRequested(in)) {
     out = SweepTaskOutput{};
@@ -389,6 +410,9 @@ bool CudaBackend::evaluateTask(const SweepTaskInput& in, SweepTaskOutput& out) {
   for (const Quantizer* q : in.valueQuantizers)
     if (!q || q->dim() != in.dv) throw std::invalid_argument("evaluateTask: a value quantizer does not match the values' dimension");
   Impl& I = *m_impl;
+  using Clock = std::chrono::steady_clock;
+  auto us = [](Clock::time_point a) { return static_cast<int64_t>(std::chrono::duration<double, std::micro>(Clock::now() - a).count()); };
+  const auto tPlans = Clock::now();
   // plans first, outside the main lock (hashing and building them is host work)
   std::vector<std::shared_ptr<cuda::DevPlan>> hold;
   std::vector<const cuda::DevPlan*> kp, vp;
@@ -410,6 +434,8 @@ bool CudaBackend::evaluateTask(const SweepTaskInput& in, SweepTaskOutput& out) {
     std::cerr << "tqstudio: CUDA error while preparing a sweep task: " << e.what() << "; the task runs call by call\n";
     return false;
   }
+  I.usPlans += us(tPlans);
+  const auto tStage = Clock::now();
   // inputs into page-locked memory, also outside the main lock: the uploads then run asynchronously
   std::unique_ptr<cuda::PinnedBuf> stage;
   {
@@ -447,6 +473,8 @@ bool CudaBackend::evaluateTask(const SweepTaskInput& in, SweepTaskOutput& out) {
       I.staging.push_back(std::move(b));
     }
   } giveBack{I, stage};
+  I.usStage += us(tStage);
+  const auto tLane = Clock::now();
   std::unique_ptr<Impl::Lane> lane;
   try {
     lane = I.takeLane();
@@ -467,10 +495,20 @@ bool CudaBackend::evaluateTask(const SweepTaskInput& in, SweepTaskOutput& out) {
     }
     // a task that waited for a lane while the sweep was cancelled is not run (its output is empty; the
     // sweep discards it)
+    I.usLaneWait += us(tLane);
+    const auto tDev = Clock::now();
     if (cancelRequested(in))
       out = SweepTaskOutput{};
     else
       cuda::evaluateTask(*lane->ctx, kp, vp, pin, out, lane->task, lane->scratch);
+    I.usDevice += us(tDev);
+    static const bool profile = std::getenv("TQ_SWEEP_PROFILE") != nullptr;
+    if (profile && ++I.profTasks % 64 == 0)
+      std::fprintf(stderr,
+                   "CUDA sweep tasks: %lld; summed over threads: plans %.3f s (%lld built in %.3f s), staging %.3f s, waiting for a lane %.3f s, on "
+                   "a lane %.3f s\n",
+                   static_cast<long long>(I.profTasks.load()), I.usPlans.load() * 1e-6, static_cast<long long>(I.plansBuilt.load()),
+                   I.usBuild.load() * 1e-6, I.usStage.load() * 1e-6, I.usLaneWait.load() * 1e-6, I.usDevice.load() * 1e-6);
     return true;
   } catch (const cuda::CudaError& e) {
     lane->task = cuda::TaskBuffers();
@@ -548,6 +586,7 @@ std::unique_ptr<Backend> makeCudaBackend(std::string* why) {
   impl->info = info;
   try {
     impl->ctx = std::make_unique<cuda::Context>(0);
+    impl->maxPlans = std::clamp<size_t>(impl->ctx->freeMemory() / 8 / (size_t{1} << 20), 256, 4096);
   } catch (const std::exception& e) {
     if (why) *why = std::string("could not initialise CUDA on ") + info.name + ": " + e.what();
     return nullptr;
@@ -562,7 +601,8 @@ std::unique_ptr<Backend> selectBackend(BackendChoice choice, std::string* messag
   auto b = makeCudaBackend(&why);
   if (b) return b;
   if (message)
-    *message = (choice == BackendChoice::Cuda ? "CUDA backend requested but unavailable: " : "no usable CUDA device: ") + why + "; using the CPU engine";
+    *message =
+        (choice == BackendChoice::Cuda ? "CUDA backend requested but unavailable: " : "no usable CUDA device: ") + why + "; using the CPU engine";
   return makeCpuBackend();
 }
 

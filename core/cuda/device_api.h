@@ -45,18 +45,29 @@ class DevBuf {
   ~DevBuf();
   DevBuf(const DevBuf&) = delete;
   DevBuf& operator=(const DevBuf&) = delete;
-  DevBuf(DevBuf&& o) noexcept : m_ptr(o.m_ptr), m_bytes(o.m_bytes) { o.m_ptr = nullptr; o.m_bytes = 0; }
+  DevBuf(DevBuf&& o) noexcept : m_ptr(o.m_ptr), m_bytes(o.m_bytes), m_view(o.m_view) {
+    o.m_ptr = nullptr;
+    o.m_bytes = 0;
+    o.m_view = false;
+  }
   DevBuf& operator=(DevBuf&& o) noexcept;
-  /// Makes the buffer at least `bytes` large (contents are lost when it grows).
+  /// Makes the buffer at least `bytes` large (contents are lost when it grows; a view that is too small
+  /// becomes an allocation of its own).
   void ensure(size_t bytes);
   void release();
+  /// A view of `bytes` at p inside another allocation (not freed by this object; the owner outlives it).
+  void setView(void* p, size_t bytes);
   void* get() const { return m_ptr; }
-  template <typename T> T* as() const { return static_cast<T*>(m_ptr); }
+  template <typename T>
+  T* as() const {
+    return static_cast<T*>(m_ptr);
+  }
   size_t bytes() const { return m_bytes; }
 
  private:
   void* m_ptr = nullptr;
   size_t m_bytes = 0;
+  bool m_view = false;
 };
 
 /// Page-locked host memory (cudaMallocHost) for fast transfers.
@@ -82,8 +93,8 @@ class Context {
   ~Context();
   Context(const Context&) = delete;
   Context& operator=(const Context&) = delete;
-  void* stream() const { return m_stream; }   ///< cudaStream_t
-  void* cublas() const { return m_cublas; }   ///< cublasHandle_t
+  void* stream() const { return m_stream; }  ///< cudaStream_t
+  void* cublas() const { return m_cublas; }  ///< cublasHandle_t
   int multiprocessors() const { return m_sms; }
   size_t sharedPerBlockOptin() const { return m_smemOptin; }
   int device() const { return m_device; }
@@ -106,29 +117,31 @@ class Context {
   int m_ccMajor = 0;
 };
 
-/// Everything the kernels need about one Quantizer, uploaded once.
+/// Everything the kernels need about one Quantizer, uploaded once (one allocation, one copy: the
+/// device buffers below are views into `arena`).
 struct DevPlan {
+  DevBuf arena;
   int dim = 0, mseBits = 0, projDim = 0;
-  bool hadamard = false;            ///< randomized Hadamard (else dense matrix)
-  bool fastCompress = false;        ///< the fused thread-per-vector kernel applies (d = 128, m % 32 == 0, m <= 256, b <= 4)
-  std::vector<int> hadBlocks;       ///< power-of-two block sizes (Hadamard)
-  std::vector<float> hadScales;     ///< 1/sqrtf(block) per block, as the CPU computes it
-  std::vector<float> signsHost;     ///< +-1 (Hadamard)
+  bool hadamard = false;         ///< randomized Hadamard (else dense matrix)
+  bool fastCompress = false;     ///< the fused thread-per-vector kernel applies (d = 128, m % 32 == 0, m <= 256, b <= 4)
+  std::vector<int> hadBlocks;    ///< power-of-two block sizes (Hadamard)
+  std::vector<float> hadScales;  ///< 1/sqrtf(block) per block, as the CPU computes it
+  std::vector<float> signsHost;  ///< +-1 (Hadamard)
   std::vector<float> bndHost, cenHost;
-  float qjlScale = 0;               ///< sqrt(pi/2)/m as the CPU computes it
+  float qjlScale = 0;                                         ///< sqrt(pi/2)/m as the CPU computes it
   int lutGroup = 1, chunkBits = 0, chunks = 0, patterns = 0;  ///< the CPU's LUT layout
   size_t codeBytes = 0, signBytes = 0;
-  size_t lutFloats = 0;             ///< code LUT + sign LUT floats per query
-  DevBuf rot;        ///< d x d fp32 row-major R
-  DevBuf rotT;       ///< R^T (coalesced reads when a lane computes one output coordinate)
-  DevBuf signs;      ///< d fp32 (+-1)
-  DevBuf bnd, cen;   ///< boundaries / centroids fp32
-  DevBuf S;          ///< m x d fp32 (QJL matrix, for queries)
-  DevBuf St;         ///< S^T (d x m)
-  DevBuf SRt;        ///< m x d fp32 (S R^T, for residuals in rotated space)
-  DevBuf SRtT;       ///< (S R^T)^T (d x m)
-  DevBuf srtFrag;    ///< S R^T * 256 split into fp16 hi + lo, in mma.sync B-fragment order (fast path)
-  DevBuf rowSign;    ///< per QJL row: bit0 = all entries of S R^T > 0, bit1 = all < 0 (inf/NaN norms)
+  size_t lutFloats = 0;  ///< code LUT + sign LUT floats per query
+  DevBuf rot;            ///< d x d fp32 row-major R
+  DevBuf rotT;           ///< R^T (coalesced reads when a lane computes one output coordinate)
+  DevBuf signs;          ///< d fp32 (+-1)
+  DevBuf bnd, cen;       ///< boundaries / centroids fp32
+  DevBuf S;              ///< m x d fp32 (QJL matrix, for queries)
+  DevBuf St;             ///< S^T (d x m)
+  DevBuf SRt;            ///< m x d fp32 (S R^T, for residuals in rotated space)
+  DevBuf SRtT;           ///< (S R^T)^T (d x m)
+  DevBuf srtFrag;        ///< S R^T * 256 split into fp16 hi + lo, in mma.sync B-fragment order (fast path)
+  DevBuf rowSign;        ///< per QJL row: bit0 = all entries of S R^T > 0, bit1 = all < 0 (inf/NaN norms)
   DevBuf hadBlocksDev, hadScalesDev;
   uint64_t fingerprint = 0;
 };
@@ -183,8 +196,8 @@ void decompress(Context& ctx, const DevPlan& p, const DevCompressed& cv, size_t 
 void softmaxRows(Context& ctx, const float* s, size_t nq, size_t n, size_t ld, float scale, float* w);
 /// out (nq x d) = sum_t w[i * ld + t] x_hat_t for values [head * valuesPerHead, ... + n) with
 /// head = i / qPerHead; accumulated in rotated space, R^T applied once per row.
-void weightedSum(Context& ctx, const DevPlan& p, const DevCompressed& values, size_t valuesPerHead, size_t n, const float* w,
-                 size_t ld, size_t nq, size_t qPerHead, float* out, Scratch& s);
+void weightedSum(Context& ctx, const DevPlan& p, const DevCompressed& values, size_t valuesPerHead, size_t n, const float* w, size_t ld, size_t nq,
+                 size_t qPerHead, float* out, Scratch& s);
 
 /// Device buffers of evaluateTask, kept between tasks (grown as needed).
 struct TaskBuffers {
@@ -195,8 +208,8 @@ struct TaskBuffers {
 };
 /// One sweep task on the device (see SweepTaskInput): all key variants' metrics, output errors per value
 /// bit-width, key / value vector MSE; plans in the order of in.keyQuantizers / in.valueQuantizers.
-void evaluateTask(Context& ctx, const std::vector<const DevPlan*>& keyPlans, const std::vector<const DevPlan*>& valuePlans,
-                  const SweepTaskInput& in, SweepTaskOutput& out, TaskBuffers& b, Scratch& s);
+void evaluateTask(Context& ctx, const std::vector<const DevPlan*>& keyPlans, const std::vector<const DevPlan*>& valuePlans, const SweepTaskInput& in,
+                  SweepTaskOutput& out, TaskBuffers& b, Scratch& s);
 
 /// fp32 -> fp16/bf16 bits conversion on the device (benchmarks, tests).
 void convertF32(Context& ctx, const float* in, size_t n, CudaInput type, void* out);

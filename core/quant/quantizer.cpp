@@ -54,13 +54,18 @@ int cpuThreads() {
   const unsigned hc = std::thread::hardware_concurrency();
   return hc ? static_cast<int>(hc) : 1;
 }
-void setCpuThreads(int n) { g_threads.store(n); }
+void setCpuThreads(int n) {
+  g_threads.store(n);
+}
 
 const char* keyModeName(KeyMode m) {
   switch (m) {
-    case KeyMode::Mse: return "mse";
-    case KeyMode::Prod: return "prod";
-    default: return "qjl";
+    case KeyMode::Mse:
+      return "mse";
+    case KeyMode::Prod:
+      return "prod";
+    default:
+      return "qjl";
   }
 }
 
@@ -73,13 +78,18 @@ KeyMode parseKeyMode(const std::string& s) {
 
 int QuantConfig::mseBits() const {
   switch (mode) {
-    case KeyMode::Mse: return bits;
-    case KeyMode::Prod: return bits > 1 ? bits - 1 : (referenceOneBit ? 1 : 0);
-    default: return 0;
+    case KeyMode::Mse:
+      return bits;
+    case KeyMode::Prod:
+      return bits > 1 ? bits - 1 : (referenceOneBit ? 1 : 0);
+    default:
+      return 0;
   }
 }
 
-int QuantConfig::qjlRows() const { return mode == KeyMode::Mse ? 0 : (projDim > 0 ? projDim : dim); }
+int QuantConfig::qjlRows() const {
+  return mode == KeyMode::Mse ? 0 : (projDim > 0 ? projDim : dim);
+}
 
 void orthogonaliseRows(std::vector<float>& S, size_t m, size_t d) {
   // modified Gram-Schmidt in double over each block of d rows (a block has at most d independent rows)
@@ -131,10 +141,34 @@ void CompressedVectors::reserve(size_t n) {
   if (projDim > 0) residualNorms.reserve(n);
 }
 
+namespace {
+uint64_t mixWord(uint64_t h, uint64_t w) {
+  h ^= w + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
+  h ^= h >> 29;
+  h *= 0xbf58476d1ce4e5b9ull;
+  return h;
+}
+
+template <typename T>
+uint64_t hashVec(uint64_t h, const std::vector<T>& v) {
+  const size_t bytes = v.size() * sizeof(T);
+  const unsigned char* p = reinterpret_cast<const unsigned char*>(v.data());
+  size_t i = 0;
+  for (; i + 8 <= bytes; i += 8) {
+    uint64_t w;
+    std::memcpy(&w, p + i, 8);
+    h = mixWord(h, w);
+  }
+  uint64_t tail = 0;
+  if (i < bytes) std::memcpy(&tail, p + i, bytes - i);
+  return mixWord(mixWord(h, tail), bytes);
+}
+}  // namespace
+
 Quantizer::Quantizer(const QuantConfig& cfg) : m_cfg(cfg) {
   if (cfg.dim < kMinHeadDimension || cfg.dim > kMaxHeadDimension)
-    throw std::invalid_argument("head dimension must be in [" + std::to_string(kMinHeadDimension) + ", " + std::to_string(kMaxHeadDimension) + "], got " +
-                                std::to_string(cfg.dim));
+    throw std::invalid_argument("head dimension must be in [" + std::to_string(kMinHeadDimension) + ", " + std::to_string(kMaxHeadDimension) +
+                                "], got " + std::to_string(cfg.dim));
   if (cfg.bits < 1 || cfg.bits > 8) throw std::invalid_argument("bits must be in [1, 8], got " + std::to_string(cfg.bits));
   if (cfg.projDim < 0 || cfg.projDim > 16384) throw std::invalid_argument("proj_dim must be in [0, 16384], got " + std::to_string(cfg.projDim));
   m_dim = cfg.dim;
@@ -156,8 +190,7 @@ Quantizer::Quantizer(int dim, Rotation rotation, const std::vector<double>& cent
   if (m_S.size() != static_cast<size_t>(projDim) * static_cast<size_t>(dim)) throw std::invalid_argument("QJL matrix is not m x d");
   if (!centroids.empty()) {
     const int bits = static_cast<int>(std::lround(std::log2(static_cast<double>(centroids.size()))));
-    if ((size_t{1} << bits) != centroids.size() || bits < 1 || bits > 8)
-      throw std::invalid_argument("codebook size must be 2^b with b in 1..8");
+    if ((size_t{1} << bits) != centroids.size() || bits < 1 || bits > 8) throw std::invalid_argument("codebook size must be 2^b with b in 1..8");
     m_codebook = std::make_shared<const Codebook>(codebookFromCentroids(dim, centroids, CodebookLaw::Gaussian));
     m_mseBits = bits;
   }
@@ -180,6 +213,20 @@ void Quantizer::buildDerived() {
     SRt = prod.cast<float>();
   }
   m_group = m_mseBits == 0 ? 1 : std::max(1, (m_mseBits == 3 ? 6 : 8) / m_mseBits);
+  uint64_t h = 0x7a5f3c1d2b4e6f80ull;
+  h = mixWord(h, static_cast<uint64_t>(m_dim));
+  h = mixWord(h, static_cast<uint64_t>(m_mseBits));
+  h = mixWord(h, static_cast<uint64_t>(m_projDim));
+  h = mixWord(h, static_cast<uint64_t>(m_rotation.kind()));
+  h = hashVec(h, m_rotation.matrix());
+  h = hashVec(h, m_rotation.hadamardSigns());
+  if (m_codebook) {
+    h = hashVec(h, m_codebook->centroidsF);
+    h = hashVec(h, m_codebook->boundariesF);
+  }
+  h = hashVec(h, m_S);
+  h = hashVec(h, m_SRt);
+  m_hash = h;
 }
 
 CompressedVectors Quantizer::compress(const float* x, size_t n) const {

@@ -37,20 +37,20 @@ void requireStorableNorms(const float* x, size_t n, size_t d, const std::string&
 /// What the user chooses.
 struct QuantConfig {
   int dim = 128;
-  int bits = 3;                 ///< total budget per coordinate (Prod: b-1 MSE bits + QJL)
+  int bits = 3;  ///< total budget per coordinate (Prod: b-1 MSE bits + QJL)
   KeyMode mode = KeyMode::Mse;
-  int projDim = 0;              ///< QJL rows m (Prod/QjlOnly); 0 means m = dim
+  int projDim = 0;  ///< QJL rows m (Prod/QjlOnly); 0 means m = dim
   RotationKind rotation = RotationKind::Haar;
   CodebookLaw law = CodebookLaw::Exact;
   uint64_t seed = 42;
-  bool referenceOneBit = false; ///< Prod with b = 1: the reference's 1 MSE bit + QJL instead of pure QJL
+  bool referenceOneBit = false;  ///< Prod with b = 1: the reference's 1 MSE bit + QJL instead of pure QJL
   /// QJL with an orthogonalised S: the Gaussian rows made orthonormal (in blocks of d rows) and scaled to
   /// norm sqrt(d), so the estimator keeps its sqrt(pi/2)/m scale (= sqrt(pi/(2d)) on unit rows at m = d).
   bool orthogonalQjl = false;
 
-  int mseBits() const;          ///< bits of the MSE stage (0 = none)
-  int qjlRows() const;          ///< m, 0 when there is no QJL stage
-  std::string label() const;    ///< e.g. "K3 prod m=128 haar exact seed 42"
+  int mseBits() const;        ///< bits of the MSE stage (0 = none)
+  int qjlRows() const;        ///< m, 0 when there is no QJL stage
+  std::string label() const;  ///< e.g. "K3 prod m=128 haar exact seed 42"
 };
 
 /// Packed storage for a set of vectors quantized by one Quantizer. bytes() is exactly what is held.
@@ -74,11 +74,11 @@ struct CompressedVectors {
 
 /// A query prepared for scoring against compressed keys: rotated query, S q and look-up tables.
 struct PreparedQuery {
-  std::vector<float> rotated;   ///< R q
-  std::vector<float> projected; ///< S q (QJL)
-  std::vector<float> codeLut;   ///< [chunk][pattern] partial dot products <Rq, c[idx]>
-  std::vector<float> signLut;   ///< [byte][256] partial <Sq, z>
-  float qjlScale = 0;           ///< sqrt(pi/2) / m
+  std::vector<float> rotated;    ///< R q
+  std::vector<float> projected;  ///< S q (QJL)
+  std::vector<float> codeLut;    ///< [chunk][pattern] partial dot products <Rq, c[idx]>
+  std::vector<float> signLut;    ///< [byte][256] partial <Sq, z>
+  float qjlScale = 0;            ///< sqrt(pi/2) / m
 };
 
 class Quantizer {
@@ -97,6 +97,10 @@ class Quantizer {
   /// S R^T (m x d row-major): projects a residual given in rotated space (used by the CUDA backend).
   const std::vector<float>& projectedRotation() const { return m_SRt; }
   const QuantConfig& config() const { return m_cfg; }
+  /// A 64-bit hash of everything the quantizer computes with (sizes, rotation, codebook, QJL matrices),
+  /// computed once at construction: the CUDA backend keys its device plans on it (hashing ~300 KB per
+  /// look-up cost ~0.2 ms, 57 look-ups a sweep cell).
+  uint64_t contentHash() const { return m_hash; }
 
   /// Appends n row vectors (row-major n x d, fp32) to out. Multi-threaded for large n.
   void compress(const float* x, size_t n, CompressedVectors& out) const;
@@ -124,9 +128,10 @@ class Quantizer {
   int m_dim = 0, m_mseBits = 0, m_projDim = 0;
   Rotation m_rotation;
   std::shared_ptr<const Codebook> m_codebook;
-  std::vector<float> m_S;       // m x d row-major
-  std::vector<float> m_SRt;     // S R^T, m x d: projects a rotated residual
-  int m_group = 1;              // coordinates per LUT chunk
+  std::vector<float> m_S;    // m x d row-major
+  std::vector<float> m_SRt;  // S R^T, m x d: projects a rotated residual
+  int m_group = 1;           // coordinates per LUT chunk
+  uint64_t m_hash = 0;       // contentHash()
 };
 
 /// S (m x d row-major) in place: each block of d rows orthonormalised (Gram-Schmidt), then scaled to norm

@@ -61,8 +61,12 @@ void parseProtectLayers(const std::string& s, int* layers, int* bits) {
   *bits = static_cast<int>(v);
 }
 
-bool isProtectedLayer(int protectLayers, int l, int layers) { return protectLayers > 0 && (l < protectLayers || l >= layers - protectLayers); }
-bool isProtectedLayer(const SweepConfig& c, int l, int layers) { return isProtectedLayer(c.protectLayers, l, layers); }
+bool isProtectedLayer(int protectLayers, int l, int layers) {
+  return protectLayers > 0 && (l < protectLayers || l >= layers - protectLayers);
+}
+bool isProtectedLayer(const SweepConfig& c, int l, int layers) {
+  return isProtectedLayer(c.protectLayers, l, layers);
+}
 
 VariantCoder makeVariantCoder(const SweepConfig& cfg, Method m, KeyMode mode, int bits, int projDim, bool isValue, int l, int layers, int dim) {
   auto make = [&](KeyMode md, int b, int pm, bool refOneBit) {
@@ -184,7 +188,8 @@ std::vector<SweepCell> sweepCells(const KvShape& shape, const SweepConfig& cfg, 
   if (heads.empty())
     for (int h = 0; h < qHeads; ++h) heads.push_back(h);
   for (int l : layers)
-    if (l < 0 || l >= shape.layers) throw std::invalid_argument("layer " + std::to_string(l) + " out of range 0.." + std::to_string(shape.layers - 1));
+    if (l < 0 || l >= shape.layers)
+      throw std::invalid_argument("layer " + std::to_string(l) + " out of range 0.." + std::to_string(shape.layers - 1));
   for (int h : heads)
     if (h < 0 || h >= qHeads) throw std::invalid_argument("head " + std::to_string(h) + " out of range 0.." + std::to_string(qHeads - 1));
   std::vector<SweepCell> cells;
@@ -264,10 +269,23 @@ size_t formulaBytes(const Quantizer& q) {
   return cv.bytesPerVector();
 }
 
+/// TQ_SWEEP_PROFILE=1: host time of the cells' phases, summed over the sweep threads (printed by runSweep).
+struct CellProfile {
+  std::atomic<int64_t> prepUs{0}, backendUs{0}, rowsUs{0}, cells{0};
+};
+CellProfile& cellProfile() {
+  static CellProfile p;
+  return p;
+}
+int64_t usSince(std::chrono::steady_clock::time_point t) {
+  return static_cast<int64_t>(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t).count());
+}
+
 /// Evaluates one cell: its queries, one evaluateTask on the backend (on the CPU when a device backend
 /// declines it), the metrics turned into rows. Returns no rows when cancelled meanwhile.
 std::vector<SweepRow> evaluateCell(SweepPlan& plan, const SweepCell& cell, const std::vector<size_t>& variantIdx, Backend& backend,
                                    const std::atomic<bool>& cancel, const std::function<bool()>& stop, bool* cpuFallback) {
+  const auto tCell = std::chrono::steady_clock::now();
   const SweepConfig& cfg = *plan.cfg;
   const KvSource& src = *plan.src;
   const size_t seq = static_cast<size_t>(plan.seq), d = static_cast<size_t>(plan.d), dv = static_cast<size_t>(plan.dv);
@@ -326,10 +344,19 @@ std::vector<SweepRow> evaluateCell(SweepPlan& plan, const SweepCell& cell, const
     for (size_t v : vorder) in.valueFamily.push_back(static_cast<int>(plan.vvariants[v].method));
   }
   SweepTaskOutput out;
+  const auto tTask = std::chrono::steady_clock::now();
+  cellProfile().prepUs += usSince(tCell);
   if (!backend.evaluateTask(in, out)) {
     *cpuFallback = true;
     cpuEvaluateTask(in, out);
   }
+  const auto tRows = std::chrono::steady_clock::now();
+  cellProfile().backendUs += usSince(tTask);
+  ++cellProfile().cells;
+  struct RowsTime {
+    std::chrono::steady_clock::time_point t;
+    ~RowsTime() { cellProfile().rowsUs += usSince(t); }
+  } rowsTime{tRows};
   if (cancel.load()) return {};
   const size_t nk = variantIdx.size(), nq = in.nq, nvq = vorder.size(), nvOut = std::max<size_t>(1, nvq);
   const size_t nkq = in.keyQuantizers.size(), nvqq = in.valueQuantizers.size();
@@ -359,7 +386,8 @@ std::vector<SweepRow> evaluateCell(SweepPlan& plan, const SweepCell& cell, const
           row.valueBits = plan.vvariants[vorder[vi]].bits;
           row.valueVectorMse = out.valueMse[vi];
           const double valueBytes = vi < nvqq ? static_cast<double>(formulaBytes(*L.values[vorder[vi]])) : out.valueCodecBytes[vi - nvqq];
-          row.valueBytesPerVector = windowedKeyBytes(valueBytes, static_cast<double>(seq), static_cast<double>(dv), static_cast<double>(in.recentExact), false);
+          row.valueBytesPerVector =
+              windowedKeyBytes(valueBytes, static_cast<double>(seq), static_cast<double>(dv), static_cast<double>(in.recentExact), false);
         }
         for (size_t i = hi * hn; i < (hi + 1) * hn; ++i) {
           const double* km = out.keyMetrics.data() + (k * nq + i) * SweepTaskOutput::kKeyMetrics;
@@ -503,8 +531,16 @@ SweepResult runSweep(const KvSource& src, const SweepConfig& cfg, Backend& backe
   res.cancelled = cancel.load();
   sortRows(res.rows);
   res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  static const bool profile = std::getenv("TQ_SWEEP_PROFILE") != nullptr;
+  if (profile) {
+    CellProfile& cp = cellProfile();
+    std::fprintf(stderr,
+                 "sweep profile: %.3f s wall, %zu threads; summed over threads: cell preparation %.3f s, backend task %.3f s, rows %.3f s (%lld "
+                 "tasks so far)\n",
+                 res.seconds, threads, cp.prepUs.load() * 1e-6, cp.backendUs.load() * 1e-6, cp.rowsUs.load() * 1e-6,
+                 static_cast<long long>(cp.cells.load()));
+  }
   return res;
 }
-
 
 }  // namespace tq

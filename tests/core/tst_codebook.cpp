@@ -32,7 +32,8 @@ class TstCodebook : public QObject {
         const auto t = e["boundaries"].get<std::vector<double>>();
         const auto p = e["cell_probabilities"].get<std::vector<double>>();
         QCOMPARE(cb.centroids.size(), c.size());
-        for (size_t i = 0; i < c.size(); ++i) QVERIFY2(std::fabs(cb.centroids[i] - c[i]) < 1e-6, qPrintable(QString("d=%1 b=%2 c[%3]").arg(d).arg(b).arg(i)));
+        for (size_t i = 0; i < c.size(); ++i)
+          QVERIFY2(std::fabs(cb.centroids[i] - c[i]) < 1e-6, qPrintable(QString("d=%1 b=%2 c[%3]").arg(d).arg(b).arg(i)));
         for (size_t i = 0; i < t.size(); ++i) QVERIFY(std::fabs(cb.boundaries[i] - t[i]) < 1e-6);
         for (size_t i = 0; i < p.size(); ++i) QVERIFY(std::fabs(cb.cellProbabilities[i] - p[i]) < 1e-6);
         QVERIFY(std::fabs(cb.distortionUnitVector - e["distortion_unit_vector"].get<double>()) < 1e-6);
@@ -56,6 +57,10 @@ class TstCodebook : public QObject {
       for (size_t i = 1; i < cb.centroids.size(); ++i) QVERIFY(cb.centroids[i] > cb.centroids[i - 1]);
       for (size_t i = 0; i < cb.centroids.size(); ++i) QVERIFY(std::fabs(cb.centroids[i] + cb.centroids[cb.centroids.size() - 1 - i]) < 1e-12);
       QVERIFY2(cb.fixedPointResidual < 1e-10, qPrintable(QString("d=%1 b=%2 residual %3").arg(d).arg(b).arg(cb.fixedPointResidual)));
+      // Newton stops at the residual's rounding floor instead of running into its 100-iteration cap
+      // (which cost ~0.6 s at 8 bits and changed no centroid); d = 2 (the arcsine law, unbounded density
+      // at the ends) still improves slowly at 4-7 bits and may use them all
+      if (d >= 3) QVERIFY2(cb.newtonIterations < 100, qPrintable(QString("d=%1 b=%2 Newton iterations %3").arg(d).arg(b).arg(cb.newtonIterations)));
       double psum = 0;
       for (double p : cb.cellProbabilities) psum += p;
       QVERIFY(std::fabs(psum - 1.0) < 1e-9);

@@ -291,6 +291,19 @@ class TstQuantizer : public QObject {
     QVERIFY(o1 == o2);
   }
 
+  void contentHashNamesTheContent() {
+    // the CUDA backend keys its device plans on it: equal content, equal hash; any difference, another
+    const Quantizer a(cfg(128, 3, KeyMode::Prod, 128)), b(cfg(128, 3, KeyMode::Prod, 128));
+    QCOMPARE(a.contentHash(), b.contentHash());
+    QVERIFY(a.contentHash() != Quantizer(cfg(128, 3, KeyMode::Prod, 128, RotationKind::Haar, 43)).contentHash());  // seed
+    QVERIFY(a.contentHash() != Quantizer(cfg(128, 4, KeyMode::Prod, 128)).contentHash());                           // bits
+    QVERIFY(a.contentHash() != Quantizer(cfg(128, 3, KeyMode::Prod, 64)).contentHash());                            // m
+    QVERIFY(a.contentHash() != Quantizer(cfg(128, 3, KeyMode::Mse)).contentHash());                                 // mode
+    QVERIFY(a.contentHash() != Quantizer(cfg(128, 3, KeyMode::Prod, 128, RotationKind::Hadamard)).contentHash());   // rotation
+    const Quantizer copy = a;
+    QCOMPARE(copy.contentHash(), a.contentHash());
+  }
+
   void rejectsBadConfigs() {
     QVERIFY_THROWS_EXCEPTION(std::invalid_argument, Quantizer(cfg(1, 3, KeyMode::Mse)));
     QVERIFY_THROWS_EXCEPTION(std::invalid_argument, Quantizer(cfg(64, 0, KeyMode::Mse)));
