@@ -49,8 +49,15 @@ void JobRunner::run(quint64 gen, const ProgressiveJob& job) {
   auto live = [=] { return gen == latest->load() && gen > cancelledUpTo->load(); };
   auto post = [this](auto fn) { QMetaObject::invokeMethod(this, std::move(fn), Qt::QueuedConnection); };
   if (!live()) {
-    --m_pending;
-    post([this, gen] { emit dropped(gen); });
+    // Cancelled before it started: the newest run says so (its owner marks its view out of date and
+    // recomputes when asked); a run superseded by a newer one is only dropped.
+    post([this, gen] {
+      --m_pending;  // busy until the outcome is reported: a caller that waits for !busy() has seen it
+      if (gen == m_latest->load() && gen <= m_cancelledUpTo->load())
+        emit cancelled(gen);
+      else
+        emit dropped(gen);
+    });
     return;
   }
   post([this, gen] { emit started(gen); });
@@ -81,8 +88,8 @@ void JobRunner::run(quint64 gen, const ProgressiveJob& job) {
   }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const bool wasCancelled = gen <= cancelledUpTo->load();
-  --m_pending;
   post([this, gen, out, error, secs, wasCancelled] {
+    --m_pending;
     if (wasCancelled || gen <= m_cancelledUpTo->load()) {
       emit cancelled(gen);
     } else if (gen != m_latest->load()) {

@@ -85,6 +85,28 @@ class TestWorker : public QObject {
     QVERIFY(steps.load() < 20000);
     QCOMPARE(done.count(), 0);
   }
+  void cancelBeforeStartIsReported() {
+    // a job still queued behind another when Cancel comes never runs, and says it was cancelled
+    // (a view waiting for it would otherwise stay "computing…" for ever)
+    JobRunner r("t");
+    QSignalSpy cancelled(&r, &JobRunner::cancelled);
+    QSignalSpy done(&r, &JobRunner::finished);
+    std::atomic<int> ran{0};
+    r.submit([](const tq::ProgressFn&) -> JobPtr {  // ignores progress: keeps the thread busy
+      std::this_thread::sleep_for(std::chrono::milliseconds(150));
+      return std::make_shared<IntOut>(1);
+    });
+    QTest::qWait(20);
+    const quint64 b = r.submit([&ran](const tq::ProgressFn&) -> JobPtr {
+      ++ran;
+      return std::make_shared<IntOut>(2);
+    });
+    r.cancel();
+    QTRY_VERIFY_WITH_TIMEOUT(!r.busy(), 5000);
+    QTRY_VERIFY_WITH_TIMEOUT(!cancelled.isEmpty() && cancelled.last().at(0).toULongLong() == b, 5000);
+    QCOMPARE(ran.load(), 0);
+    QCOMPARE(done.count(), 0);
+  }
   void errorsAreReported() {
     JobRunner r("t");
     QSignalSpy failed(&r, &JobRunner::failed);
