@@ -11,6 +11,7 @@
 /// the outputs are one product W V_hat per (key variant, value width). The numbers are those of the
 /// per-call path up to float summation order (tests/core/tst_sweep.cpp compares them).
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <functional>
 #include <stdexcept>
@@ -30,11 +31,13 @@ namespace {
 
 using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
-/// n16 * c[idx] in rotated space (seq x d), then R^T: the MSE reconstruction of every vector.
-void reconstruct(const Quantizer& q, const CompressedVectors& cv, std::vector<float>& rot, std::vector<float>& out) {
+/// n16 * c[idx]: the MSE reconstruction of every vector in rotated space (seq x d).
+void reconstructRotated(const Quantizer& q, const CompressedVectors& cv, std::vector<float>& rot) {
   const size_t d = static_cast<size_t>(q.dim()), n = cv.count;
-  out.assign(n * d, 0.0f);
-  if (q.mseBits() == 0) return;
+  if (q.mseBits() == 0) {
+    rot.assign(n * d, 0.0f);
+    return;
+  }
   rot.resize(n * d);
   std::vector<uint8_t> idx(d);
   const float* cen = q.codebookPtr()->centroidsF.data();
@@ -45,6 +48,14 @@ void reconstruct(const Quantizer& q, const CompressedVectors& cv, std::vector<fl
     float* r = rot.data() + i * d;
     for (size_t j = 0; j < d; ++j) r[j] = n16 * cen[idx[j]];
   }
+}
+
+/// The MSE reconstruction x_mse = R^T n16 c[idx] of every vector.
+void reconstruct(const Quantizer& q, const CompressedVectors& cv, std::vector<float>& rot, std::vector<float>& out) {
+  const size_t d = static_cast<size_t>(q.dim()), n = cv.count;
+  out.assign(n * d, 0.0f);
+  if (q.mseBits() == 0) return;
+  reconstructRotated(q, cv, rot);
   q.rotation().applyTranspose(rot.data(), out.data(), n);
 }
 
@@ -71,11 +82,23 @@ void addQjlTerm(const Quantizer& q, const CompressedVectors& kc, const Eigen::Ma
   const float scale = static_cast<float>(std::sqrt(M_PI / 2.0) / static_cast<double>(m));
   z.resize(seq * m);
   const size_t sb = kc.signBytes();
+  // +-1 for the 8 signs of each byte value: a row is 8 floats at a time (vectorised), c * +-1 = +-c
+  static const std::array<std::array<float, 8>, 256> kSigns = [] {
+    std::array<std::array<float, 8>, 256> t{};
+    for (size_t b = 0; b < 256; ++b)
+      for (size_t k = 0; k < 8; ++k) t[b][k] = ((b >> k) & 1u) ? 1.0f : -1.0f;
+    return t;
+  }();
   for (size_t t = 0; t < seq; ++t) {
     const float c = halfToFloat(kc.residualNorms[t]) * scale;
     const uint8_t* bits = kc.signs.data() + t * sb;
-    float* row = z.data() + t * m;
-    for (size_t j = 0; j < m; ++j) row[j] = ((bits[j >> 3] >> (j & 7)) & 1u) ? c : -c;
+    float* __restrict row = z.data() + t * m;
+    size_t j = 0;
+    for (; j + 8 <= m; j += 8) {
+      const float* __restrict l = kSigns[bits[j >> 3]].data();
+      for (size_t k = 0; k < 8; ++k) row[j + k] = c * l[k];
+    }
+    for (; j < m; ++j) row[j] = ((bits[j >> 3] >> (j & 7)) & 1u) ? c : -c;
   }
   sq.resize(nq * m);
   Eigen::Map<RowMat> SQ(sq.data(), static_cast<long>(nq), static_cast<long>(m));
@@ -209,11 +232,33 @@ void cpuEvaluateTask(const SweepTaskInput& in, SweepTaskOutput& out) {
   };
   std::vector<MseStage> stages;
   const size_t maxStages = std::max<size_t>(1, (size_t{256} << 20) / std::max<size_t>(1, nq * seq * sizeof(float)));
+  // The keys rotated once per rotation (a cell's quantizers share their layer's): compressRotated gives
+  // compress()'s bytes without rotating again, and the MSE stage is scored and measured in rotated space,
+  // <q, x_mse> = <R q, n16 c[idx]> and ||x - x_mse|| = ||R x - n16 c[idx]|| (R orthogonal), with no R^T.
+  struct RotatedKeys {
+    RotatedVectors unit;         // R x / ||x||, for compressRotated
+    std::vector<float> keys;     // R x (seq x d)
+    std::vector<float> queries;  // R q (nq x d)
+  };
+  std::vector<std::unique_ptr<RotatedKeys>> rotated;
+  auto rotatedFor = [&](const Quantizer& q) -> const RotatedKeys& {
+    for (const auto& r : rotated)
+      if (r->unit.rotatedBy(q)) return *r;
+    auto r = std::make_unique<RotatedKeys>();
+    r->unit = q.rotate(kx, seq);
+    r->keys.resize(seq * d);
+    q.rotation().apply(kx, r->keys.data(), seq);
+    r->queries.resize(nq * d);
+    q.rotation().apply(in.queries, r->queries.data(), nq);
+    rotated.push_back(std::move(r));
+    return *rotated.back();
+  };
   // TurboQuant keys: est = <q, x_mse> (+ the QJL term); false when cancelled
   auto evaluateQuantizerKeys = [&](size_t k) -> bool {
     const Quantizer& q = *in.keyQuantizers[k];
+    const RotatedKeys& rk = rotatedFor(q);
     CompressedVectors kc;
-    if (!compress(q, kx, d, kc)) return false;
+    if (!blocks([&](size_t b, size_t n) { q.compressRotated(rk.unit, b, n, kc); })) return false;
     const MseStage* stage = nullptr;
     for (const auto& st : stages)
       if (st.bits == q.mseBits() && st.q->codebookPtr() == q.codebookPtr() && st.q->rotation().kind() == q.rotation().kind() &&
@@ -226,11 +271,17 @@ void cpuEvaluateTask(const SweepTaskInput& in, SweepTaskOutput& out) {
       keyMse = stage->keyMse;
       std::copy(stage->est.begin(), stage->est.end(), est.begin());
     } else if (q.mseBits() > 0) {
-      keyMse = mseOf(q, kc, kx, d, [&](size_t b, size_t n) {
-        E.middleCols(static_cast<long>(b), static_cast<long>(n)).noalias() =
-            Q * Eigen::Map<const RowMat>(recBlock.data(), static_cast<long>(n), static_cast<long>(d)).transpose();
-      });
-      if (keyMse < 0) return false;
+      double sum = 0;
+      size_t used = 0;
+      const Eigen::Map<const RowMat> RQ(rk.queries.data(), static_cast<long>(nq), static_cast<long>(d));
+      if (!blocks([&](size_t b, size_t n) {
+            reconstructRotated(q, slice(kc, b, n), recBlock);
+            vectorMseAccumulate(rk.keys.data() + b * d, recBlock.data(), n, d, sum, used);
+            E.middleCols(static_cast<long>(b), static_cast<long>(n)).noalias() =
+                RQ * Eigen::Map<const RowMat>(recBlock.data(), static_cast<long>(n), static_cast<long>(d)).transpose();
+          }))
+        return false;
+      keyMse = used ? sum / static_cast<double>(used) : 0.0;
     } else {
       E.setZero();
     }

@@ -27,6 +27,9 @@ struct AttentionMetrics {
 };
 
 double cosine(const double* a, const double* b, size_t n);
+/// exp(x), within a few ulp of libm's, 0 below -708 (where libm's result is subnormal): the softmaxes'
+/// exponential, branch-free so that their loops vectorise.
+double expShifted(double x);
 /// softmax(scale * s) over n entries (numerically stable), written to p.
 void softmax(const float* s, size_t n, double scale, double* p);
 

@@ -235,7 +235,7 @@ CompressedVectors Quantizer::compress(const float* x, size_t n) const {
   return cv;
 }
 
-void Quantizer::compress(const float* x, size_t n, CompressedVectors& out) const {
+size_t Quantizer::appendSlots(CompressedVectors& out, size_t n) const {
   if (out.count == 0) {
     out.dim = m_dim;
     out.mseBits = m_mseBits;
@@ -249,6 +249,11 @@ void Quantizer::compress(const float* x, size_t n, CompressedVectors& out) const
   out.signs.resize(out.count * out.signBytes());
   out.norms.resize(out.count);
   if (m_projDim > 0) out.residualNorms.resize(out.count);
+  return offset;
+}
+
+void Quantizer::compress(const float* x, size_t n, CompressedVectors& out) const {
+  const size_t offset = appendSlots(out, n);
   const size_t chunks = (n + kChunk - 1) / kChunk;
   parallelRanges(chunks, 2, [&](size_t cb, size_t ce) {
     for (size_t c = cb; c < ce; ++c) {
@@ -258,25 +263,55 @@ void Quantizer::compress(const float* x, size_t n, CompressedVectors& out) const
   });
 }
 
-void Quantizer::compressChunk(const float* x, size_t n, CompressedVectors& out, size_t offset) const {
+bool RotatedVectors::rotatedBy(const Quantizer& q) const {
+  const Rotation& r = q.rotation();
+  return dim == q.dim() && kind == r.kind() && matrix == r.matrix() && signs == r.hadamardSigns();
+}
+
+RotatedVectors Quantizer::rotate(const float* x, size_t n) const {
+  RotatedVectors rv;
+  rv.dim = m_dim;
+  rv.count = n;
+  rv.kind = m_rotation.kind();
+  rv.matrix = m_rotation.matrix();
+  rv.signs = m_rotation.hadamardSigns();
   const size_t d = static_cast<size_t>(m_dim);
-  thread_local std::vector<float> unitBuf, rotBuf, residBuf, projBuf, normBuf;
-  thread_local std::vector<uint8_t> idxBuf;
-  unitBuf.resize(n * d);
-  rotBuf.resize(n * d);
-  idxBuf.resize(d);
-  normBuf.resize(n);
-  // Raw, non-aliasing pointers: stores through uint8_t would otherwise force the compiler to reload
-  // the vectors' data pointers on every iteration and keep these loops scalar.
-  float* __restrict unit = unitBuf.data();
-  float* __restrict rot = rotBuf.data();
-  float* __restrict norm = normBuf.data();
-  uint8_t* __restrict idx = idxBuf.data();
+  rv.rotated.resize(n * d);
+  rv.norms.resize(n);
+  const size_t chunks = (n + kChunk - 1) / kChunk;
+  parallelRanges(chunks, 2, [&](size_t cb, size_t ce) {
+    std::vector<float> unit(kChunk * d);
+    for (size_t c = cb; c < ce; ++c) {  // the blocks compress() rotates: the same products
+      const size_t b = c * kChunk, e = std::min(n, b + kChunk);
+      rotateChunk(x + b * d, e - b, unit.data(), rv.rotated.data() + b * d, rv.norms.data() + b);
+    }
+  });
+  return rv;
+}
+
+void Quantizer::compressRotated(const RotatedVectors& rv, size_t begin, size_t n, CompressedVectors& out) const {
+  if (!rv.rotatedBy(*this)) throw std::invalid_argument("compressRotated: the vectors were rotated by a different rotation");
+  if (begin + n > rv.count) throw std::out_of_range("compressRotated: range past the end");
+  if (begin % kChunk != 0) throw std::invalid_argument("compressRotated: a range must start at a block boundary");
+  const size_t offset = appendSlots(out, n), d = static_cast<size_t>(m_dim);
+  const size_t chunks = (n + kChunk - 1) / kChunk;
+  parallelRanges(chunks, 2, [&](size_t cb, size_t ce) {
+    for (size_t c = cb; c < ce; ++c) {
+      const size_t b = c * kChunk, e = std::min(n, b + kChunk);
+      for (size_t i = b; i < e; ++i) out.norms[offset + i] = floatToHalf(rv.norms[begin + i]);
+      quantizeChunk(rv.rotated.data() + (begin + b) * d, rv.norms.data() + begin + b, e - b, out, offset + b);
+    }
+  });
+}
+
+void Quantizer::rotateChunk(const float* x, size_t n, float* unitOut, float* rotOut, float* normOut) const {
+  const size_t d = static_cast<size_t>(m_dim);
+  float* __restrict unit = unitOut;
+  float* __restrict norm = normOut;
   for (size_t i = 0; i < n; ++i) {
     const float* __restrict xi = x + i * d;
     const float nrm = std::sqrt(laneSumSquares(xi, d));
     norm[i] = nrm;
-    out.norms[offset + i] = floatToHalf(nrm);
     float* __restrict ui = unit + i * d;
     if (nrm > 0.0f && std::isfinite(nrm)) {
       for (size_t j = 0; j < d; ++j) ui[j] = xi[j] / nrm;
@@ -284,7 +319,30 @@ void Quantizer::compressChunk(const float* x, size_t n, CompressedVectors& out, 
       for (size_t j = 0; j < d; ++j) ui[j] = 0.0f;
     }
   }
-  m_rotation.apply(unit, rot, n);
+  m_rotation.apply(unitOut, rotOut, n);
+}
+
+void Quantizer::compressChunk(const float* x, size_t n, CompressedVectors& out, size_t offset) const {
+  const size_t d = static_cast<size_t>(m_dim);
+  thread_local std::vector<float> unitBuf, rotBuf, normBuf;
+  unitBuf.resize(n * d);
+  rotBuf.resize(n * d);
+  normBuf.resize(n);
+  rotateChunk(x, n, unitBuf.data(), rotBuf.data(), normBuf.data());
+  for (size_t i = 0; i < n; ++i) out.norms[offset + i] = floatToHalf(normBuf[i]);
+  quantizeChunk(rotBuf.data(), normBuf.data(), n, out, offset);
+}
+
+void Quantizer::quantizeChunk(const float* rotIn, const float* normIn, size_t n, CompressedVectors& out, size_t offset) const {
+  const size_t d = static_cast<size_t>(m_dim);
+  thread_local std::vector<float> residBuf, projBuf;
+  thread_local std::vector<uint8_t> idxBuf;
+  idxBuf.resize(d);
+  // Raw, non-aliasing pointers: stores through uint8_t would otherwise force the compiler to reload
+  // the vectors' data pointers on every iteration and keep these loops scalar.
+  const float* __restrict rot = rotIn;
+  const float* __restrict norm = normIn;
+  uint8_t* __restrict idx = idxBuf.data();
   const size_t cbytes = out.codeBytes();
   float* __restrict resid = nullptr;
   if (m_projDim > 0) {
@@ -304,11 +362,18 @@ void Quantizer::compressChunk(const float* x, size_t n, CompressedVectors& out, 
           const float bt = bnd[t];
           for (size_t j = 0; j < d; ++j) idx[j] = static_cast<uint8_t>(idx[j] + (yi[j] > bt ? 1 : 0));
         }
-      } else {
+      } else if (nb == (1 << m_mseBits) - 1) {
+        // 2^b - 1 sorted boundaries: a branch-free binary search for the number strictly below y (what
+        // lower_bound returns; ties go to the lower cell), b steps of a fixed shape
+        const int top = 1 << (m_mseBits - 1);
         for (size_t j = 0; j < d; ++j) {
-          // number of boundaries strictly below y: ties go to the lower cell
-          idx[j] = static_cast<uint8_t>(std::lower_bound(bnd, bnd + nb, yi[j]) - bnd);
+          const float y = yi[j];
+          int k = 0;
+          for (int step = top; step > 0; step >>= 1) k += bnd[k + step - 1] < y ? step : 0;
+          idx[j] = static_cast<uint8_t>(k);
         }
+      } else {
+        for (size_t j = 0; j < d; ++j) idx[j] = static_cast<uint8_t>(std::lower_bound(bnd, bnd + nb, yi[j]) - bnd);
       }
       packCodes(idx, d, m_mseBits, codes + (offset + i) * cbytes);
     }

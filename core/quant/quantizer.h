@@ -81,6 +81,20 @@ struct PreparedQuery {
   float qjlScale = 0;            ///< sqrt(pi/2) / m
 };
 
+/// Vectors normalised and rotated once (y = R x / ||x||), so that several quantizers with the same
+/// rotation compress them without rotating again (Quantizer::rotate / compressRotated: the same bytes as
+/// compress).
+struct RotatedVectors {
+  int dim = 0;
+  size_t count = 0;
+  std::vector<float> rotated;  ///< count x dim, R x / ||x|| (zeros where the norm is 0 or not finite)
+  std::vector<float> norms;    ///< ||x|| in fp32
+  RotationKind kind = RotationKind::Haar;
+  std::vector<float> matrix, signs;  ///< the rotation's matrix and Hadamard signs (checked by compressRotated)
+  /// Whether q rotates with the same rotation as the one these vectors were rotated by.
+  bool rotatedBy(const class Quantizer& q) const;
+};
+
 class Quantizer {
  public:
   explicit Quantizer(const QuantConfig& cfg);
@@ -105,6 +119,11 @@ class Quantizer {
   /// Appends n row vectors (row-major n x d, fp32) to out. Multi-threaded for large n.
   void compress(const float* x, size_t n, CompressedVectors& out) const;
   CompressedVectors compress(const float* x, size_t n) const;
+  /// The normalised, rotated vectors compress() quantizes (the same numbers, in the same blocks).
+  RotatedVectors rotate(const float* x, size_t n) const;
+  /// Appends rv's vectors [begin, begin + n) to out: byte for byte what compress() of the original
+  /// vectors appends. Throws std::invalid_argument when rv was rotated by another rotation.
+  void compressRotated(const RotatedVectors& rv, size_t begin, size_t n, CompressedVectors& out) const;
 
   /// MSE reconstruction x_mse = n16 R^T c[idx] for vectors [begin, begin+n) (QjlOnly: zeros).
   void decompress(const CompressedVectors& cv, size_t begin, size_t n, float* out) const;
@@ -123,6 +142,12 @@ class Quantizer {
  private:
   void buildDerived();
   void compressChunk(const float* x, size_t n, CompressedVectors& out, size_t offset) const;
+  /// Normalises n vectors into unit (n x d) and rotates them into rot; norm[i] = ||x_i||.
+  void rotateChunk(const float* x, size_t n, float* unit, float* rot, float* norm) const;
+  /// Quantizes n rotated unit vectors with norms norm into out at offset (codes, norms, QJL stage).
+  void quantizeChunk(const float* rot, const float* norm, size_t n, CompressedVectors& out, size_t offset) const;
+  /// Grows out by n vectors (checking that out was made by this quantizer); returns the old count.
+  size_t appendSlots(CompressedVectors& out, size_t n) const;
 
   QuantConfig m_cfg;
   int m_dim = 0, m_mseBits = 0, m_projDim = 0;

@@ -291,6 +291,74 @@ class TstQuantizer : public QObject {
     QVERIFY(o1 == o2);
   }
 
+  void compressRotatedIsCompress_data() {
+    QTest::addColumn<int>("d");
+    QTest::addColumn<int>("bits");
+    QTest::addColumn<int>("mode");
+    QTest::addColumn<int>("m");
+    QTest::addColumn<int>("rotation");
+    for (int b = 1; b <= 8; ++b) {
+      QTest::addRow("d128 mse b%d", b) << 128 << b << int(KeyMode::Mse) << 0 << int(RotationKind::Haar);
+      QTest::addRow("d128 prod b%d m40", b) << 128 << b << int(KeyMode::Prod) << 40 << int(RotationKind::Haar);
+    }
+    QTest::addRow("d96 qjl m256 hadamard") << 96 << 2 << int(KeyMode::QjlOnly) << 256 << int(RotationKind::Hadamard);
+    QTest::addRow("d64 prod b6 hadamard") << 64 << 6 << int(KeyMode::Prod) << 64 << int(RotationKind::Hadamard);
+  }
+  void compressRotatedIsCompress() {
+    // the sweep rotates a head's keys once and compresses them with every quantizer of that rotation:
+    // the bytes must be those of compress(), in any block split; a zero vector included
+    QFETCH(int, d);
+    QFETCH(int, bits);
+    QFETCH(int, mode);
+    QFETCH(int, m);
+    QFETCH(int, rotation);
+    const size_t n = 700;
+    auto x = gaussian(n, d, 5, 3.0f);
+    std::fill(x.begin() + 10 * d, x.begin() + 11 * d, 0.0f);
+    const Quantizer q(cfg(d, bits, KeyMode(mode), m, RotationKind(rotation)));
+    const CompressedVectors ref = q.compress(x.data(), n);
+    const RotatedVectors rv = q.rotate(x.data(), n);
+    QVERIFY(rv.rotatedBy(q));
+    CompressedVectors whole, split;
+    q.compressRotated(rv, 0, n, whole);
+    q.compressRotated(rv, 0, 512, split);
+    q.compressRotated(rv, 512, n - 512, split);
+    for (const CompressedVectors* c : {&whole, &split}) {
+      QCOMPARE(c->count, n);
+      QVERIFY(c->codes == ref.codes);
+      QVERIFY(c->signs == ref.signs);
+      QVERIFY(c->norms == ref.norms);
+      QVERIFY(c->residualNorms == ref.residualNorms);
+    }
+    // codes are the number of boundaries strictly below each rotated coordinate (lower_bound), also at
+    // the widths that use the branch-free search, and on the boundaries themselves
+    if (q.mseBits() > 0) {
+      const auto& bnd = q.codebookPtr()->boundariesF;
+      std::vector<uint8_t> idx(static_cast<size_t>(d));
+      for (size_t i = 0; i < n; i += 37) {
+        unpackCodes(ref.codes.data() + i * ref.codeBytes(), static_cast<size_t>(d), q.mseBits(), idx.data());
+        for (int j = 0; j < d; ++j) {
+          const float y = rv.rotated[i * static_cast<size_t>(d) + static_cast<size_t>(j)];
+          QCOMPARE(int(idx[static_cast<size_t>(j)]), int(std::lower_bound(bnd.begin(), bnd.end(), y) - bnd.begin()));
+        }
+      }
+      // a vector whose rotated coordinates sit exactly on boundaries: built in rotated space
+      RotatedVectors onB = rv;
+      onB.count = 1;
+      onB.norms.assign(1, 1.0f);
+      onB.rotated.assign(static_cast<size_t>(d), 0.0f);
+      for (int j = 0; j < d; ++j) onB.rotated[static_cast<size_t>(j)] = bnd[static_cast<size_t>(j) % bnd.size()];
+      CompressedVectors c;
+      q.compressRotated(onB, 0, 1, c);
+      unpackCodes(c.codes.data(), static_cast<size_t>(d), q.mseBits(), idx.data());
+      for (int j = 0; j < d; ++j) QCOMPARE(int(idx[static_cast<size_t>(j)]), int(static_cast<size_t>(j) % bnd.size()));
+    }
+    // another rotation is refused
+    const Quantizer other(cfg(d, bits, KeyMode(mode), m, RotationKind(rotation), 43));
+    CompressedVectors c;
+    QVERIFY_THROWS_EXCEPTION(std::invalid_argument, other.compressRotated(rv, 0, n, c));
+  }
+
   void contentHashNamesTheContent() {
     // the CUDA backend keys its device plans on it: equal content, equal hash; any difference, another
     const Quantizer a(cfg(128, 3, KeyMode::Prod, 128)), b(cfg(128, 3, KeyMode::Prod, 128));

@@ -409,6 +409,20 @@ class TstSweep : public QObject {
     QCOMPARE(m.top1, 0.0);  // argmax of (0,0) is 0, exact argmax is 1
     QCOMPARE(m.top5, 1.0);
   }
+  void softmaxExponentialIsLibmToAFewUlp() {
+    // the metrics' own exp (branch-free, so that the softmax loops vectorise) against libm
+    double worst = 0;
+    for (int i = 0; i <= 200000; ++i) {
+      const double x = -708.0 + 709.0 * i / 200000.0 + 1e-7 * std::sin(i);
+      const double r = std::exp(x);
+      worst = std::max(worst, std::fabs(expShifted(x) - r) / r);
+    }
+    QVERIFY2(worst < 5e-16, qPrintable(QString("largest relative error %1").arg(worst)));
+    QCOMPARE(expShifted(0.0), 1.0);
+    QCOMPARE(expShifted(-800.0), 0.0);
+    QCOMPARE(expShifted(-INFINITY), 0.0);
+    QVERIFY(std::isnan(expShifted(NAN)));
+  }
   void memoryPresets() {
     MemoryConfig c;
     const auto& p = findPreset("qwen2.5-3b");
