@@ -6,6 +6,10 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <tuple>
 #include <sstream>
 #include <stdexcept>
 
@@ -165,6 +169,49 @@ uint64_t hashVec(uint64_t h, const std::vector<T>& v) {
 }
 }  // namespace
 
+namespace {
+/// S (m x d, drawn from (seed, kStreamQjl), orthogonalised if asked) and S R^T for a config's rotation.
+struct QjlMatrices {
+  std::vector<float> S, SRt;
+};
+std::vector<float> projectRotation(const std::vector<float>& S, const Rotation& rot, int m, int d) {
+  // S R^T lets the residual be projected from rotated space: S r = S R^T (R r) (products in double)
+  Eigen::Map<const RowMat> Sm(S.data(), m, d);
+  Eigen::Map<const RowMat> R(rot.matrix().data(), d, d);
+  std::vector<float> out(S.size());
+  Eigen::Map<RowMat> SRt(out.data(), m, d);
+  Eigen::MatrixXd prod = Sm.cast<double>() * R.cast<double>().transpose();
+  SRt = prod.cast<float>();
+  return out;
+}
+/// Memoised per (rotation kind, d, seed, m, orthogonal) for the process, like Rotation::cached: a sweep
+/// builds one quantizer per (layer, variant), and the 48 QJL variants of a layer share 3 matrices (drawing
+/// and projecting them was most of a layer's set-up). Bounded: at most 64 MB held.
+std::shared_ptr<const QjlMatrices> qjlMatrices(const QuantConfig& cfg, int m, const Rotation& rot) {
+  static std::mutex mutex;
+  static std::map<std::tuple<int, int, uint64_t, int, bool>, std::shared_ptr<const QjlMatrices>> cache;
+  static size_t held = 0;
+  const auto key = std::make_tuple(static_cast<int>(cfg.rotation), cfg.dim, cfg.seed, m, cfg.orthogonalQjl);
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    auto it = cache.find(key);
+    if (it != cache.end()) return it->second;
+  }
+  auto q = std::make_shared<QjlMatrices>();
+  q->S.resize(static_cast<size_t>(m) * static_cast<size_t>(cfg.dim));
+  for (size_t i = 0; i < q->S.size(); ++i) q->S[i] = static_cast<float>(standardNormal(cfg.seed, kStreamQjl, i));
+  if (cfg.orthogonalQjl) orthogonaliseRows(q->S, static_cast<size_t>(m), static_cast<size_t>(cfg.dim));
+  q->SRt = projectRotation(q->S, rot, m, cfg.dim);
+  const size_t bytes = 2 * q->S.size() * sizeof(float);
+  std::lock_guard<std::mutex> lock(mutex);
+  if (bytes > (size_t{16} << 20)) return q;  // a huge one is not kept
+  if (held + bytes > (size_t{64} << 20)) cache.clear(), held = 0;
+  auto r = cache.emplace(key, std::move(q));
+  if (r.second) held += bytes;
+  return r.first->second;
+}
+}  // namespace
+
 Quantizer::Quantizer(const QuantConfig& cfg) : m_cfg(cfg) {
   if (cfg.dim < kMinHeadDimension || cfg.dim > kMaxHeadDimension)
     throw std::invalid_argument("head dimension must be in [" + std::to_string(kMinHeadDimension) + ", " + std::to_string(kMaxHeadDimension) +
@@ -177,9 +224,9 @@ Quantizer::Quantizer(const QuantConfig& cfg) : m_cfg(cfg) {
   m_rotation = *Rotation::cached(cfg.rotation, cfg.dim, cfg.seed);
   if (m_mseBits > 0) m_codebook = codebook(cfg.dim, m_mseBits, cfg.law);
   if (m_projDim > 0) {
-    m_S.resize(static_cast<size_t>(m_projDim) * static_cast<size_t>(m_dim));
-    for (size_t i = 0; i < m_S.size(); ++i) m_S[i] = static_cast<float>(standardNormal(cfg.seed, kStreamQjl, i));
-    if (cfg.orthogonalQjl) orthogonaliseRows(m_S, static_cast<size_t>(m_projDim), static_cast<size_t>(m_dim));
+    const auto qm = qjlMatrices(cfg, m_projDim, m_rotation);
+    m_S = qm->S;
+    m_SRt = qm->SRt;
   }
   buildDerived();
 }
@@ -203,15 +250,7 @@ Quantizer::Quantizer(int dim, Rotation rotation, const std::vector<double>& cent
 }
 
 void Quantizer::buildDerived() {
-  if (m_projDim > 0) {
-    // S R^T lets the residual be projected from rotated space: S r = S R^T (R r).
-    Eigen::Map<const RowMat> S(m_S.data(), m_projDim, m_dim);
-    Eigen::Map<const RowMat> R(m_rotation.matrix().data(), m_dim, m_dim);
-    m_SRt.resize(m_S.size());
-    Eigen::Map<RowMat> SRt(m_SRt.data(), m_projDim, m_dim);
-    Eigen::MatrixXd prod = S.cast<double>() * R.cast<double>().transpose();
-    SRt = prod.cast<float>();
-  }
+  if (m_projDim > 0 && m_SRt.size() != m_S.size()) m_SRt = projectRotation(m_S, m_rotation, m_projDim, m_dim);
   m_group = m_mseBits == 0 ? 1 : std::max(1, (m_mseBits == 3 ? 6 : 8) / m_mseBits);
   uint64_t h = 0x7a5f3c1d2b4e6f80ull;
   h = mixWord(h, static_cast<uint64_t>(m_dim));
