@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 // Device probing, error handling, memory, the per-device context and quantizer plans.
+#include <cstdlib>
 #include <cublas_v2.h>
 
 #include <cmath>
@@ -112,10 +113,13 @@ void PinnedBuf::ensure(size_t bytes) {
 }
 
 // ------------------------------------------------------------------------------------------ context
-Context::Context(int device) : m_device(device) {
+Context::Context(int device, bool background) : m_device(device) {
   TQ_CUDA_CHECK(cudaSetDevice(device));
   cudaStream_t s = nullptr;
-  TQ_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  static const bool priorities = !(std::getenv("TQ_CUDA_STREAM_PRIORITY") && std::string(std::getenv("TQ_CUDA_STREAM_PRIORITY")) == "0");
+  int least = 0, greatest = 0;
+  if (priorities) TQ_CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
+  TQ_CUDA_CHECK(cudaStreamCreateWithPriority(&s, cudaStreamNonBlocking, background ? least : greatest));
   m_stream = s;
   cublasHandle_t h = nullptr;
   const cublasStatus_t st = cublasCreate(&h);

@@ -109,7 +109,7 @@ struct CudaBackend::Impl {
     lock.unlock();
     try {
       auto l = std::make_unique<Lane>();
-      l->ctx = std::make_unique<cuda::Context>(ctx->device());
+      l->ctx = std::make_unique<cuda::Context>(ctx->device(), true);  // the sweep yields to the views' calls
       return l;
     } catch (...) {
       std::lock_guard<std::mutex> again(laneMutex);

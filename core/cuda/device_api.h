@@ -89,7 +89,10 @@ class PinnedBuf {
 /// One device, one stream, one cuBLAS handle.
 class Context {
  public:
-  explicit Context(int device = 0);
+  /// background: the stream has the device's lowest priority (the sweep's lanes), else its highest (the
+  /// views' calls: their kernels are scheduled before a running sweep's queued blocks).
+  /// TQ_CUDA_STREAM_PRIORITY=0: every stream at the default priority (for comparisons).
+  explicit Context(int device = 0, bool background = false);
   ~Context();
   Context(const Context&) = delete;
   Context& operator=(const Context&) = delete;
@@ -205,6 +208,7 @@ struct TaskBuffers {
   DevBuf sq, z;  ///< the dense QJL term: S q per query (nq x m) and the keys' scaled signs (seq x m)
   DevCompressedBuf compKeys;
   std::vector<DevCompressedBuf> compValues;
+  std::vector<DevBuf> valueRecon;  ///< per value width: its reconstruction (seq x dv fp32), for the output products
 };
 /// One sweep task on the device (see SweepTaskInput): all key variants' metrics, output errors per value
 /// bit-width, key / value vector MSE; plans in the order of in.keyQuantizers / in.valueQuantizers.

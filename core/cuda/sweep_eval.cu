@@ -325,12 +325,15 @@ void evaluateTask(Context& ctx, const std::vector<const DevPlan*>& keyPlans, con
                     static_cast<int>(dv), b.probs.as<double>(), static_cast<int>(seq), &dZero, b.exactOut.as<double>(), static_cast<int>(dv)),
         "exact outputs (cublasDgemm)");
     if (b.compValues.size() < nvq) b.compValues.resize(nvq);
+    if (b.valueRecon.size() < nvq) b.valueRecon.resize(nvq);
     for (size_t vi = 0; vi < nvq; ++vi) {
       const DevPlan& vp = *valuePlans[vi];
       b.compValues[vi].ensure(vp, seq);
       compress(ctx, vp, b.values.get(), CudaInput::F32, seq, b.compValues[vi].view(), s);
-      decompress(ctx, vp, b.compValues[vi].view(), seq, b.recon.get(), false, s);
-      vectorErrorKernel<<<static_cast<unsigned>((seq + 7) / 8), 256, 0, st>>>(b.values.as<float>(), b.recon.as<float>(), seq, in.dv,
+      // reconstructed once per width: its MSE here, and every chunk's outputs as one product with it below
+      b.valueRecon[vi].ensure(seq * dv * 4);
+      decompress(ctx, vp, b.compValues[vi].view(), seq, b.valueRecon[vi].get(), false, s);
+      vectorErrorKernel<<<static_cast<unsigned>((seq + 7) / 8), 256, 0, st>>>(b.values.as<float>(), b.valueRecon[vi].as<float>(), seq, in.dv,
                                                                               b.perVector.as<double>());
       meanKernel<<<1, kThreads, 0, st>>>(b.perVector.as<double>(), seq, rVmse + vi);
       checkLaunch("value error kernels");
@@ -349,6 +352,7 @@ void evaluateTask(Context& ctx, const std::vector<const DevPlan*>& keyPlans, con
   b.weights.ensure(G * nq * seq * 4);
   b.estOut.ensure(G * nq * dv * 4);
   static const bool lutScoring = std::getenv("TQ_CUDA_SWEEP_LUT") != nullptr;  // the former scoring, for comparisons
+  static const bool aggKernel = std::getenv("TQ_CUDA_SWEEP_AGG") != nullptr;    // the former output sums, for comparisons
   for (size_t c0 = 0; c0 < nk; c0 += G) {
     const size_t nc = std::min(G, nk - c0);
     for (size_t kj = 0; kj < nc; ++kj) {
@@ -399,8 +403,18 @@ void evaluateTask(Context& ctx, const std::vector<const DevPlan*>& keyPlans, con
     for (size_t kj = 0; kj < nc; ++kj)
       if (keyPlans[c0 + kj]->mseBits == 0) setKernel<<<1, 1, 0, st>>>(rKmse + c0 + kj, 1.0);  // no MSE stage: vectorMse is defined as 1
     for (size_t vi = 0; vi < nvq; ++vi) {
-      // every row of the chunk (nc variants x nq queries) against the same values: valuesPerHead 0
-      weightedSum(ctx, *valuePlans[vi], b.compValues[vi].view(), 0, seq, b.weights.as<float>(), seq, nc * nq, nq, b.estOut.as<float>(), s);
+      // every row of the chunk (nc variants x nq queries) against the same values: one product
+      // O (rows x dv) = W (rows x seq) V_hat (seq x dv), as the CPU sweep computes it (cuBLAS, column-major:
+      // O^T = V_hat^T W^T). TQ_CUDA_SWEEP_AGG=1: the aggregation kernel on the codes instead (the former path,
+      // for comparisons; ~8.6 GFLOP a chunk at 8192 tokens that a GEMM does several times faster).
+      if (aggKernel) {
+        weightedSum(ctx, *valuePlans[vi], b.compValues[vi].view(), 0, seq, b.weights.as<float>(), seq, nc * nq, nq, b.estOut.as<float>(), s);
+      } else {
+        blasCheck(cublasSgemm(hb, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(dv), static_cast<int>(nc * nq), static_cast<int>(seq), &one,
+                              b.valueRecon[vi].as<float>(), static_cast<int>(dv), b.weights.as<float>(), static_cast<int>(seq), &zero,
+                              b.estOut.as<float>(), static_cast<int>(dv)),
+                  "estimated outputs (cublasSgemm)");
+      }
       outputErrorKernel<<<static_cast<unsigned>((nc * nq + 7) / 8), 256, 0, st>>>(b.exactOut.as<double>(), b.estOut.as<float>(), nq, nc, in.dv,
                                                                                   rOut + (c0 * nvOut + vi) * nq, nvOut * nq);
       checkLaunch("output error kernel");

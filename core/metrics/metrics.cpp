@@ -75,10 +75,10 @@ inline double expImpl(double x) {
   p = p * r + 0.5;
   p = p * r + 1.0;
   p = p * r + 1.0;
-  int64_t tb, sb;
+  uint64_t tb, sb;  // unsigned: a NaN's bits must not overflow (its result is replaced below)
   std::memcpy(&tb, &t, sizeof tb);
   std::memcpy(&sb, &kShift, sizeof sb);
-  const int64_t bits = (tb - sb + 1023) << 52;
+  const uint64_t bits = (tb - sb + 1023u) << 52;
   double two;
   std::memcpy(&two, &bits, sizeof two);
   const double e = p * two;
@@ -94,7 +94,7 @@ constexpr size_t kLanes = 4;  // independent partial sums per reduction: the loo
 // depend on the machine; the operations are the scalar ones, element by element, in the same order.
 typedef double V4d __attribute__((vector_size(32)));
 typedef float V4f __attribute__((vector_size(16)));
-typedef long long V4l __attribute__((vector_size(32)));
+typedef unsigned long long V4l __attribute__((vector_size(32)));
 typedef int V4i __attribute__((vector_size(16)));
 inline V4d splat(double x) { return V4d{x, x, x, x}; }
 inline V4d load4(const float* p) {
@@ -140,7 +140,7 @@ inline V4d expImpl4(V4d x) {
   p = p * r + splat(1.0);
   p = p * r + splat(1.0);
   // a cast between vector types of one size keeps the bits (GCC / Clang)
-  const V4l bits = (((V4l)t - (V4l)splat(kShift)) + 1023) << 52;
+  const V4l bits = (((V4l)t - (V4l)splat(kShift)) + 1023u) << 52;
   const V4d e = p * (V4d)bits;
   const V4d z = x < lo ? splat(0.0) : e;
   return x != x ? x : z;
