@@ -210,6 +210,70 @@ std::vector<SweepCell> sweepCells(const KvShape& shape, const SweepConfig& cfg, 
   return cells;
 }
 
+/// Runs a task on the backend (on the CPU when a device backend declines it) with each distinct key
+/// quantizer once. Variants whose quantizers compute the same codes (QJL-only at every width: no MSE stage,
+/// the same m; TurboQuant-prod at 1 bit without the reference's extra bit) and share a value family get
+/// identical metrics, so the task evaluates the first of them and its results are copied to the others:
+/// the grid of the GUI has 56 key variants per cell and 32 distinct ones. The output is that of evaluating
+/// every variant (a test compares the two).
+void evaluateTaskDistinct(Backend& backend, const SweepTaskInput& in, SweepTaskOutput& out, bool* cpuFallback) {
+  auto run = [&](const SweepTaskInput& t, SweepTaskOutput& o) {
+    if (!backend.evaluateTask(t, o)) {
+      *cpuFallback = true;
+      cpuEvaluateTask(t, o);
+    }
+  };
+  // TQ_SWEEP_ALL_VARIANTS=1: every variant evaluated (the former work, for comparisons)
+  static const bool all = std::getenv("TQ_SWEEP_ALL_VARIANTS") != nullptr;
+  const size_t nkq = in.keyQuantizers.size(), nkc = in.keyCodecs.size();
+  std::vector<size_t> first(nkq);  // index among the distinct quantizers
+  std::vector<size_t> distinct;    // the first variant of each
+  for (size_t k = 0; k < nkq; ++k) {
+    const Quantizer& q = *in.keyQuantizers[k];
+    first[k] = distinct.size();
+    for (size_t u = 0; u < distinct.size() && !all; ++u) {
+      const Quantizer& p = *in.keyQuantizers[distinct[u]];
+      const bool sameFamily = in.keyFamily.empty() || in.keyFamily[k] == in.keyFamily[distinct[u]];
+      if (sameFamily && (&p == &q || (p.contentHash() == q.contentHash() && p.dim() == q.dim() && p.mseBits() == q.mseBits() &&
+                                      p.projDim() == q.projDim() && p.rotation().kind() == q.rotation().kind()))) {
+        first[k] = u;
+        break;
+      }
+    }
+    if (first[k] == distinct.size()) distinct.push_back(k);
+  }
+  if (distinct.size() == nkq) return run(in, out);
+  SweepTaskInput t = in;
+  t.keyQuantizers.clear();
+  for (size_t k : distinct) t.keyQuantizers.push_back(in.keyQuantizers[k]);
+  if (!in.keyFamily.empty()) {
+    t.keyFamily.clear();
+    for (size_t k : distinct) t.keyFamily.push_back(in.keyFamily[k]);
+    t.keyFamily.insert(t.keyFamily.end(), in.keyFamily.begin() + static_cast<long>(nkq), in.keyFamily.end());
+  }
+  SweepTaskOutput o;
+  run(t, o);
+  if (cancelRequested(in)) return;
+  const size_t nu = distinct.size(), nk = nkq + nkc, nq = in.nq, km = SweepTaskOutput::kKeyMetrics;
+  if (o.keyMse.size() != nu + nkc || o.keyMetrics.size() != (nu + nkc) * nq * km || o.outputError.size() % (nu + nkc) != 0)
+    throw std::runtime_error("the backend returned task results of the wrong size");
+  const size_t perOut = o.outputError.size() / (nu + nkc);
+  auto src = [&](size_t k) { return k < nkq ? first[k] : nu + (k - nkq); };
+  out = SweepTaskOutput{};
+  out.keyMetrics.resize(nk * nq * km);
+  out.outputError.resize(nk * perOut);
+  out.keyMse.resize(nk);
+  for (size_t k = 0; k < nk; ++k) {
+    const size_t s = src(k);
+    std::copy_n(o.keyMetrics.begin() + static_cast<long>(s * nq * km), nq * km, out.keyMetrics.begin() + static_cast<long>(k * nq * km));
+    std::copy_n(o.outputError.begin() + static_cast<long>(s * perOut), perOut, out.outputError.begin() + static_cast<long>(k * perOut));
+    out.keyMse[k] = o.keyMse[s];
+  }
+  out.valueMse = std::move(o.valueMse);
+  out.keyCodecBytes = std::move(o.keyCodecBytes);
+  out.valueCodecBytes = std::move(o.valueCodecBytes);
+}
+
 namespace {
 
 /// What every cell of a sweep shares: the key variants, the value widths and one quantizer per (layer,
@@ -346,10 +410,7 @@ std::vector<SweepRow> evaluateCell(SweepPlan& plan, const SweepCell& cell, const
   SweepTaskOutput out;
   const auto tTask = std::chrono::steady_clock::now();
   cellProfile().prepUs += usSince(tCell);
-  if (!backend.evaluateTask(in, out)) {
-    *cpuFallback = true;
-    cpuEvaluateTask(in, out);
-  }
+  evaluateTaskDistinct(backend, in, out, cpuFallback);
   const auto tRows = std::chrono::steady_clock::now();
   cellProfile().backendUs += usSince(tTask);
   ++cellProfile().cells;

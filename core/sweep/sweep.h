@@ -18,6 +18,12 @@
 
 namespace tq {
 
+/// Evaluates a sweep task on the backend (on the CPU when a device backend declines it; *cpuFallback is
+/// then set) with each distinct key quantizer once: variants with the same codes (QJL-only at every width,
+/// TurboQuant-prod at 1 bit) and value family get copies of one evaluation's results. The output equals
+/// evaluating every variant. TQ_SWEEP_ALL_VARIANTS=1 evaluates every variant (for comparisons).
+void evaluateTaskDistinct(Backend& backend, const SweepTaskInput& in, SweepTaskOutput& out, bool* cpuFallback);
+
 /// One configuration of the keys. TurboQuant: mode, bits, m. The other methods (core/methods): method,
 /// bits (fp8: 8, fp16: 16), mode Mse and m 0. A row's values use the same method (TurboQuant: MSE).
 struct KeyVariant {

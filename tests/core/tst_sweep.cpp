@@ -253,6 +253,80 @@ class TstSweep : public QObject {
     for (size_t i = 0; i < a.rows.size(); ++i) QCOMPARE(b.rows[i].m.attentionCosine, a.rows[i].m.attentionCosine);
   }
 
+  void distinctQuantizersAreEvaluatedOnce() {
+    // a task with repeated quantizers (QJL-only at three widths, prod at 1 bit: the same codes), a second
+    // family with the same quantizer and a codec: the distinct evaluation equals evaluating every variant
+    SyntheticKv src(smallSpec());
+    const size_t seq = 256, d = 32;
+    const auto K = src.keys(0, 0), V = src.values(0, 0);
+    std::vector<float> Q(K.begin(), K.begin() + 5 * d);
+    const std::vector<int> limits = {40, 90, 150, 200, 255};
+    SweepConfig c;
+    c.methods = {Method::Kivi};
+    std::vector<VariantCoder> keys;
+    std::vector<int> family;
+    auto add = [&](Method m, KeyMode mode, int b, int proj, Method fam) {
+      keys.push_back(makeVariantCoder(c, m, mode, b, proj, false, 0, 2, static_cast<int>(d)));
+      family.push_back(static_cast<int>(fam));
+    };
+    for (int b : {1, 2, 3}) add(Method::TurboQuant, KeyMode::QjlOnly, b, 16, Method::TurboQuant);
+    add(Method::TurboQuant, KeyMode::Prod, 1, 16, Method::TurboQuant);
+    add(Method::TurboQuant, KeyMode::Prod, 2, 16, Method::TurboQuant);
+    add(Method::TurboQuant, KeyMode::Mse, 1, 0, Method::TurboQuant);
+    add(Method::TurboQuant, KeyMode::QjlOnly, 1, 32, Method::TurboQuant);
+    add(Method::TurboQuant, KeyMode::QjlOnly, 2, 16, Method::Kivi);  // the same codes, another family
+    SweepTaskInput in;
+    in.keys = K.data();
+    in.values = V.data();
+    in.seq = seq;
+    in.d = in.dv = static_cast<int>(d);
+    in.scale = 1.0 / std::sqrt(static_cast<double>(d));
+    in.queries = Q.data();
+    in.limits = limits.data();
+    in.nq = limits.size();
+    for (const auto& k : keys) in.keyQuantizers.push_back(k.quantizer.get());
+    const VariantCoder kivi = makeVariantCoder(c, Method::Kivi, KeyMode::Mse, 2, 0, false, 0, 2, static_cast<int>(d));
+    const VariantCoder kiviV = makeVariantCoder(c, Method::Kivi, KeyMode::Mse, 2, 0, true, 0, 2, static_cast<int>(d));
+    const VariantCoder tqV = makeVariantCoder(c, Method::TurboQuant, KeyMode::Mse, 3, 0, true, 0, 2, static_cast<int>(d));
+    QVERIFY(kivi.codec && kiviV.codec && tqV.quantizer);
+    in.keyCodecs = {kivi.codec.get()};
+    in.keyFamily = family;
+    in.keyFamily.push_back(static_cast<int>(Method::Kivi));
+    in.valueQuantizers = {tqV.quantizer.get()};
+    in.valueCodecs = {kiviV.codec.get()};
+    in.valueFamily = {static_cast<int>(Method::TurboQuant), static_cast<int>(Method::Kivi)};
+    struct Counting : Backend {
+      std::vector<size_t> seen;
+      std::string name() const override { return "counting"; }
+      std::string device() const override { return "CPU"; }
+      void compress(const Quantizer&, const float*, size_t, CompressedVectors&) override {}
+      void scores(const Quantizer&, const CompressedVectors&, const float*, size_t, float*) override {}
+      void decompress(const Quantizer&, const CompressedVectors&, float*) override {}
+      void weightedSum(const Quantizer&, const CompressedVectors&, const float*, size_t, float*) override {}
+      bool evaluateTask(const SweepTaskInput& t, SweepTaskOutput& o) override {
+        seen.push_back(t.keyQuantizers.size());
+        cpuEvaluateTask(t, o);
+        return true;
+      }
+    } counting;
+    SweepTaskOutput all, distinct;
+    cpuEvaluateTask(in, all);
+    bool fallback = false;
+    evaluateTaskDistinct(counting, in, distinct, &fallback);
+    QVERIFY(!fallback);
+    // distinct: QJL-only m=16 (with prod 1), prod 2, MSE 1, QJL-only m=32, QJL-only m=16 of the other family
+    QCOMPARE(counting.seen, std::vector<size_t>{5});
+    QCOMPARE(distinct.keyMetrics.size(), all.keyMetrics.size());
+    QVERIFY(distinct.keyMetrics == all.keyMetrics);
+    QVERIFY(distinct.outputError == all.outputError);
+    QVERIFY(distinct.keyMse == all.keyMse);
+    QVERIFY(distinct.valueMse == all.valueMse);
+    QVERIFY(distinct.keyCodecBytes == all.keyCodecBytes);
+    QVERIFY(distinct.valueCodecBytes == all.valueCodecBytes);
+    // and the QJL-only rows really are the same quantizer's (not a test of equal zeros)
+    QVERIFY(all.keyMetrics[0] > 0.1 && all.keyMetrics[0] < 0.999);
+  }
+
   void progressiveFinalEqualsOneShot() {
     auto cpu = makeCpuBackend();
     SyntheticSpec sp = smallSpec();
