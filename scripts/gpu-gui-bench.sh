@@ -5,6 +5,7 @@
 # (a same-run comparison). Results under OUT (default $OUT or /tmp/tq-gpu-out): gpu_tests.txt, bench.jsonl
 # (one line a run: {"run", "rc", "result"}) and errors.txt (the stderr tail of any run that failed).
 #   scripts/gpu-gui-bench.sh [ROUNDS]        BASELINE=/tmp/tqgui-base/tqstudio: the baseline from an earlier call
+#   BASE_ENV="TQ_X=1 ...": the baseline is the same build run with those variables; DATASETS="l8" (default "sample l8")
 # (the archive with a baseline inside can exceed the 64 MiB the device accepts with the tree: unpack the
 # baseline's own archive in one call, then run this in the next while the machine is still held)
 set -uo pipefail
@@ -32,17 +33,20 @@ wait
 [ -n "${BASELINE:-}" ] && [ -x "$BASELINE" ] && cp "$BASELINE" "$G/tqstudio-base"
 builds=(new)
 [ -x "$G/tqstudio-base" ] && builds=(base new)
+# BASE_ENV="VAR=1 ...": the baseline is this build with those switches (e.g. the former work paths)
+[ -n "${BASE_ENV:-}" ] && builds=(base new)
 # ALTSTACK=path/altstack.so (tools/altstack_preload.c): every thread gets an alternate signal stack, so a
 # crash report names the thread and its stack even after a stack overflow
 [ -n "${ALTSTACK:-}" ] && export LD_PRELOAD=$ALTSTACK
 echo "builds: ${builds[*]}" | tee -a "$OUT_DIR/gpu_tests.txt"
 for r in $(seq 1 "$ROUNDS"); do
   for b in "${builds[@]}"; do
-    flag=(); [ "$b" = base ] && flag=(--base)
-    for data in sample l8; do
+    flag=(); [ "$b" = base ] && [ -z "${BASE_ENV:-}" ] && flag=(--base)
+    envs=(); [ "$b" = base ] && [ -n "${BASE_ENV:-}" ] && read -r -a envs <<< "$BASE_ENV"
+    for data in ${DATASETS:-sample l8}; do
       file=(); [ "$data" = l8 ] && file=("$DUMP")
       name=bench_${b}_${data}_$r
-      TQ_TRACE_EXIT=1 "$G/run.sh" "${flag[@]}" "${file[@]}" --bench-interaction --backend cuda > /tmp/$name.json 2> /tmp/$name.err
+      env TQ_TRACE_EXIT=1 "${envs[@]}" "$G/run.sh" "${flag[@]}" "${file[@]}" --bench-interaction --backend cuda > /tmp/$name.json 2> /tmp/$name.err
       rc=$?
       echo "$name rc=$rc"
       python3 -c 'import json,sys; t=open(sys.argv[1]).read(); print(json.dumps({"run": sys.argv[2], "rc": int(sys.argv[3]), "result": json.loads(t) if t.strip() else None}))' \

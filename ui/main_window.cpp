@@ -1085,18 +1085,27 @@ void MainWindow::markDirty(int parts, bool sweep, bool memory) {
 
 void MainWindow::flush() {
   if (!m_data) return;
+  static const bool profile = qEnvironmentVariableIsSet("TQ_PROFILE");
+  QElapsedTimer prof;
+  prof.start();
+  auto mark = [&](const char* what) {
+    if (profile) qInfo("flush %s: %.1f ms", what, prof.nsecsElapsed() / 1e6);
+  };
   if (m_lessonDirty && lessonActive()) submitLesson();
   if (m_dirtyParts) submitDetail(m_dirtyParts);
   if (m_dirtySweep) submitSweep();
+  mark("submitted");
   m_dirtyParts = 0;
   m_dirtySweep = false;
   // Highlights and the memory model need no computation: update them at once.
   if (m_sweep) m_fidelity->setData(m_sweep, m_exp), m_layers->setData(m_sweep, m_exp);
+  mark("fidelity + layers");
   if (m_haveDetail && !m_detail.distortion.bits.empty()) m_distortion->setData(m_detail.distortion, m_exp.keyBits);
   if (m_dirtyMemory) refreshMemory();
   m_dirtyMemory = false;
   refreshCaptions();
   updateStatus();
+  mark("done");
 }
 
 void MainWindow::submitDetail(int parts) {
@@ -1134,6 +1143,7 @@ void MainWindow::submitSweep() {
 void MainWindow::applyDetail(const DetailResult& r) {
   QElapsedTimer prof;
   prof.start();
+  const double sinceSubmit = m_detailClock.isValid() ? m_detailClock.nsecsElapsed() / 1e6 : 0.0;
   static const bool profile = qEnvironmentVariableIsSet("TQ_PROFILE");
   auto mark = [&](const char* what) {
     if (profile) qInfo("apply %s: %.1f ms", what, prof.nsecsElapsed() / 1e6);
@@ -1218,7 +1228,8 @@ void MainWindow::applyDetail(const DetailResult& r) {
   const double applyMs = prof.nsecsElapsed() / 1e6;
   if (visible && visibleChanged) visible->replotNow();
   mark("replot visible");
-  if (r.parts & PartHeatmap) m_heatTiming = {r.seconds * 1000, applyMs, visible == m_attention && visibleChanged ? m_attention->lastReplotMs() : 0.0};
+  if (r.parts & PartHeatmap)
+    m_heatTiming = {r.seconds * 1000, applyMs, visible == m_attention && visibleChanged ? m_attention->lastReplotMs() : 0.0, sinceSubmit};
   updateStatus();
   emit detailApplied();
 }
@@ -1375,6 +1386,7 @@ void MainWindow::recomputeAll() {
 }
 
 void MainWindow::setKeyBits(int b) {
+  if (qEnvironmentVariableIsSet("TQ_PROFILE")) qInfo("set key bits %d", b);
   Experiment e = m_exp;
   e.keyBits = std::clamp(b, 1, 8);
   applyExperiment(e);

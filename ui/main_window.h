@@ -72,6 +72,7 @@ class MainWindow : public QMainWindow {
     double compute = 0;  // the detail job until the heatmap was ready (worker thread)
     double apply = 0;    // handing it to the view and the captions (GUI thread)
     double replot = 0;   // rendering the attention view, when it was the visible one (GUI thread)
+    double submitted = 0;  // from the job's submission until its heatmap reached the GUI thread (compute + waiting)
   };
   HeatTiming lastHeatTiming() const { return m_heatTiming; }
   LessonView* lessonView() const { return m_lesson; }

@@ -485,7 +485,7 @@ std::vector<BenchRecord> cudaBenchmark(const CudaBenchOptions& o) {
         const double s = medianSeconds(ctx, warm, reps, [&] { cuda::compress(ctx, *plan, x.get(), type, n, out.view(), scratch); });
         const double bytes = static_cast<double>(n) * (d * cuda::inputSize(type) + plan->codeBytes + plan->signBytes + 4);
         R.add("compress_keys_prod", d, keyBits, m, rot, n, s, bytes,
-              std::string(typeName(type)) + " in, " + std::to_string(n) + " vectors" + (plan->fastCompress ? ", fused kernel" : ", generic kernel"));
+              std::string(typeName(type)) + " in, " + std::to_string(n) + " vectors" + (cuda::fastPath(*plan, type) ? ", fused kernel" : ", generic kernel"));
       }
     }
   }

@@ -34,7 +34,8 @@ constexpr int kAStride = kD * 2 + 16;            // bytes per fp16 row of an A t
 constexpr int kStageBytes = 2 * 32 * kAStride;   // >= 32 input rows of fp32 (+16 B padding each)
 constexpr int kSignStage = 32 * 32;              // 32 rows x up to 32 sign bytes
 constexpr int kWarpBytes = kStageBytes + kSignStage;
-constexpr int kFastSmem = kWarps * kWarpBytes + 32 * 4;
+constexpr int kTab = 256;                        // codebook table in shared memory: boundaries [0, 256), centroids [256, 512)
+constexpr int kFastSmem = kWarps * kWarpBytes + 2 * kTab * 4;
 static_assert(32 * (kD * 4 + 16) <= kStageBytes, "fp32 staging must fit");
 
 enum Mode { kModeHadamard = 0, kModePreRotated = 1, kModeNormalize = 2 };
@@ -54,8 +55,10 @@ struct FastParams {
   int m;                  // QJL rows (0 = none)
   float hadScale;
   uint32_t xorw[kD];      // Hadamard signs as XOR masks on the raw input words (MODE 0)
-  float bnd[16];
+  float bnd[16];           // bits 1-2: boundaries and centroids as parameters
   float cen[16];
+  const float* bndDev;     // bits >= 3: 2^b - 1 boundaries, 2^b centroids (device), loaded into shared memory
+  const float* cenDev;
 };
 
 __device__ __forceinline__ void quantizeOne(float y, const FastParams& P, const float* tab, int bits, int& idx, float& c) {
@@ -71,7 +74,7 @@ __device__ __forceinline__ void quantizeOne(float y, const FastParams& P, const 
     c = p1 ? (p0 ? P.cen[3] : P.cen[2]) : (p0 ? P.cen[1] : P.cen[0]);
   } else if (bits >= 3) {
     idx = bucketize(y, tab, bits);
-    c = tab[16 + idx];
+    c = tab[kTab + idx];
   } else {
     idx = 0;
     c = 0.0f;
@@ -154,9 +157,9 @@ __global__ void __launch_bounds__(kThreads, 1) fastCompressKernel(const FastPara
   uint8_t* sgn = stage + kStageBytes;
   float* tab = reinterpret_cast<float*>(smem + kWarps * kWarpBytes);
   if (B >= 3) {
-    if (threadIdx.x < 16) {
-      tab[threadIdx.x] = P.bnd[threadIdx.x];
-      tab[16 + threadIdx.x] = P.cen[threadIdx.x];
+    for (int i = threadIdx.x; i < (1 << B); i += kThreads) {
+      tab[i] = i + 1 < (1 << B) ? P.bndDev[i] : 3.0e38f;
+      tab[kTab + i] = P.cenDev[i];
     }
     __syncthreads();
   }
@@ -375,6 +378,8 @@ void launchFast(Context& ctx, const FastParams& P) {
   checkLaunch("fast compression kernel");
 }
 
+/// Bits 5-8 are instantiated for fp32 input only (the sweep's keys and pre-rotated vectors): compress()
+/// sends fp16 / bf16 input at those widths to the generic kernel.
 template <int MODE, CudaInput IN>
 void dispatchBits(Context& ctx, int bits, const FastParams& P) {
   switch (bits) {
@@ -382,7 +387,18 @@ void dispatchBits(Context& ctx, int bits, const FastParams& P) {
     case 1: launchFast<1, MODE, IN>(ctx, P); break;
     case 2: launchFast<2, MODE, IN>(ctx, P); break;
     case 3: launchFast<3, MODE, IN>(ctx, P); break;
-    default: launchFast<4, MODE, IN>(ctx, P); break;
+    case 4: launchFast<4, MODE, IN>(ctx, P); break;
+    default:
+      if constexpr (IN == CudaInput::F32 && MODE != kModeNormalize) {
+        switch (bits) {
+          case 5: launchFast<5, MODE, IN>(ctx, P); break;
+          case 6: launchFast<6, MODE, IN>(ctx, P); break;
+          case 7: launchFast<7, MODE, IN>(ctx, P); break;
+          default: launchFast<8, MODE, IN>(ctx, P); break;
+        }
+      } else {
+        throw CudaError("fast compression kernel: 5-8 bits need fp32 input", 1, false, false);
+      }
   }
 }
 
@@ -398,6 +414,8 @@ FastParams fastParams(const DevPlan& p, const void* x, size_t n, const DevCompre
   P.rowSign = p.rowSign.as<const uint8_t>();
   P.m = p.projDim;
   P.hadScale = p.hadScales.empty() ? 1.0f : p.hadScales[0];
+  P.bndDev = p.bnd.as<const float>();
+  P.cenDev = p.cen.as<const float>();
   for (int i = 0; i < kD; ++i) P.xorw[i] = 0u;
   if (p.hadamard) {
     for (int j = 0; j < kD; ++j) {
@@ -559,14 +577,48 @@ void compressGeneric(Context& ctx, const DevPlan& p, const void* x, CudaInput ty
   checkLaunch("generic compression kernel");
 }
 
+bool fastPath(const DevPlan& p, CudaInput type) {
+  return p.fastCompress && (p.mseBits <= 4 || type == CudaInput::F32 || !p.hadamard);
+}
+
+void rotateForCompress(Context& ctx, const DevPlan& p, const void* x, CudaInput type, size_t n, float* Y, float* norms, Scratch& s) {
+  if (n == 0) return;
+  if (!p.fastCompress || p.hadamard) throw CudaError("rotateForCompress: the plan has no dense fast path", 1, false, false);
+  s.a.ensure(n * kD * sizeof(float));
+  FastParams N{};
+  N.x = x;
+  N.n = n;
+  N.uOut = s.a.as<float>();
+  N.nOut = norms;
+  switch (type) {
+    case CudaInput::F16: launchFast<0, kModeNormalize, CudaInput::F16>(ctx, N); break;
+    case CudaInput::BF16: launchFast<0, kModeNormalize, CudaInput::BF16>(ctx, N); break;
+    default: launchFast<0, kModeNormalize, CudaInput::F32>(ctx, N); break;
+  }
+  // Y (col-major d x n) = R (row-major d x d, i.e. col-major R^T, op T) * U (col-major d x n)
+  const float one = 1.0f, zero = 0.0f;
+  const cublasStatus_t st = cublasSgemm(static_cast<cublasHandle_t>(ctx.cublas()), CUBLAS_OP_T, CUBLAS_OP_N, kD, static_cast<int>(n), kD, &one,
+                                        p.rot.as<const float>(), kD, s.a.as<const float>(), kD, &zero, Y, kD);
+  if (st != CUBLAS_STATUS_SUCCESS)
+    throw CudaError(std::string("cublasSgemm (rotation): ") + cublasGetStatusString(st), 10000 + static_cast<int>(st), false, false);
+}
+
+void compressRotated(Context& ctx, const DevPlan& p, const float* Y, const float* norms, size_t n, const DevCompressed& out) {
+  if (n == 0) return;
+  if (!p.fastCompress || p.hadamard) throw CudaError("compressRotated: the plan has no dense fast path", 1, false, false);
+  FastParams Q = fastParams(p, Y, n, out, CudaInput::F32);
+  Q.normsIn = norms;
+  dispatchBits<kModePreRotated, CudaInput::F32>(ctx, p.mseBits, Q);
+}
+
 void compress(Context& ctx, const DevPlan& p, const void* x, CudaInput type, size_t n, const DevCompressed& out, Scratch& s) {
   if (n == 0) return;
-  if (!p.fastCompress) {
+  if (!fastPath(p, type)) {
     compressGeneric(ctx, p, x, type, n, out);
     return;
   }
-  FastParams P = fastParams(p, x, n, out, type);
   if (p.hadamard) {
+    FastParams P = fastParams(p, x, n, out, type);
     switch (type) {
       case CudaInput::F16: dispatchBits<kModeHadamard, CudaInput::F16>(ctx, p.mseBits, P); break;
       case CudaInput::BF16: dispatchBits<kModeHadamard, CudaInput::BF16>(ctx, p.mseBits, P); break;
@@ -574,38 +626,19 @@ void compress(Context& ctx, const DevPlan& p, const void* x, CudaInput type, siz
     }
     return;
   }
-  // Dense rotation: normalise (exact), rotate with cuBLAS fp32 SGEMM, then quantize.
+  // Dense rotation: normalise (exact), rotate with cuBLAS fp32 SGEMM, then quantize, in chunks of 2^20 vectors.
   const size_t chunk = std::min<size_t>(n, size_t{1} << 20);
-  s.a.ensure(chunk * kD * sizeof(float));
   s.b.ensure(chunk * kD * sizeof(float));
   s.c.ensure(chunk * sizeof(float));
-  const float one = 1.0f, zero = 0.0f;
   for (size_t b0 = 0; b0 < n; b0 += chunk) {
     const size_t nb = std::min(chunk, n - b0);
-    FastParams N = P;
-    N.x = static_cast<const uint8_t*>(x) + b0 * kD * inputSize(type);
-    N.n = nb;
-    N.uOut = s.a.as<float>();
-    N.nOut = s.c.as<float>();
-    switch (type) {
-      case CudaInput::F16: launchFast<0, kModeNormalize, CudaInput::F16>(ctx, N); break;
-      case CudaInput::BF16: launchFast<0, kModeNormalize, CudaInput::BF16>(ctx, N); break;
-      default: launchFast<0, kModeNormalize, CudaInput::F32>(ctx, N); break;
-    }
-    // Y (col-major d x nb) = R (row-major d x d, i.e. col-major R^T, op T) * U (col-major d x nb)
-    const cublasStatus_t st = cublasSgemm(static_cast<cublasHandle_t>(ctx.cublas()), CUBLAS_OP_T, CUBLAS_OP_N, kD, static_cast<int>(nb), kD,
-                                          &one, p.rot.as<const float>(), kD, s.a.as<const float>(), kD, &zero, s.b.as<float>(), kD);
-    if (st != CUBLAS_STATUS_SUCCESS)
-      throw CudaError(std::string("cublasSgemm (rotation): ") + cublasGetStatusString(st), 10000 + static_cast<int>(st), false, false);
-    FastParams Q = P;
-    Q.x = s.b.as<const void>();
-    Q.normsIn = s.c.as<const float>();
-    Q.n = nb;
-    Q.codes = out.codes + b0 * p.codeBytes;
-    Q.signs = out.signs + b0 * p.signBytes;
-    Q.norms = out.norms + b0;
-    Q.rnorms = out.rnorms + b0;
-    dispatchBits<kModePreRotated, CudaInput::F32>(ctx, p.mseBits, Q);
+    rotateForCompress(ctx, p, static_cast<const uint8_t*>(x) + b0 * kD * inputSize(type), type, nb, s.b.as<float>(), s.c.as<float>(), s);
+    DevCompressed o = out;
+    o.codes = out.codes + b0 * p.codeBytes;
+    o.signs = out.signs + b0 * p.signBytes;
+    o.norms = out.norms + b0;
+    o.rnorms = out.rnorms + b0;
+    compressRotated(ctx, p, s.b.as<float>(), s.c.as<float>(), nb, o);
   }
 }
 

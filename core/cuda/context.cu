@@ -170,6 +170,11 @@ void Context::copyAsyncD2H(void* dst, const void* src, size_t bytes) {
   TQ_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, static_cast<cudaStream_t>(m_stream)));
 }
 
+void Context::copyAsyncD2D(void* dst, const void* src, size_t bytes) {
+  if (!bytes) return;
+  TQ_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, static_cast<cudaStream_t>(m_stream)));
+}
+
 void Context::memsetAsync(void* dst, int value, size_t bytes) {
   if (!bytes) return;
   TQ_CUDA_CHECK(cudaMemsetAsync(dst, value, bytes, static_cast<cudaStream_t>(m_stream)));
@@ -255,7 +260,7 @@ std::shared_ptr<DevPlan> buildPlan(Context& ctx, const Quantizer& q) {
   p->lutFloats = static_cast<size_t>(p->chunks) * static_cast<size_t>(p->patterns) + p->signBytes * 256;
   p->qjlScale = m > 0 ? static_cast<float>(std::sqrt(M_PI / 2.0) / static_cast<double>(m)) : 0.0f;
   const bool singleBlock = p->hadamard && p->hadBlocks.size() == 1 && p->hadBlocks[0] == d;
-  p->fastCompress = d == 128 && b <= 4 && (m == 0 || (m % 32 == 0 && m <= 256)) && (!p->hadamard || singleBlock);
+  p->fastCompress = d == 128 && (m == 0 || (m % 32 == 0 && m <= 256)) && (!p->hadamard || singleBlock);
 
   (void)ctx;
   PlanUpload up;

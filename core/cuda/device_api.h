@@ -107,6 +107,7 @@ class Context {
   void download(void* dst, const void* src, size_t bytes);
   void copyAsyncH2D(void* dst, const void* src, size_t bytes);
   void copyAsyncD2H(void* dst, const void* src, size_t bytes);
+  void copyAsyncD2D(void* dst, const void* src, size_t bytes);
   void memsetAsync(void* dst, int value, size_t bytes);
   /// Free device memory in bytes (cudaMemGetInfo).
   size_t freeMemory() const;
@@ -126,7 +127,7 @@ struct DevPlan {
   DevBuf arena;
   int dim = 0, mseBits = 0, projDim = 0;
   bool hadamard = false;         ///< randomized Hadamard (else dense matrix)
-  bool fastCompress = false;     ///< the fused thread-per-vector kernel applies (d = 128, m % 32 == 0, m <= 256, b <= 4)
+  bool fastCompress = false;     ///< the fused thread-per-vector kernel applies (d = 128, m % 32 == 0, m <= 256; 5-8 bits: fp32 input or a dense rotation)
   std::vector<int> hadBlocks;    ///< power-of-two block sizes (Hadamard)
   std::vector<float> hadScales;  ///< 1/sqrtf(block) per block, as the CPU computes it
   std::vector<float> signsHost;  ///< +-1 (Hadamard)
@@ -180,6 +181,13 @@ struct Scratch {
 // ------------------------------------------------------------------------------------------- kernels
 /// Compresses n row vectors (device pointer, element type `type`, row-major n x d) into out[0..n).
 void compress(Context& ctx, const DevPlan& p, const void* x, CudaInput type, size_t n, const DevCompressed& out, Scratch& s);
+/// Whether compress() takes the fast (thread-per-vector) kernels for this plan and input type.
+bool fastPath(const DevPlan& p, CudaInput type);
+/// The dense rotation's half of compress() on the fast path (plan not Hadamard): fp32 norms and the rotated
+/// unit vectors Y = R x / ||x|| (n x d, fp32; the same cuBLAS product for the same n). compressRotated()
+/// quantizes them: the two give compress()'s bytes, so a sweep task rotates its keys once for all variants.
+void rotateForCompress(Context& ctx, const DevPlan& p, const void* x, CudaInput type, size_t n, float* Y, float* norms, Scratch& s);
+void compressRotated(Context& ctx, const DevPlan& p, const float* Y, const float* norms, size_t n, const DevCompressed& out);
 /// Forces the generic (warp-per-vector) compression kernel; for tests of that path.
 void compressGeneric(Context& ctx, const DevPlan& p, const void* x, CudaInput type, size_t n, const DevCompressed& out);
 
@@ -206,6 +214,8 @@ void weightedSum(Context& ctx, const DevPlan& p, const DevCompressed& values, si
 struct TaskBuffers {
   DevBuf keys, values, valuesD, queries, limits, exact, probs, exactOut, estimate, weights, estOut, recon, perVector, results;
   DevBuf sq, z;  ///< the dense QJL term: S q per query (nq x m) and the keys' scaled signs (seq x m)
+  DevBuf rotY, rotN;  ///< the keys rotated once per task: R x / ||x|| (seq x d) and fp32 norms
+  DevBuf stageEst, stageErr;  ///< per shared MSE stage: its <q, x_mse> (nq x seq fp32) and vector errors (seq doubles)
   DevCompressedBuf compKeys;
   std::vector<DevCompressedBuf> compValues;
   std::vector<DevBuf> valueRecon;  ///< per value width: its reconstruction (seq x dv fp32), for the output products

@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "cuda/common.cuh"
@@ -270,10 +271,24 @@ void evaluateTask(Context& ctx, const std::vector<const DevPlan*>& keyPlans, con
                   SweepTaskOutput& out, TaskBuffers& b, Scratch& s) {
   // TQ_SWEEP_PROFILE=1: host-side time per phase (uploads, enqueueing the variants, waiting at the end)
   static const bool profile = std::getenv("TQ_SWEEP_PROFILE") != nullptr;
+  // TQ_SWEEP_PROFILE=2: in addition, the stream synchronised after every phase and the time summed per
+  // phase (run with TQ_CUDA_LANES=1: each phase's device time plus its launch costs; slower overall)
+  static const bool phases = profile && std::atoi(std::getenv("TQ_SWEEP_PROFILE")) >= 2;
+  enum { kPhUpload, kPhCompress, kPhMseStage, kPhCopies, kPhQjl, kPhMetrics, kPhOutputs, kPhCount };
+  static const char* phaseNames[kPhCount] = {"uploads + exact", "compress", "MSE stage", "copies", "QJL term", "key metrics", "outputs"};
+  static std::atomic<int64_t> usPhase[kPhCount] = {};
   static std::atomic<int64_t> usUpload{0}, usEnqueue{0}, usWait{0}, tasks{0};
   using Clock = std::chrono::steady_clock;
   auto us = [](Clock::time_point a) { return static_cast<int64_t>(std::chrono::duration<double, std::micro>(Clock::now() - a).count()); };
   const auto t0 = Clock::now();
+  auto tPhase = t0;
+  auto phase = [&](int id) {
+    if (!phases) return;
+    ctx.sync();
+    const auto now = Clock::now();
+    usPhase[id] += static_cast<int64_t>(std::chrono::duration<double, std::micro>(now - tPhase).count());
+    tPhase = now;
+  };
   const size_t seq = in.seq, nq = in.nq, d = static_cast<size_t>(in.d), dv = static_cast<size_t>(in.dv);
   const size_t nk = keyPlans.size(), nvq = in.values ? valuePlans.size() : 0, nvOut = std::max<size_t>(1, nvq);
   const cudaStream_t st = static_cast<cudaStream_t>(ctx.stream());
@@ -343,6 +358,7 @@ void evaluateTask(Context& ctx, const std::vector<const DevPlan*>& keyPlans, con
     ctx.sync();
     usUpload += us(t0);
   }
+  phase(kPhUpload);
   const auto t1 = Clock::now();
   // Key variants in chunks of G. Per variant: its compression, vector errors and estimated logits. Per
   // chunk, one launch each: the logit / softmax metrics of all its variants, their vector-error means and,
@@ -353,46 +369,128 @@ void evaluateTask(Context& ctx, const std::vector<const DevPlan*>& keyPlans, con
   b.estOut.ensure(G * nq * dv * 4);
   static const bool lutScoring = std::getenv("TQ_CUDA_SWEEP_LUT") != nullptr;  // the former scoring, for comparisons
   static const bool aggKernel = std::getenv("TQ_CUDA_SWEEP_AGG") != nullptr;    // the former output sums, for comparisons
+  // Shared work between variants. An MSE stage (MSE bits, rotation, codebook, compression path) gives the
+  // same codes to every variant that has it: TurboQuant-prod at b bits holds MSE at b - 1 bits. Its
+  // <q, x_mse> and vector errors are computed once per task (into a slot) and copied to the others; an
+  // MSE variant whose stage is already there needs no compression at all. S q likewise once per QJL
+  // matrix. The copies are of the same numbers, so the results equal computing each variant alone
+  // (TQ_CUDA_SWEEP_SHARE=0: each variant alone, for comparisons).
+  const char* shareEnv = std::getenv("TQ_CUDA_SWEEP_SHARE");  // read per task: a GPU test compares both
+  const bool share = !(shareEnv && std::strcmp(shareEnv, "0") == 0);
+  std::vector<int> stageSlot(nk, -1), sqSlot(nk, -1);
+  std::vector<uint64_t> stageKeys, sqKeys;
+  const size_t slotBytes = nq * seq * 4, stageCap = share ? std::min<size_t>(nk, (size_t{128} << 20) / std::max<size_t>(1, slotBytes)) : 0;
+  if (share && !lutScoring)
+    for (size_t k = 0; k < nk; ++k) {
+      const Quantizer& q = *in.keyQuantizers[k];
+      if (q.mseBits() > 0) {
+        const uint64_t key = q.mseStageHash() ^ (fastPath(*keyPlans[k], CudaInput::F32) ? 0x9e3779b97f4a7c15ull : 0);
+        auto it = std::find(stageKeys.begin(), stageKeys.end(), key);
+        if (it != stageKeys.end()) stageSlot[k] = static_cast<int>(it - stageKeys.begin());
+        else if (stageKeys.size() < stageCap) stageSlot[k] = static_cast<int>(stageKeys.size()), stageKeys.push_back(key);
+      }
+      if (q.projDim() > 0) {
+        auto it = std::find(sqKeys.begin(), sqKeys.end(), q.qjlMatrixHash());
+        if (it != sqKeys.end()) sqSlot[k] = static_cast<int>(it - sqKeys.begin());
+        else if (sqKeys.size() < 16) sqSlot[k] = static_cast<int>(sqKeys.size()), sqKeys.push_back(q.qjlMatrixHash());
+      }
+    }
+  std::vector<char> stageDone(stageKeys.size(), 0), sqDone(sqKeys.size(), 0);
+  // The keys rotated once per task (dense rotation on the fast path): compress() normalises, rotates (one
+  // cuBLAS product over all seq keys) and quantizes; here the first two run once and every variant with
+  // that rotation quantizes the same rotated keys, which gives compress()'s bytes (the same product for the
+  // same n; compress() works in chunks of 2^20 keys, so longer tasks compress variant by variant).
+  // TQ_CUDA_SWEEP_ROTATE_ONCE=0: every variant rotates (for comparisons).
+  const char* rotEnv = std::getenv("TQ_CUDA_SWEEP_ROTATE_ONCE");
+  const bool rotateOnce = !(rotEnv && std::strcmp(rotEnv, "0") == 0) && seq <= (size_t{1} << 20);
+  uint64_t rotatedBy = 0;
+  bool haveRotated = false;
+  if (!stageKeys.empty()) {
+    b.stageEst.ensure(stageKeys.size() * slotBytes);
+    b.stageErr.ensure(stageKeys.size() * seq * 8);
+  }
+  size_t maxM = 0;
+  for (size_t k = 0; k < nk; ++k) maxM = std::max(maxM, static_cast<size_t>(keyPlans[k]->projDim));
+  if (maxM > 0) b.sq.ensure((sqKeys.size() + 1) * nq * maxM * 4);  // a slot per QJL matrix, the last for one without
   for (size_t c0 = 0; c0 < nk; c0 += G) {
     const size_t nc = std::min(G, nk - c0);
     for (size_t kj = 0; kj < nc; ++kj) {
-      const DevPlan& kp = *keyPlans[c0 + kj];
-      b.compKeys.ensure(kp, seq);
-      compress(ctx, kp, b.keys.get(), CudaInput::F32, seq, b.compKeys.view(), s);
+      const size_t k = c0 + kj;
+      const DevPlan& kp = *keyPlans[k];
+      const int slot = stageSlot[k];
+      const bool stageReady = slot >= 0 && stageDone[static_cast<size_t>(slot)];
       float* est = b.estimate.as<float>() + kj * nq * seq;
-      if (kp.mseBits > 0) {
-        decompress(ctx, kp, b.compKeys.view(), seq, b.recon.get(), false, s);
-        vectorErrorKernel<<<static_cast<unsigned>((seq + 7) / 8), 256, 0, st>>>(b.keys.as<float>(), b.recon.as<float>(), seq, in.d,
-                                                                                b.perVector.as<double>() + kj * seq);
-        checkLaunch("key error kernel");
+      double* err = b.perVector.as<double>() + kj * seq;
+      if (!(stageReady && kp.projDim == 0)) {
+        b.compKeys.ensure(kp, seq);
+        if (rotateOnce && fastPath(kp, CudaInput::F32) && !kp.hadamard) {
+          const uint64_t rh = in.keyQuantizers[k]->rotationHash();
+          if (!haveRotated || rh != rotatedBy) {
+            b.rotY.ensure(seq * d * 4);
+            b.rotN.ensure(seq * 4);
+            rotateForCompress(ctx, kp, b.keys.get(), CudaInput::F32, seq, b.rotY.as<float>(), b.rotN.as<float>(), s);
+            rotatedBy = rh;
+            haveRotated = true;
+          }
+          compressRotated(ctx, kp, b.rotY.as<float>(), b.rotN.as<float>(), seq, b.compKeys.view());
+        } else {
+          compress(ctx, kp, b.keys.get(), CudaInput::F32, seq, b.compKeys.view(), s);
+        }
+        phase(kPhCompress);
+      }
+      if (lutScoring) {
+        if (kp.mseBits > 0) {
+          decompress(ctx, kp, b.compKeys.view(), seq, b.recon.get(), false, s);
+          vectorErrorKernel<<<static_cast<unsigned>((seq + 7) / 8), 256, 0, st>>>(b.keys.as<float>(), b.recon.as<float>(), seq, in.d, err);
+          checkLaunch("key error kernel");
+        }
+        scores(ctx, kp, b.compKeys.view(), seq, b.queries.as<float>(), nullptr, nullptr, nq, nq, est, seq, s);
+        continue;
       }
       // Estimated logits in the dense form of the CPU sweep (core/backend/cpu_task): <q, x_mse> as a product
       // with the reconstruction, plus the QJL term as S q times the keys' scaled signs. Two cuBLAS products
       // cost a fraction of the look-up-table scoring, whose generic kernel (5-8 bits, m = 2d) took ~0.8 ms a
       // variant at 8192 keys and 128 queries on an H200 (docs/EXPLORER.md).
-      if (lutScoring) {
-        scores(ctx, kp, b.compKeys.view(), seq, b.queries.as<float>(), nullptr, nullptr, nq, nq, est, seq, s);
-      } else if (kp.mseBits > 0) {
-        blasCheck(
-            cublasSgemm(hb, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(seq), static_cast<int>(nq), static_cast<int>(d), &one, b.recon.as<float>(),
-                        static_cast<int>(d), b.queries.as<float>(), static_cast<int>(d), &zero, est, static_cast<int>(seq)),
-            "estimated logits (cublasSgemm)");
+      if (kp.mseBits > 0) {
+        float* mseEst = slot >= 0 ? b.stageEst.as<float>() + static_cast<size_t>(slot) * nq * seq : est;
+        double* mseErr = slot >= 0 ? b.stageErr.as<double>() + static_cast<size_t>(slot) * seq : err;
+        if (!stageReady) {
+          decompress(ctx, kp, b.compKeys.view(), seq, b.recon.get(), false, s);
+          vectorErrorKernel<<<static_cast<unsigned>((seq + 7) / 8), 256, 0, st>>>(b.keys.as<float>(), b.recon.as<float>(), seq, in.d, mseErr);
+          checkLaunch("key error kernel");
+          blasCheck(
+              cublasSgemm(hb, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(seq), static_cast<int>(nq), static_cast<int>(d), &one, b.recon.as<float>(),
+                          static_cast<int>(d), b.queries.as<float>(), static_cast<int>(d), &zero, mseEst, static_cast<int>(seq)),
+              "estimated logits (cublasSgemm)");
+          if (slot >= 0) stageDone[static_cast<size_t>(slot)] = 1;
+          phase(kPhMseStage);
+        }
+        if (slot >= 0) {
+          ctx.copyAsyncD2D(est, mseEst, nq * seq * 4);
+          ctx.copyAsyncD2D(err, mseErr, seq * 8);
+        }
       } else {
         ctx.memsetAsync(est, 0, nq * seq * 4);
       }
-      if (!lutScoring && kp.projDim > 0) {
+      phase(kPhCopies);
+      if (kp.projDim > 0) {
         const size_t m = static_cast<size_t>(kp.projDim);
-        b.sq.ensure(nq * m * 4);
+        const int qs = sqSlot[k];
+        float* sq = b.sq.as<float>() + (qs >= 0 ? static_cast<size_t>(qs) : sqKeys.size()) * nq * maxM;
+        if (qs < 0 || !sqDone[static_cast<size_t>(qs)]) {
+          blasCheck(cublasSgemm(hb, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(m), static_cast<int>(nq), static_cast<int>(d), &one, kp.S.as<float>(),
+                                static_cast<int>(d), b.queries.as<float>(), static_cast<int>(d), &zero, sq, static_cast<int>(m)),
+                    "S q (cublasSgemm)");
+          if (qs >= 0) sqDone[static_cast<size_t>(qs)] = 1;
+        }
         b.z.ensure(seq * m * 4);
-        blasCheck(cublasSgemm(hb, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(m), static_cast<int>(nq), static_cast<int>(d), &one, kp.S.as<float>(),
-                              static_cast<int>(d), b.queries.as<float>(), static_cast<int>(d), &zero, b.sq.as<float>(), static_cast<int>(m)),
-                  "S q (cublasSgemm)");
         expandSignsKernel<<<gridFor(seq * m, 256, sms), 256, 0, st>>>(b.compKeys.view().signs, b.compKeys.view().rnorms, seq, kp.projDim,
                                                                       kp.signBytes, kp.qjlScale, b.z.as<float>());
         checkLaunch("QJL sign expansion kernel");
         blasCheck(cublasSgemm(hb, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(seq), static_cast<int>(nq), static_cast<int>(m), &one, b.z.as<float>(),
-                              static_cast<int>(m), b.sq.as<float>(), static_cast<int>(m), &one, est, static_cast<int>(seq)),
+                              static_cast<int>(m), sq, static_cast<int>(m), &one, est, static_cast<int>(seq)),
                   "QJL term (cublasSgemm)");
+        phase(kPhQjl);
       }
     }
     keyMetricsKernel<<<dim3(static_cast<unsigned>(nq), static_cast<unsigned>(nc)), kThreads, 0, st>>>(
@@ -402,6 +500,7 @@ void evaluateTask(Context& ctx, const std::vector<const DevPlan*>& keyPlans, con
     checkLaunch("key metrics kernels");
     for (size_t kj = 0; kj < nc; ++kj)
       if (keyPlans[c0 + kj]->mseBits == 0) setKernel<<<1, 1, 0, st>>>(rKmse + c0 + kj, 1.0);  // no MSE stage: vectorMse is defined as 1
+    phase(kPhMetrics);
     for (size_t vi = 0; vi < nvq; ++vi) {
       // every row of the chunk (nc variants x nq queries) against the same values: one product
       // O (rows x dv) = W (rows x seq) V_hat (seq x dv), as the CPU sweep computes it (cuBLAS, column-major:
@@ -420,6 +519,7 @@ void evaluateTask(Context& ctx, const std::vector<const DevPlan*>& keyPlans, con
       checkLaunch("output error kernel");
     }
     if (nvq == 0) ctx.memsetAsync(rOut + c0 * nvOut * nq, 0, nc * nvOut * nq * 8);
+    phase(kPhOutputs);
   }
   std::vector<double> host(nRes);
   const auto t2 = Clock::now();
@@ -433,6 +533,11 @@ void evaluateTask(Context& ctx, const std::vector<const DevPlan*>& keyPlans, con
           stderr,
           "evaluateTask profile after %lld tasks: uploads + exact references (synced) %.3f s, enqueueing variants %.3f s, final wait %.3f s\n",
           static_cast<long long>(tasks.load()), usUpload.load() * 1e-6, usEnqueue.load() * 1e-6, usWait.load() * 1e-6);
+    if (phases && tasks % 64 == 0) {
+      std::fprintf(stderr, "evaluateTask phases (synchronised) after %lld tasks:", static_cast<long long>(tasks.load()));
+      for (int i = 0; i < kPhCount; ++i) std::fprintf(stderr, " %s %.3f s;", phaseNames[i], usPhase[i].load() * 1e-6);
+      std::fprintf(stderr, "\n");
+    }
   }
   out.keyMetrics.assign(host.begin(), host.begin() + static_cast<long>(nk * nq * 9));
   out.outputError.assign(host.begin() + static_cast<long>(nk * nq * 9), host.begin() + static_cast<long>(nk * nq * 9 + nk * nvOut * nq));

@@ -255,7 +255,6 @@ void Quantizer::buildDerived() {
   uint64_t h = 0x7a5f3c1d2b4e6f80ull;
   h = mixWord(h, static_cast<uint64_t>(m_dim));
   h = mixWord(h, static_cast<uint64_t>(m_mseBits));
-  h = mixWord(h, static_cast<uint64_t>(m_projDim));
   h = mixWord(h, static_cast<uint64_t>(m_rotation.kind()));
   h = hashVec(h, m_rotation.matrix());
   h = hashVec(h, m_rotation.hadamardSigns());
@@ -263,6 +262,13 @@ void Quantizer::buildDerived() {
     h = hashVec(h, m_codebook->centroidsF);
     h = hashVec(h, m_codebook->boundariesF);
   }
+  m_mseHash = m_mseBits > 0 ? h : 0;
+  m_rotHash = hashVec(hashVec(mixWord(mixWord(0x510e527fade682d1ull, static_cast<uint64_t>(m_dim)), static_cast<uint64_t>(m_rotation.kind())),
+                              m_rotation.matrix()),
+                      m_rotation.hadamardSigns());
+  uint64_t hq = mixWord(mixWord(0x3c6ef372fe94f82bull, static_cast<uint64_t>(m_dim)), static_cast<uint64_t>(m_projDim));
+  m_qjlHash = m_projDim > 0 ? hashVec(hq, m_S) : 0;
+  h = mixWord(h, static_cast<uint64_t>(m_projDim));
   h = hashVec(h, m_S);
   h = hashVec(h, m_SRt);
   m_hash = h;

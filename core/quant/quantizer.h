@@ -115,6 +115,13 @@ class Quantizer {
   /// computed once at construction: the CUDA backend keys its device plans on it (hashing ~300 KB per
   /// look-up cost ~0.2 ms, 57 look-ups a sweep cell).
   uint64_t contentHash() const { return m_hash; }
+  /// Hash of what the MSE stage computes with (dimension, MSE bits, rotation, codebook): quantizers with the
+  /// same one store the same codes (TurboQuant-prod at b bits and MSE at b - 1). 0 without an MSE stage.
+  uint64_t mseStageHash() const { return m_mseHash; }
+  /// Hash of the QJL matrix S and its size (0 without a QJL stage): equal ones project queries alike.
+  uint64_t qjlMatrixHash() const { return m_qjlHash; }
+  /// Hash of the rotation (kind, matrix, Hadamard signs): equal ones rotate alike.
+  uint64_t rotationHash() const { return m_rotHash; }
 
   /// Appends n row vectors (row-major n x d, fp32) to out. Multi-threaded for large n.
   void compress(const float* x, size_t n, CompressedVectors& out) const;
@@ -157,6 +164,9 @@ class Quantizer {
   std::vector<float> m_SRt;  // S R^T, m x d: projects a rotated residual
   int m_group = 1;           // coordinates per LUT chunk
   uint64_t m_hash = 0;       // contentHash()
+  uint64_t m_mseHash = 0;    // mseStageHash()
+  uint64_t m_qjlHash = 0;    // qjlMatrixHash()
+  uint64_t m_rotHash = 0;    // rotationHash()
 };
 
 /// S (m x d row-major) in place: each block of d rows orthonormalised (Gram-Schmidt), then scaled to norm

@@ -224,7 +224,7 @@ void evaluateTaskDistinct(Backend& backend, const SweepTaskInput& in, SweepTaskO
     }
   };
   // TQ_SWEEP_ALL_VARIANTS=1: every variant evaluated (the former work, for comparisons)
-  static const bool all = std::getenv("TQ_SWEEP_ALL_VARIANTS") != nullptr;
+  const bool all = std::getenv("TQ_SWEEP_ALL_VARIANTS") != nullptr;  // read per task: tests compare both
   const size_t nkq = in.keyQuantizers.size(), nkc = in.keyCodecs.size();
   std::vector<size_t> first(nkq);  // index among the distinct quantizers
   std::vector<size_t> distinct;    // the first variant of each

@@ -352,7 +352,8 @@ int caseCompressFast() {
     std::vector<C> cs = {{1, KeyMode::Mse, 0}, {2, KeyMode::Mse, 0}, {3, KeyMode::Mse, 0}, {4, KeyMode::Mse, 0},
                          {1, KeyMode::Prod, 128}, {2, KeyMode::Prod, 128}, {3, KeyMode::Prod, 128}, {4, KeyMode::Prod, 128},
                          {5, KeyMode::Prod, 128}, {3, KeyMode::Prod, 32}, {3, KeyMode::Prod, 64}, {3, KeyMode::Prod, 96},
-                         {3, KeyMode::Prod, 256}, {2, KeyMode::QjlOnly, 128}};
+                         {3, KeyMode::Prod, 256}, {2, KeyMode::QjlOnly, 128}, {5, KeyMode::Mse, 0}, {6, KeyMode::Mse, 0},
+                         {8, KeyMode::Mse, 0}, {6, KeyMode::Prod, 64}, {7, KeyMode::Prod, 256}, {8, KeyMode::Prod, 128}};
     if (t != CudaInput::F32) cs = {{3, KeyMode::Mse, 0}, {4, KeyMode::Mse, 0}, {3, KeyMode::Prod, 128}, {2, KeyMode::Prod, 64}};
     for (const C& c : cs) {
       Quantizer q(cfg(d, c.bits, c.mode, c.m, RotationKind::Hadamard, 42 + c.bits));
@@ -360,7 +361,7 @@ int caseCompressFast() {
       const CompressedVectors gpu = gpuCompress(ctx, q, host, t, n, false);
       const std::string name = std::string(t == CudaInput::F32 ? "fp32" : (t == CudaInput::F16 ? "fp16" : "bf16")) + " hadamard d128 " + q.config().label();
       report(name + " [fused kernel]", compareCompressed(q, ref.data(), n, cpu, gpu, false));
-      if (t == CudaInput::F32 && c.bits <= 4) {
+      if (t == CudaInput::F32) {
         const CompressedVectors gen = gpuCompress(ctx, q, host, t, n, true);
         report(name + " [generic kernel]", compareCompressed(q, ref.data(), n, cpu, gen, false));
       }
@@ -404,7 +405,7 @@ int caseCompressDense() {
   auto x = synthetic(20000, d, 5);
   appendSpecial(x, d, true);
   const size_t n = x.size() / d;
-  for (int bits : {1, 2, 3, 4}) {
+  for (int bits : {1, 2, 3, 4, 5, 6, 8}) {
     for (KeyMode mode : {KeyMode::Mse, KeyMode::Prod}) {
       Quantizer q(cfg(d, bits, mode, mode == KeyMode::Prod ? 128 : 0, RotationKind::Haar, 11 + bits));
       const CompressedVectors cpu = q.compress(x.data(), n);
@@ -738,7 +739,8 @@ int caseSweep() {
   };
   for (const C& c : std::vector<C>{{SyntheticKind::OutlierChannels, 2, 4, 2, 700, 128, RotationKind::Hadamard, QuerySource::Dump},
                                    {SyntheticKind::LowRank, 1, 3, 1, 300, 64, RotationKind::Haar, QuerySource::Dump},
-                                   {SyntheticKind::OutlierChannels, 1, 2, 2, 513, 128, RotationKind::Hadamard, QuerySource::Random}}) {
+                                   {SyntheticKind::OutlierChannels, 1, 2, 2, 513, 128, RotationKind::Hadamard, QuerySource::Random},
+                                   {SyntheticKind::OutlierChannels, 1, 2, 1, 600, 128, RotationKind::Haar, QuerySource::Dump}}) {
     SyntheticSpec spec;
     spec.kind = c.kind;
     spec.layers = c.layers;
@@ -763,6 +765,34 @@ int caseSweep() {
     std::printf("%s sweep %s d=%d %s %s (CPU %.2f s, CUDA %.2f s): %s\n", ok ? "ok  " : "FAIL", syntheticKindName(c.kind), c.dim, rotationName(c.rot),
                 querySourceName(c.qs), a.seconds, b.seconds, diff.str().c_str());
     if (!ok) ++g_failures;
+    // The shared work (one evaluation per distinct quantizer, MSE stages, S q and the keys' rotation once per
+    // task) gives the numbers of evaluating every variant alone, bit for bit, except the output errors: a
+    // chunk's outputs are one cuBLAS product over all its variants, whose kernel (summation order) cuBLAS
+    // picks by the product's size, and the distinct evaluation has fewer variants per chunk
+    setenv("TQ_CUDA_SWEEP_SHARE", "0", 1);
+    setenv("TQ_CUDA_SWEEP_ROTATE_ONCE", "0", 1);
+    setenv("TQ_SWEEP_ALL_VARIANTS", "1", 1);
+    const SweepResult alone = runSweep(src, sc, *be);
+    unsetenv("TQ_CUDA_SWEEP_SHARE");
+    unsetenv("TQ_CUDA_SWEEP_ROTATE_ONCE");
+    unsetenv("TQ_SWEEP_ALL_VARIANTS");
+    size_t differ = alone.rows.size() == b.rows.size() ? 0 : 1;
+    double outWorst = 0;
+    for (size_t i = 0; i < std::min(alone.rows.size(), b.rows.size()); ++i) {
+      const SweepRow &x = alone.rows[i], &y = b.rows[i];
+      const AttentionMetrics &p = x.m, &q = y.m;
+      const bool same = x.key == y.key && x.valueBits == y.valueBits && x.layer == y.layer && x.qHead == y.qHead && x.keyVectorMse == y.keyVectorMse &&
+                        x.valueVectorMse == y.valueVectorMse && p.logitCosine == q.logitCosine && p.attentionCosine == q.attentionCosine &&
+                        p.kl == q.kl && p.top1 == q.top1 && p.top5 == q.top5 && p.bias == q.bias && p.variance == q.variance && p.slope == q.slope &&
+                        p.correlation == q.correlation;
+      differ += same ? 0 : 1;
+      outWorst = std::max(outWorst, std::fabs(p.outputError - q.outputError) / std::max(1e-3, std::fabs(p.outputError)));
+    }
+    const bool shareOk = differ == 0 && outWorst <= 1e-5;
+    std::printf("%s sweep %s d=%d: shared work vs every variant alone on the device: %zu of %zu rows differ in a key metric; output error "
+                "within %.1e relative\n",
+                shareOk ? "ok  " : "FAIL", syntheticKindName(c.kind), c.dim, differ, b.rows.size(), outWorst);
+    if (!shareOk) ++g_failures;
   }
   return g_failures ? 1 : 0;
 }
