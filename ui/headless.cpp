@@ -265,6 +265,25 @@ QJsonObject stats(const std::vector<double>& v) {
   return o;
 }
 
+/// TQ_PROFILE_EVENTS=MS: every event the GUI thread takes MS ms or longer to handle is logged (type,
+/// receiver class and name; nested deliveries too): where a GUI-thread stall goes.
+class ProfilingApplication : public QApplication {
+ public:
+  using QApplication::QApplication;
+  bool notify(QObject* receiver, QEvent* ev) override {
+    static const double threshold = qEnvironmentVariableIsSet("TQ_PROFILE_EVENTS") ? qEnvironmentVariable("TQ_PROFILE_EVENTS").toDouble() : -1;
+    if (threshold < 0) return QApplication::notify(receiver, ev);
+    QElapsedTimer t;
+    t.start();
+    const int type = ev->type();  // ev may be deleted by the time we log
+    const QString cls = receiver->metaObject()->className(), name = receiver->objectName();
+    const bool r = QApplication::notify(receiver, ev);
+    const double ms = t.nsecsElapsed() / 1e6;
+    if (ms >= threshold) qInfo("event %d to %s '%s': %.1f ms", type, qPrintable(cls), qPrintable(name), ms);
+    return r;
+  }
+};
+
 /// Sleeps in the event loop (2 ms ticks) until pred() holds; false after ms.
 bool waitUntil(const std::function<bool()>& pred, qint64 ms) {
   QElapsedTimer t;
@@ -592,7 +611,7 @@ int runGui(int argc, char** argv) {
   const bool headless = !haveDisplay();
   if (headless || !o.screenshot.isEmpty() || o.bench)
     qputenv("QT_QPA_PLATFORM", qgetenv("QT_QPA_PLATFORM").isEmpty() ? "offscreen" : qgetenv("QT_QPA_PLATFORM"));
-  QApplication app(argc, argv);
+  ProfilingApplication app(argc, argv);
   QApplication::setOrganizationName("TurboQuantStudio");
   QApplication::setApplicationName("tqstudio");
   if (headless && o.screenshot.isEmpty() && !o.bench) {

@@ -65,6 +65,7 @@ class PlotView : public QWidget {
   void showEvent(QShowEvent* ev) override;
   void requestReplot();  ///< now if visible, else when shown
   bool m_stale = false;
+  bool m_replotQueued = false;  // a requestReplot() waiting for the event loop (replotNow() makes it a no-op)
   double m_lastReplotMs = 0;  // the last replotNow, for the interaction benchmark
   bool m_outdated = false;
   QString m_outdatedWhy;
