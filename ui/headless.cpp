@@ -279,7 +279,8 @@ class ProfilingApplication : public QApplication {
     const QString cls = receiver->metaObject()->className(), name = receiver->objectName();
     const bool r = QApplication::notify(receiver, ev);
     const double ms = t.nsecsElapsed() / 1e6;
-    if (ms >= threshold) qInfo("event %d to %s '%s': %.1f ms", type, qPrintable(cls), qPrintable(name), ms);
+    if (ms >= threshold || (type == QEvent::LayoutRequest && qEnvironmentVariableIsSet("TQ_PROFILE_LAYOUT")))
+      qInfo("event %d to %s '%s': %.1f ms", type, qPrintable(cls), qPrintable(name), ms);
     return r;
   }
 };

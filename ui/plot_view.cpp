@@ -51,6 +51,7 @@ void PlotView::setOutdated(bool on, const QString& why) {
   if (!on) {
     m_outdatedTimer->stop();
     showOutdated(false);
+    if (m_deferred) requestReplot();  // what changed meanwhile (a replotNow() in the same pass makes this a no-op)
   } else if (m_banner->isVisible()) {
     showOutdated(true);  // already greyed: only the text changes
   } else {
@@ -66,6 +67,7 @@ void PlotView::showOutdated(bool on) {
       m_plot->setGraphicsEffect(m_fade);  // owned by m_plot from here on
     }
     m_fade->setEnabled(true);
+    if (m_deferred) replotNow();  // greyed, with what changed meanwhile
     m_banner->adjustSize();
     m_banner->move((width() - m_banner->width()) / 2, std::max(0, height() / 3 - m_banner->height() / 2));
     m_banner->show();
@@ -148,6 +150,7 @@ void PlotView::applyStyle() {
 void PlotView::replotNow() {
   m_stale = false;
   m_replotQueued = false;
+  m_deferred = false;
   static const bool profile = qEnvironmentVariableIsSet("TQ_PROFILE");
   QElapsedTimer t;
   t.start();
@@ -158,7 +161,11 @@ void PlotView::replotNow() {
 
 void PlotView::requestReplot() {
   // Hidden tabs are replotted when shown: a change then costs only the visible view's rendering.
-  if (isVisible()) {
+  if (isVisible() && m_outdated && !m_banner->isVisible()) {
+    // Waiting for its new result (within the 150 ms before the banner greys it): drawing now would show the
+    // previous result under the new caption; it is drawn when the result arrives or the banner appears.
+    m_deferred = true;
+  } else if (isVisible()) {
     // Queued (several changes in one pass of the event loop draw once), and skipped when replotNow() ran
     // meanwhile: QCustomPlot's own queued replot would draw again after it (a visible view was drawn twice
     // per detail delivery, ~9 ms on the 2-core machine)
@@ -169,7 +176,12 @@ void PlotView::requestReplot() {
     } else if (!m_replotQueued) {
       m_replotQueued = true;
       QTimer::singleShot(0, this, [this] {
-        if (m_replotQueued) replotNow();
+        if (!m_replotQueued) return;
+        m_replotQueued = false;
+        if (m_outdated && !m_banner->isVisible())
+          m_deferred = true;  // marked out of date since the request
+        else
+          replotNow();
       });
     }
   } else {

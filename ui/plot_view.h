@@ -66,6 +66,7 @@ class PlotView : public QWidget {
   void requestReplot();  ///< now if visible, else when shown
   bool m_stale = false;
   bool m_replotQueued = false;  // a requestReplot() waiting for the event loop (replotNow() makes it a no-op)
+  bool m_deferred = false;      // a replot held back while the view waits for its new result
   double m_lastReplotMs = 0;  // the last replotNow, for the interaction benchmark
   bool m_outdated = false;
   QString m_outdatedWhy;
