@@ -148,6 +148,7 @@ void PlotView::applyStyle() {
 }
 
 void PlotView::replotNow() {
+  ++m_replots;
   m_stale = false;
   m_replotQueued = false;
   m_deferred = false;

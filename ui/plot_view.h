@@ -38,6 +38,7 @@ class PlotView : public QWidget {
   /// Synchronous replot (for tests, the benchmark and exports).
   void replotNow();
   double lastReplotMs() const { return m_lastReplotMs; }
+  quint64 replotCount() const { return m_replots; }  ///< replotNow() calls so far
   /// Rescales every panel to its data.
   virtual void resetZoom();
   /// Out of date: the plotted data belong to an older data set or configuration. The view is then greyed
@@ -66,7 +67,8 @@ class PlotView : public QWidget {
   void requestReplot();  ///< now if visible, else when shown
   bool m_stale = false;
   bool m_replotQueued = false;  // a requestReplot() waiting for the event loop (replotNow() makes it a no-op)
-  bool m_deferred = false;      // a replot held back while the view waits for its new result
+  bool m_deferred = false;
+  quint64 m_replots = 0;      // a replot held back while the view waits for its new result
   double m_lastReplotMs = 0;  // the last replotNow, for the interaction benchmark
   bool m_outdated = false;
   QString m_outdatedWhy;
