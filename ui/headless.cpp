@@ -399,12 +399,14 @@ int benchInteraction(Options& o, std::ostream& out, std::ostream& err) {
   for (auto& p : parts) p.clear();
   if (!bitsChanges(24, vis, all, {})) return fail("no update within 30 s");
 
-  // Cancel: a new sweep (value bits change), cancelled after one second
+  // Cancel: a new sweep (value bits change), cancelled after one second, or after a third of the first
+  // sweep's time when that was shorter (a sweep of ~1 s had ended before its Cancel: nothing was measured)
   double cancelMs = -1;
   phase = "a new sweep and its Cancel";
+  const qint64 cancelAfter = std::max<qint64>(50, std::min<qint64>(1000, static_cast<qint64>(done.seconds * 1000 / 3)));
   w.setValueBits(1 + (w.experiment().valueBits % 8));
   waitUntil([&] { return w.sweepRunner()->busy(); }, 5000);
-  waitUntil([] { return false; }, 1000);
+  waitUntil([] { return false; }, cancelAfter);
   if (w.sweepRunner()->busy()) {
     QElapsedTimer t;
     t.start();
@@ -453,6 +455,7 @@ int benchInteraction(Options& o, std::ostream& out, std::ostream& err) {
   j["gui_thread_max_stall_during"] = maxLagPhase;
   j["gui_thread_stalls_over_50ms"] = stallsOver50;
   j["cancel_to_stopped_ms"] = cancelMs;
+  j["cancel_after_ms"] = static_cast<qint64>(cancelAfter);
   out << QJsonDocument(j).toJson(QJsonDocument::Indented).toStdString() << std::flush;
   if (qEnvironmentVariableIsSet("TQ_TRACE_EXIT")) std::fprintf(stderr, "bench: result written; closing the window\n");
   return 0;
