@@ -363,7 +363,8 @@ int benchInteraction(Options& o, std::ostream& out, std::ostream& err) {
     return fail("the views did not all show the new data");
 
   // bits changes while the sweep runs: the attention view is visible
-  std::vector<double> parts[4];  // heatmap compute, apply, replot, submission to delivery of the changes after the sweep
+  std::vector<double> parts[4];
+  std::vector<double> visCached, visFresh;  // bits changes after the sweep whose keys came from the cache / were compressed  // heatmap compute, apply, replot, submission to delivery of the changes after the sweep
   auto bitsChanges = [&](int n, std::vector<double>& visible, std::vector<double>& all, const std::function<bool()>& stop) {
     for (int i = 0; i < n && !(stop && stop()); ++i) {
       const int b = 1 + (w.experiment().keyBits % 8);  // 1..8, always a change
@@ -374,6 +375,7 @@ int benchInteraction(Options& o, std::ostream& out, std::ostream& err) {
       if (!waitUntil([&] { return details > before && !w.attentionView()->outdated(); }, 30000)) return false;
       visible.push_back(t.nsecsElapsed() / 1e6);
       const auto ht = w.lastHeatTiming();
+      (ht.keysFromCache ? visCached : visFresh).push_back(visible.back());
       parts[0].push_back(ht.compute), parts[1].push_back(ht.apply), parts[2].push_back(ht.replot), parts[3].push_back(ht.submitted);
       for (auto* v : w.views()) v->replotNow();
       all.push_back(t.nsecsElapsed() / 1e6);
@@ -397,6 +399,7 @@ int benchInteraction(Options& o, std::ostream& out, std::ostream& err) {
   }
   std::vector<double> vis, all;
   for (auto& p : parts) p.clear();
+  visCached.clear(), visFresh.clear();
   if (!bitsChanges(24, vis, all, {})) return fail("no update within 30 s");
 
   // Cancel: a new sweep (value bits change), cancelled after one second, or after a third of the first
@@ -445,6 +448,12 @@ int benchInteraction(Options& o, std::ostream& out, std::ostream& err) {
       "thread); submitted_to_delivered: from the job's submission until its heatmap reached the GUI thread (the compute plus any wait for the "
       "previous job and for the GUI thread)";
   j["visible_view_breakdown"] = why;
+  // the 24 changes cycle through 1..8 bits three times: the second and third visits find the compressed keys
+  // kept by the detail views' cache (core/explore/detail.cpp); the first ones compress
+  QJsonObject byCache;
+  byCache["keys_compressed"] = stats(visFresh);
+  byCache["keys_from_cache"] = stats(visCached);
+  j["visible_view_updated_by_key_cache_ms"] = byCache;
   QJsonObject busy;
   busy["visible_view_updated_ms"] = stats(visBusy);
   busy["all_six_views_replotted_ms"] = stats(allBusy);
@@ -456,6 +465,10 @@ int benchInteraction(Options& o, std::ostream& out, std::ostream& err) {
   j["gui_thread_stalls_over_50ms"] = stallsOver50;
   j["cancel_to_stopped_ms"] = cancelMs;
   j["cancel_after_ms"] = static_cast<qint64>(cancelAfter);
+  QJsonObject nice;  // the worker threads' nice values (TQ_WORKER_NICE=0: unchanged)
+  nice["detail"] = w.detailRunner()->niceApplied();
+  nice["sweep"] = w.sweepRunner()->niceApplied();
+  j["worker_nice"] = nice;
   out << QJsonDocument(j).toJson(QJsonDocument::Indented).toStdString() << std::flush;
   if (qEnvironmentVariableIsSet("TQ_TRACE_EXIT")) std::fprintf(stderr, "bench: result written; closing the window\n");
   return 0;

@@ -285,10 +285,12 @@ QStringList exportAll(const QList<PlotView*>& views, const QString& dir, const Q
 MainWindow::MainWindow(MainWindowOptions options, QWidget* parent) : QMainWindow(parent), m_opt(std::move(options)) {
   setWindowTitle("TurboQuant Studio");
   setAcceptDrops(true);
-  m_detailRunner = new JobRunner("tq-detail", this);
-  m_sweepRunner = new JobRunner("tq-sweep", this);
+  // CPU shares: the GUI thread first, then the detail views' job (what a click waits for), then the
+  // lesson, then the sweep (minutes on a large set, on every core); loading keeps the GUI's share
+  m_detailRunner = new JobRunner("tq-detail", this, 4);
+  m_sweepRunner = new JobRunner("tq-sweep", this, 10);
   m_loadRunner = new JobRunner("tq-load", this);
-  m_lessonRunner = new JobRunner("tq-lesson", this);
+  m_lessonRunner = new JobRunner("tq-lesson", this, 6);
   m_flushTimer = new QTimer(this);
   m_flushTimer->setSingleShot(true);
   // 0 ms: coalesces what one pass of the event loop changes (several setters, a burst of queued key
@@ -1238,11 +1240,12 @@ void MainWindow::applyDetail(const DetailResult& r) {
   const bool heat = r.parts & PartHeatmap;
   QPointer<PlotView> target = visible && visibleChanged ? visible : nullptr;
   const quint64 drawn = target ? target->replotCount() : 0;
-  QTimer::singleShot(0, this, [this, target, drawn, heat, applyMs, sinceSubmit, secs = r.seconds] {
+  const bool cached = r.keysFromCache > 0 && r.keysCompressed == 0;
+  QTimer::singleShot(0, this, [this, target, drawn, heat, applyMs, sinceSubmit, cached, secs = r.seconds] {
     // (a replot the view queued itself may have drawn it first)
     if (target && target == qobject_cast<PlotView*>(m_tabs->currentWidget()) && target->replotCount() == drawn) target->replotNow();
     if (qEnvironmentVariableIsSet("TQ_PROFILE")) qInfo("apply: visible view drawn");
-    if (heat) m_heatTiming = {secs * 1000, applyMs, target == m_attention ? m_attention->lastReplotMs() : 0.0, sinceSubmit};
+    if (heat) m_heatTiming = {secs * 1000, applyMs, target == m_attention ? m_attention->lastReplotMs() : 0.0, sinceSubmit, cached};
     emit detailApplied();
   });
 }

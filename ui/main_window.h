@@ -73,6 +73,7 @@ class MainWindow : public QMainWindow {
     double apply = 0;    // handing it to the view and the captions (GUI thread)
     double replot = 0;   // rendering the attention view, when it was the visible one (GUI thread)
     double submitted = 0;  // from the job's submission until its heatmap reached the GUI thread (compute + waiting)
+    bool keysFromCache = false;  // the heatmap's compressed keys came from the cache of compressed keys
   };
   HeatTiming lastHeatTiming() const { return m_heatTiming; }
   LessonView* lessonView() const { return m_lesson; }

@@ -3,14 +3,39 @@
 
 #include "compute.h"
 
+#include <algorithm>
 #include <QMetaObject>
+#include <QtGlobal>
 #include <QPointer>
 #include <chrono>
 #include <exception>
+#ifdef __linux__
+#include <cerrno>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 namespace tq::ui {
 
-JobRunner::JobRunner(const QString& name, QObject* parent)
+namespace {
+/// Raises the calling thread's nice value by `nice` (Linux: per thread, inherited by the threads it
+/// starts). Returns the increase applied, 0 when unchanged.
+int lowerThisThread(int nice) {
+  if (qEnvironmentVariableIsSet("TQ_WORKER_NICE")) nice = nice > 0 ? qEnvironmentVariableIntValue("TQ_WORKER_NICE") : 0;
+  if (nice <= 0) return 0;
+#ifdef __linux__
+  // relative to the thread's current value: raising it needs no privilege, whatever the process runs at
+  const auto tid = static_cast<id_t>(syscall(SYS_gettid));
+  errno = 0;
+  const int now = getpriority(PRIO_PROCESS, tid);
+  if (errno == 0 && setpriority(PRIO_PROCESS, tid, std::min(19, now + nice)) == 0) return std::min(19, now + nice) - now;
+#endif
+  return 0;
+}
+}  // namespace
+
+JobRunner::JobRunner(const QString& name, QObject* parent, int nice)
     : QObject(parent),
       m_latest(std::make_shared<std::atomic<quint64>>(0)),
       m_cancelledUpTo(std::make_shared<std::atomic<quint64>>(0)) {
@@ -18,6 +43,8 @@ JobRunner::JobRunner(const QString& name, QObject* parent)
   m_exec = new QObject;
   m_exec->moveToThread(&m_thread);
   connect(&m_thread, &QThread::finished, m_exec, &QObject::deleteLater);
+  // on the worker thread, before its first job
+  connect(&m_thread, &QThread::started, m_exec, [this, nice] { m_niceApplied = lowerThisThread(nice); }, Qt::DirectConnection);
   // on the worker thread, before wait() returns: its backends go while the process is fully alive
   connect(&m_thread, &QThread::finished, m_exec, [] { releaseThreadBackends(); }, Qt::DirectConnection);
   m_thread.start();

@@ -28,7 +28,10 @@ class JobRunner : public QObject {
   using PartialFn = std::function<void(JobPtr partial)>;
   using ProgressiveJob = std::function<JobPtr(const tq::ProgressFn& progress, const PartialFn& partial)>;
 
-  explicit JobRunner(const QString& name, QObject* parent = nullptr);
+  /// `nice` > 0 lowers the worker thread's CPU share below the GUI thread's (Linux: its nice value is
+  /// raised by `nice`, and the threads it starts inherit it; elsewhere ignored): a job on every core then no longer
+  /// delays the GUI thread's drawing. The environment variable TQ_WORKER_NICE=0 turns it off.
+  explicit JobRunner(const QString& name, QObject* parent = nullptr, int nice = 0);
   ~JobRunner() override;
 
   /// Queues a job; supersedes every earlier one. Returns its generation.
@@ -57,6 +60,11 @@ class JobRunner : public QObject {
   std::shared_ptr<std::atomic<quint64>> m_latest;
   std::shared_ptr<std::atomic<quint64>> m_cancelledUpTo;
   std::atomic<int> m_pending{0};
+  std::atomic<int> m_niceApplied{-1};  ///< by how much the worker thread's nice value was raised
+
+ public:
+  /// By how much the worker thread's nice value was raised (0: unchanged; -1 until the thread has started).
+  int niceApplied() const { return m_niceApplied.load(); }
 };
 
 }  // namespace tq::ui

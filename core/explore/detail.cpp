@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
+#include <list>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -227,6 +228,82 @@ float dot(const float* a, const float* b, size_t n) {
   return static_cast<float>(s);
 }
 
+/// The detail views' compressed keys, kept for the last few (data set, layer, kv head, centering, key
+/// quantizer, backend): a change back to a configuration seen before (bits 3 -> 4 -> 3, a mode flip) does not
+/// compress the head again. Bounded in bytes and entries; least recently used first out. Compression is
+/// deterministic (CPU and GPU write the same bytes), so a kept buffer is the buffer a new compression writes.
+class CompressedKeysCache {
+ public:
+  static CompressedKeysCache& instance() {
+    static CompressedKeysCache c;
+    return c;
+  }
+  /// The compressed keys Kq (S x d) of `q`; `hit` tells whether they came from the cache.
+  std::shared_ptr<const CompressedVectors> get(const std::shared_ptr<const KvSource>& src, int layer, int kvHead, const DetailConfig& e,
+                                               const Quantizer& q, Backend& be, const float* Kq, size_t S, bool* hit) {
+    static const bool off = [] {
+      const char* v = std::getenv("TQ_DETAIL_KEY_CACHE");
+      return v && std::string(v) == "0";
+    }();  // TQ_DETAIL_KEY_CACHE=0: every job compresses (the benchmark's baseline)
+    if (off) {
+      auto cv = std::make_shared<CompressedVectors>();
+      be.compress(q, Kq, S, *cv);
+      if (hit) *hit = false;
+      return cv;
+    }
+    Key k{layer, kvHead, int(e.centering), e.centering == KeyCentering::None ? 0 : e.centerWindow, q.contentHash(), be.name() + " " + be.device()};
+    {
+      std::lock_guard<std::mutex> lock(m_mutex);
+      for (auto it = m_entries.begin(); it != m_entries.end(); ++it) {
+        if (it->src.expired() || it->src.lock() != src || !(it->key == k)) continue;
+        auto cv = it->cv;
+        m_entries.splice(m_entries.begin(), m_entries, it);  // most recently used first
+        if (hit) *hit = true;
+        return cv;
+      }
+    }
+    auto cv = std::make_shared<CompressedVectors>();
+    be.compress(q, Kq, S, *cv);
+    if (hit) *hit = false;
+    const size_t bytes = cv->bytes();
+    std::lock_guard<std::mutex> lock(m_mutex);
+    m_entries.push_front({src, k, cv, bytes});
+    size_t total = 0, n = 0;
+    for (auto it = m_entries.begin(); it != m_entries.end();) {
+      total += it->bytes;
+      ++n;
+      // the newest entry always stays; a dropped data set's entries go at once
+      if (n > 1 && (it->src.expired() || total > kMaxBytes || n > kMaxEntries)) {
+        total -= it->bytes;
+        --n;
+        it = m_entries.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    return cv;
+  }
+
+ private:
+  static constexpr size_t kMaxBytes = size_t{256} << 20, kMaxEntries = 48;
+  struct Key {
+    int layer, kvHead, centering, window;
+    uint64_t quantizer;
+    std::string backend;
+    bool operator==(const Key& o) const {
+      return layer == o.layer && kvHead == o.kvHead && centering == o.centering && window == o.window && quantizer == o.quantizer && backend == o.backend;
+    }
+  };
+  struct Entry {
+    std::weak_ptr<const KvSource> src;  // weak: an address reused by a later data set never matches
+    Key key;
+    std::shared_ptr<const CompressedVectors> cv;
+    size_t bytes;
+  };
+  std::mutex m_mutex;
+  std::list<Entry> m_entries;
+};
+
 }  // namespace
 
 DetailData computeDetailData(const std::shared_ptr<const KvSource>& src, const std::vector<std::string>& tokens, const DetailConfig& config,
@@ -276,6 +353,8 @@ DetailData computeDetailData(const std::shared_ptr<const KvSource>& src, const s
     p.valueBytesPerVector = out.valueBytesPerVector;
     p.keyMeanShare = out.keyMeanShare;
     p.keyBytesCentred = out.keyBytesCentred;
+    p.keysFromCache = out.keysFromCache;
+    p.keysCompressed = out.keysCompressed;
     if (part == PartHeatmap) p.heat = out.heat;
     if (part == PartEstimator) p.estimator = out.estimator;
     if (part == PartHow) p.how = out.how;
@@ -298,8 +377,11 @@ DetailData computeDetailData(const std::shared_ptr<const KvSource>& src, const s
 
   // Current-mode keys: heatmap, measured bytes, "how it works".
   Quantizer kq(e.keyConfig(e.keyMode, e.keyBits, d));
-  CompressedVectors kcv;
-  be.compress(kq, Kq.data(), S, kcv);
+  bool hit = false;
+  const auto kcvPtr = CompressedKeysCache::instance().get(src, e.layer, out.kvHead, e, kq, be, Kq.data(), S, &hit);
+  const CompressedVectors& kcv = *kcvPtr;
+  out.keysFromCache += hit ? 1 : 0;
+  out.keysCompressed += hit ? 0 : 1;
   out.keyBytesPerVector = kcv.count ? kcv.bytes() / kcv.count : 0;
   // the recent fp16 window (after centering's first-token window)
   const size_t recent = std::min(static_cast<size_t>(std::max(0, e.recentWindow)), S - std::min(S, centred.window));
@@ -390,14 +472,16 @@ DetailData computeDetailData(const std::shared_ptr<const KvSource>& src, const s
   struct ModeData {
     KeyMode mode;
     std::unique_ptr<Quantizer> q;
-    CompressedVectors cv;
+    std::shared_ptr<const CompressedVectors> cv;
   };
   std::vector<ModeData> modes;
   if (parts & (PartEstimator | PartHow)) {
     for (KeyMode m : {KeyMode::Mse, KeyMode::Prod, KeyMode::QjlOnly}) {
       checkCancel();
       ModeData md{m, std::make_unique<Quantizer>(e.keyConfig(m, e.keyBits, d)), {}};
-      be.compress(*md.q, Kq.data(), S, md.cv);
+      md.cv = CompressedKeysCache::instance().get(src, e.layer, out.kvHead, e, *md.q, be, Kq.data(), S, &hit);
+      out.keysFromCache += hit ? 1 : 0;
+      out.keysCompressed += hit ? 0 : 1;
       modes.push_back(std::move(md));
     }
   }
@@ -412,7 +496,7 @@ DetailData computeDetailData(const std::shared_ptr<const KvSource>& src, const s
       EstimatorSeries s;
       s.mode = md.mode;
       s.label = keyModeLabelText(md.mode) + (md.mode == KeyMode::Mse ? "" : " m=" + std::to_string(e.projDim));
-      viewScores(be, *md.q, md.cv, qs.data(), pos.size(), est.data());
+      viewScores(be, *md.q, *md.cv, qs.data(), pos.size(), est.data());
       checkCancel();  // a superseded job stops within a few milliseconds (the next job's heatmap waits for it)
       uncentreScores(centred, qs.data(), pos.size(), K.data(), S, D, est.data());
       exactRecentScores(recent, qs.data(), pos.size(), K.data(), S, D, est.data());
@@ -499,7 +583,7 @@ DetailData computeDetailData(const std::shared_ptr<const KvSource>& src, const s
       if (md.mode != KeyMode::Mse && md.mode != h.compareMode) continue;
       const auto pq = md.q->prepare(q);
       float s = 0;
-      md.q->scores(pq, md.cv, static_cast<size_t>(qpos), 1, &s);
+      md.q->scores(pq, *md.cv, static_cast<size_t>(qpos), 1, &s);
       (md.mode == KeyMode::Mse ? h.estimateMse : h.estimateProd) = s;
     }
     const int trials = d <= 16 ? 128 : d <= 64 ? 48 : 24;

@@ -132,6 +132,8 @@ struct DetailData {
   HowItWorks how;
   Distortion distortion;
   double seconds = 0;
+  /// Key compressions of this job so far: served by the cache of compressed keys, and computed.
+  int keysFromCache = 0, keysCompressed = 0;
 };
 
 /// Computes the requested parts (DetailPart bits). `partial` receives each of the heatmap, estimator and

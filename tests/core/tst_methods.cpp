@@ -509,6 +509,50 @@ class TestMethods : public QObject {
     QCOMPARE(rw.heat.keyBytesA, 128.0);
   }
 
+  void detailKeysCacheGivesTheSameMaps() {
+    // The detail views keep compressed keys per (data, layer, kv head, centering, quantizer, backend): a
+    // change back to a configuration seen before is served from the cache and draws the same map as a
+    // compression of its own; another data set, head or centering never matches.
+    auto src = std::make_shared<SyntheticKv>(spec());
+    auto be = makeCpuBackend();
+    DetailConfig e;
+    e.layer = 1;
+    e.qHead = 3;
+    e.keyMode = KeyMode::Prod;
+    e.keyBits = 3;
+    e.projDim = 64;
+    e.queries = QuerySource::LastKey;
+    HeatRegion reg;
+    const DetailData a = computeDetailData(src, {}, e, PartHeatmap, reg, *be);
+    QCOMPARE(a.keysCompressed, 1);
+    QCOMPARE(a.keysFromCache, 0);
+    e.keyBits = 4;
+    const DetailData b = computeDetailData(src, {}, e, PartHeatmap, reg, *be);
+    QCOMPARE(b.keysCompressed, 1);
+    e.keyBits = 3;
+    const DetailData again = computeDetailData(src, {}, e, PartHeatmap, reg, *be);
+    QCOMPARE(again.keysFromCache, 1);
+    QCOMPARE(again.keysCompressed, 0);
+    QCOMPARE(again.keyBytesPerVector, a.keyBytesPerVector);
+    QCOMPARE(again.heat.approx.size(), a.heat.approx.size());
+    QVERIFY(std::memcmp(again.heat.approx.data(), a.heat.approx.data(), a.heat.approx.size() * sizeof(float)) == 0);
+    QVERIFY(std::memcmp(again.heat.approx.data(), b.heat.approx.data(), a.heat.approx.size() * sizeof(float)) != 0);
+    // a new data set of the same shape and seed: compressed anew (its keys may differ)
+    auto other = std::make_shared<SyntheticKv>(spec());
+    QCOMPARE(computeDetailData(other, {}, e, PartHeatmap, reg, *be).keysCompressed, 1);
+    // the other kv head, and centred keys: compressed anew
+    e.qHead = 0;
+    QCOMPARE(computeDetailData(src, {}, e, PartHeatmap, reg, *be).keysCompressed, 1);
+    e.qHead = 3;
+    e.centering = KeyCentering::Causal;
+    QCOMPARE(computeDetailData(src, {}, e, PartHeatmap, reg, *be).keysCompressed, 1);
+    // the estimator's three modes go through the cache too
+    e.centering = KeyCentering::None;
+    const DetailData est = computeDetailData(src, {}, e, PartHeatmap | PartEstimator, reg, *be);
+    QCOMPARE(est.keysFromCache + est.keysCompressed, 4);
+    QVERIFY(est.keysFromCache >= 2);  // the heatmap's Prod 3 and the estimator's Prod 3
+  }
+
   void sweepChargesEveryMethodAndPairsValues() {
     SyntheticKv src(spec());
     SweepConfig c;

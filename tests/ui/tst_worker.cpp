@@ -7,6 +7,11 @@
 #include <thread>
 
 #include "worker.h"
+#ifdef __linux__
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 using namespace tq::ui;
 
@@ -40,6 +45,39 @@ class TestWorker : public QObject {
     auto out = done.first().at(1).value<JobPtr>();
     QCOMPARE(std::dynamic_pointer_cast<const IntOut>(out)->value, 7);
     QVERIFY(!r.busy());
+  }
+  void workerThreadsYieldToTheGuiThread() {
+#ifndef __linux__
+    QSKIP("thread nice values are Linux's");
+#else
+    if (qEnvironmentVariableIsSet("TQ_WORKER_NICE")) QSKIP("TQ_WORKER_NICE is set");
+    auto niceOfThisThread = [] { return getpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid))); };
+    const int gui = niceOfThisThread();
+    if (gui > 14) QSKIP("the test runs at nice > 14");
+    std::atomic<int> worker{-100}, child{-100};
+    JobRunner r("t", nullptr, 5);
+    QSignalSpy done(&r, &JobRunner::finished);
+    r.submit([&](const tq::ProgressFn&) -> JobPtr {
+      worker = niceOfThisThread();
+      std::thread t([&] { child = niceOfThisThread(); });  // as parallelRanges starts its threads
+      t.join();
+      return std::make_shared<IntOut>(0);
+    });
+    QVERIFY(done.wait(5000));
+    QCOMPARE(r.niceApplied(), 5);
+    QCOMPARE(worker.load(), gui + 5);
+    QCOMPARE(child.load(), gui + 5);
+    QCOMPARE(niceOfThisThread(), gui);  // the GUI thread keeps its share
+    JobRunner plain("u");
+    QSignalSpy done2(&plain, &JobRunner::finished);
+    plain.submit([&](const tq::ProgressFn&) -> JobPtr {
+      worker = niceOfThisThread();
+      return std::make_shared<IntOut>(0);
+    });
+    QVERIFY(done2.wait(5000));
+    QCOMPARE(plain.niceApplied(), 0);
+    QCOMPARE(worker.load(), gui);
+#endif
   }
   void staleResultIsDropped() {
     JobRunner r("t");
