@@ -55,3 +55,11 @@ for r in $(seq 1 "$ROUNDS"); do
     done
   done
 done
+# PROFILE_RUN=1: one more run of this build on the dump with TQ_PROFILE=1 (the detail job's steps, the
+# GUI thread's handing over and drawing, timestamped), its stderr under OUT as profile_l8.txt
+if [ -n "${PROFILE_RUN:-}" ]; then
+  env TQ_PROFILE=1 QT_MESSAGE_PATTERN="%{time process} %{message}" "$G/run.sh" "$DUMP" --bench-interaction --backend cuda \
+    > "$OUT_DIR/profile_l8.json" 2> /tmp/profile_l8.err
+  echo "profile rc=$?"
+  grep -E "detail|apply|heat|replot|drawn" /tmp/profile_l8.err | tail -c 400000 > "$OUT_DIR/profile_l8.txt"
+fi

@@ -50,6 +50,10 @@ struct SweepTaskInput {
   /// Optional pairing: the output error of key variant k with value variant v is computed only when
   /// keyFamily[k] == valueFamily[v] (both empty: every pair). Sizes: all key / value variants.
   std::vector<int> keyFamily, valueFamily;
+  /// Nonzero: names this cell's keys, values and queries for the whole life of the data set (a mix of
+  /// KvSource::instanceId, the layer and the kv head). A device backend may keep them and their exact
+  /// references resident under it (with a hash of the queries and sizes) for later sweeps; 0: not kept.
+  uint64_t cellId = 0;
   const std::atomic<bool>* cancel = nullptr;      ///< checked often (CPU: every block of keys): when set, the output is incomplete
   std::function<bool()> stop;                     ///< polled with cancel (e.g. a user's Cancel); true: stop
 };

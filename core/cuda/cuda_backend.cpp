@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
+#include <list>
 #include <map>
 #include <mutex>
 #include <set>
@@ -76,6 +77,78 @@ struct CudaBackend::Impl {
   std::mutex plansMutex;
   std::condition_variable plansCv;
   std::set<uint64_t> building;
+  /// Resident sweep cells (SweepTaskInput::cellId): a cell's keys, values, queries and exact references stay
+  /// on the device across sweeps, least recently used first out, within a budget (TQ_CUDA_RESIDENT_MB, else
+  /// 40 % of the device memory free at the first use). TQ_CUDA_RESIDENT=0: none kept (every sweep uploads).
+  struct ResidentEntry {
+    uint64_t key = 0;
+    std::shared_ptr<cuda::ResidentCell> cell;
+    bool filled = false;  // false: its first task is filling it (others meanwhile use their own buffers)
+    size_t bytes = 0;
+  };
+  std::mutex residentMutex;
+  std::list<ResidentEntry> resident;  // most recently used first
+  size_t residentBytes = 0, residentBudget = 0;
+  bool residentBudgetSet = false;
+  std::atomic<int64_t> residentHits{0}, residentFills{0};
+
+  /// The resident cell for `key` (bytes: its size): *filled true when it holds the data (read it), false when
+  /// the caller fills it (then residentDone); nullptr: none (off, over budget, or another task is filling it).
+  std::shared_ptr<cuda::ResidentCell> residentFor(uint64_t key, size_t bytes, bool* filled) {
+    static const bool off = [] {
+      const char* v = std::getenv("TQ_CUDA_RESIDENT");
+      return v && std::strcmp(v, "0") == 0;
+    }();
+    if (off || key == 0) return nullptr;
+    std::lock_guard<std::mutex> lock(residentMutex);
+    if (!residentBudgetSet) {
+      residentBudgetSet = true;
+      const char* mb = std::getenv("TQ_CUDA_RESIDENT_MB");
+      residentBudget = mb ? static_cast<size_t>(std::max(0, std::atoi(mb))) << 20 : ctx->freeMemory() / 10 * 4;
+    }
+    for (auto it = resident.begin(); it != resident.end(); ++it) {
+      if (it->key != key) continue;
+      if (!it->filled) return nullptr;
+      resident.splice(resident.begin(), resident, it);
+      *filled = true;
+      ++residentHits;
+      return it->cell;
+    }
+    if (bytes > residentBudget) return nullptr;
+    // make room: the least recently used filled cells go (one in use by a task lives until that task ends)
+    while (residentBytes + bytes > residentBudget) {
+      auto victim = resident.end();
+      for (auto it = resident.begin(); it != resident.end(); ++it)
+        if (it->filled) victim = it;
+      if (victim == resident.end()) return nullptr;
+      residentBytes -= victim->bytes;
+      resident.erase(victim);
+    }
+    ResidentEntry e;
+    e.key = key;
+    e.cell = std::make_shared<cuda::ResidentCell>();
+    e.bytes = bytes;
+    resident.push_front(e);
+    residentBytes += bytes;
+    *filled = false;
+    ++residentFills;
+    return e.cell;
+  }
+  /// After the filling task: ok -> the cell serves later tasks; else it is dropped.
+  void residentDone(uint64_t key, bool ok) {
+    std::lock_guard<std::mutex> lock(residentMutex);
+    for (auto it = resident.begin(); it != resident.end(); ++it)
+      if (it->key == key && !it->filled) {
+        if (ok) {
+          it->filled = true;
+        } else {
+          residentBytes -= it->bytes;
+          resident.erase(it);
+        }
+        return;
+      }
+  }
+
   /// Page-locked staging buffers for evaluateTask's inputs (filled outside the main lock, one per thread at a time).
   std::mutex stagingMutex;
   std::vector<std::unique_ptr<cuda::PinnedBuf>> staging;
@@ -396,6 +469,12 @@ void CudaBackend::weightedSum(const Quantizer& q, const CompressedVectors& value
       [&] { I.cpu->weightedSum(q, values, weights, nq, out); });
 }
 
+CudaBackend::ResidentStats CudaBackend::residentStats() const {
+  Impl& I = *m_impl;
+  std::lock_guard<std::mutex> lock(I.residentMutex);
+  return {I.residentHits.load(), I.residentFills.load(), I.residentBytes};
+}
+
 bool CudaBackend::evaluateTask(const SweepTaskInput& in, SweepTaskOutput& out) {
   if (in.seq == 0 || in.nq == 0 || in.keyQuantizers.empty()) return false;
   if (in.compressKeys || in.keyOffset || in.exactKeys || in.recentExact)
@@ -435,6 +514,34 @@ bool CudaBackend::evaluateTask(const SweepTaskInput& in, SweepTaskOutput& out) {
     return false;
   }
   I.usPlans += us(tPlans);
+  // the cell's inputs and exact references: resident on the device from an earlier sweep, or to be kept
+  uint64_t residentKey = 0;
+  bool residentFilled = false;
+  std::shared_ptr<cuda::ResidentCell> cell;
+  if (in.cellId) {
+    // the cell under the sizes and the queries' content (a query source, seed or count of its own)
+    uint64_t h = in.cellId ^ 0xcbf29ce484222325ull;
+    auto mix = [&h](const void* p, size_t n) {
+      const auto* c = static_cast<const uint8_t*>(p);
+      for (size_t i = 0; i < n; ++i) h = (h ^ c[i]) * 0x100000001b3ull;
+    };
+    const uint64_t sizes[5] = {in.seq, static_cast<uint64_t>(in.d), static_cast<uint64_t>(in.dv), in.nq, in.values ? 1u : 0u};
+    mix(sizes, sizeof sizes);
+    mix(&in.scale, sizeof in.scale);
+    mix(in.queries, in.nq * static_cast<size_t>(in.d) * 4);
+    mix(in.limits, in.nq * 4);
+    residentKey = h ? h : 1;
+    cell = I.residentFor(residentKey, cuda::residentCellBytes(in.seq, static_cast<size_t>(in.d), static_cast<size_t>(in.dv), in.nq, in.values != nullptr),
+                         &residentFilled);
+  }
+  struct ResidentOutcome {
+    Impl& I;
+    uint64_t key;
+    bool pending, ok = false;
+    ~ResidentOutcome() {
+      if (pending) I.residentDone(key, ok);
+    }
+  } residentOutcome{I, residentKey, cell && !residentFilled};
   const auto tStage = Clock::now();
   // inputs into page-locked memory, also outside the main lock: the uploads then run asynchronously
   std::unique_ptr<cuda::PinnedBuf> stage;
@@ -447,7 +554,7 @@ bool CudaBackend::evaluateTask(const SweepTaskInput& in, SweepTaskOutput& out) {
   }
   if (!stage) stage = std::make_unique<cuda::PinnedBuf>();
   SweepTaskInput pin = in;
-  try {
+  if (!residentFilled) try {
     const size_t kb = in.seq * static_cast<size_t>(in.d) * 4, vb = in.values ? in.seq * static_cast<size_t>(in.dv) * 4 : 0,
                  qb = in.nq * static_cast<size_t>(in.d) * 4, lb = in.nq * 4;
     stage->ensure(kb + vb + qb + lb);
@@ -497,18 +604,21 @@ bool CudaBackend::evaluateTask(const SweepTaskInput& in, SweepTaskOutput& out) {
     // sweep discards it)
     I.usLaneWait += us(tLane);
     const auto tDev = Clock::now();
-    if (cancelRequested(in))
+    if (cancelRequested(in)) {
       out = SweepTaskOutput{};
-    else
-      cuda::evaluateTask(*lane->ctx, kp, vp, pin, out, lane->task, lane->scratch);
+    } else {
+      cuda::evaluateTask(*lane->ctx, kp, vp, pin, out, lane->task, lane->scratch, cell.get(), residentFilled);
+      residentOutcome.ok = true;  // a cell it filled serves later tasks (the fill precedes every cancellation point)
+    }
     I.usDevice += us(tDev);
     static const bool profile = std::getenv("TQ_SWEEP_PROFILE") != nullptr;
     if (profile && ++I.profTasks % 64 == 0)
       std::fprintf(stderr,
                    "CUDA sweep tasks: %lld; summed over threads: plans %.3f s (%lld built in %.3f s), staging %.3f s, waiting for a lane %.3f s, on "
-                   "a lane %.3f s\n",
+                   "a lane %.3f s; resident cells: %lld read, %lld filled\n",
                    static_cast<long long>(I.profTasks.load()), I.usPlans.load() * 1e-6, static_cast<long long>(I.plansBuilt.load()),
-                   I.usBuild.load() * 1e-6, I.usStage.load() * 1e-6, I.usLaneWait.load() * 1e-6, I.usDevice.load() * 1e-6);
+                   I.usBuild.load() * 1e-6, I.usStage.load() * 1e-6, I.usLaneWait.load() * 1e-6, I.usDevice.load() * 1e-6,
+                   static_cast<long long>(I.residentHits.load()), static_cast<long long>(I.residentFills.load()));
     return true;
   } catch (const cuda::CudaError& e) {
     lane->task = cuda::TaskBuffers();

@@ -71,6 +71,13 @@ class CudaBackend : public Backend {
   /// The message of the most recent fallback ("" when none).
   std::string fallbackReason() const;
   const CudaDeviceInfo& info() const;
+  /// Resident sweep cells (see SweepTaskInput::cellId): tasks that read a kept cell, cells filled, and the
+  /// device bytes kept now.
+  struct ResidentStats {
+    long long hits = 0, fills = 0;
+    size_t bytes = 0;
+  };
+  ResidentStats residentStats() const;
 
   struct Impl;
 

@@ -220,10 +220,30 @@ struct TaskBuffers {
   std::vector<DevCompressedBuf> compValues;
   std::vector<DevBuf> valueRecon;  ///< per value width: its reconstruction (seq x dv fp32), for the output products
 };
+/// A sweep cell's inputs and exact references kept on the device across sweeps (CudaBackend's resident
+/// cells, under SweepTaskInput::cellId): the first task of the cell fills them on its lane's stream and
+/// records `ready` there; later tasks, on any lane, wait for `ready` and only read them.
+struct ResidentCell {
+  DevBuf keys, values, valuesD, queries, limits, exact, probs, exactOut;
+  void* ready = nullptr;  ///< cudaEvent_t, made by the filling task
+  size_t bytes() const {
+    return keys.bytes() + values.bytes() + valuesD.bytes() + queries.bytes() + limits.bytes() + exact.bytes() + probs.bytes() + exactOut.bytes();
+  }
+  ResidentCell() = default;
+  ResidentCell(const ResidentCell&) = delete;
+  ResidentCell& operator=(const ResidentCell&) = delete;
+  ~ResidentCell();
+};
+/// The device bytes a ResidentCell of these sizes holds (for the cache's budget, before filling one).
+size_t residentCellBytes(size_t seq, size_t d, size_t dv, size_t nq, bool values);
+
 /// One sweep task on the device (see SweepTaskInput): all key variants' metrics, output errors per value
 /// bit-width, key / value vector MSE; plans in the order of in.keyQuantizers / in.valueQuantizers.
+/// `cell` (optional): with `cellFilled`, the cell's inputs and exact references are read from it (in.keys,
+/// in.values, in.queries and in.limits are not read); without, they are uploaded and computed into it and
+/// its `ready` event is recorded. Without `cell`, into `b`.
 void evaluateTask(Context& ctx, const std::vector<const DevPlan*>& keyPlans, const std::vector<const DevPlan*>& valuePlans, const SweepTaskInput& in,
-                  SweepTaskOutput& out, TaskBuffers& b, Scratch& s);
+                  SweepTaskOutput& out, TaskBuffers& b, Scratch& s, ResidentCell* cell = nullptr, bool cellFilled = false);
 
 /// fp32 -> fp16/bf16 bits conversion on the device (benchmarks, tests).
 void convertF32(Context& ctx, const float* in, size_t n, CudaInput type, void* out);

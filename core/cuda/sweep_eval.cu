@@ -267,8 +267,16 @@ unsigned gridFor(size_t n, size_t per, int sms) {
 
 }  // namespace
 
+ResidentCell::~ResidentCell() {
+  if (ready) cudaEventDestroy(static_cast<cudaEvent_t>(ready));
+}
+
+size_t residentCellBytes(size_t seq, size_t d, size_t dv, size_t nq, bool values) {
+  return seq * d * 4 + nq * d * 4 + nq * 4 + nq * seq * 4 + nq * seq * 8 + (values ? seq * dv * 4 + seq * dv * 8 + nq * dv * 8 : 0);
+}
+
 void evaluateTask(Context& ctx, const std::vector<const DevPlan*>& keyPlans, const std::vector<const DevPlan*>& valuePlans, const SweepTaskInput& in,
-                  SweepTaskOutput& out, TaskBuffers& b, Scratch& s) {
+                  SweepTaskOutput& out, TaskBuffers& b, Scratch& s, ResidentCell* cell, bool cellFilled) {
   // TQ_SWEEP_PROFILE=1: host-side time per phase (uploads, enqueueing the variants, waiting at the end)
   static const bool profile = std::getenv("TQ_SWEEP_PROFILE") != nullptr;
   // TQ_SWEEP_PROFILE=2: in addition, the stream synchronised after every phase and the time summed per
@@ -294,22 +302,37 @@ void evaluateTask(Context& ctx, const std::vector<const DevPlan*>& keyPlans, con
   const cudaStream_t st = static_cast<cudaStream_t>(ctx.stream());
   const int sms = ctx.multiprocessors();
   cublasHandle_t hb = static_cast<cublasHandle_t>(ctx.cublas());
-  // upload
-  b.keys.ensure(seq * d * 4);
-  b.queries.ensure(nq * d * 4);
-  b.limits.ensure(nq * 4);
-  ctx.copyAsyncH2D(b.keys.get(), in.keys, seq * d * 4);
-  ctx.copyAsyncH2D(b.queries.get(), in.queries, nq * d * 4);
-  ctx.copyAsyncH2D(b.limits.get(), in.limits, nq * 4);
-  // exact logits (fp32) and softmax (double)
-  b.exact.ensure(nq * seq * 4);
-  b.probs.ensure(nq * seq * 8);
+  // the cell's inputs and exact references: this lane's buffers, or a resident cell's (filled here, or by an
+  // earlier task on any lane: then only waited for)
+  DevBuf& Kd = cell ? cell->keys : b.keys;
+  DevBuf& Qd = cell ? cell->queries : b.queries;
+  DevBuf& Ld = cell ? cell->limits : b.limits;
+  DevBuf& Xd = cell ? cell->exact : b.exact;
+  DevBuf& Pd = cell ? cell->probs : b.probs;
+  DevBuf& Vd = cell ? cell->values : b.values;
+  DevBuf& VDd = cell ? cell->valuesD : b.valuesD;
+  DevBuf& XOd = cell ? cell->exactOut : b.exactOut;
+  const bool fill = !(cell && cellFilled);
   const float one = 1.0f, zero = 0.0f;
-  blasCheck(cublasSgemm(hb, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(seq), static_cast<int>(nq), static_cast<int>(d), &one, b.keys.as<float>(),
-                        static_cast<int>(d), b.queries.as<float>(), static_cast<int>(d), &zero, b.exact.as<float>(), static_cast<int>(seq)),
-            "exact logits (cublasSgemm)");
-  exactSoftmaxKernel<<<static_cast<unsigned>(nq), kThreads, 0, st>>>(b.exact.as<float>(), seq, b.limits.as<int>(), in.scale, b.probs.as<double>());
-  checkLaunch("exact softmax kernel");
+  if (fill) {
+    // upload
+    Kd.ensure(seq * d * 4);
+    Qd.ensure(nq * d * 4);
+    Ld.ensure(nq * 4);
+    ctx.copyAsyncH2D(Kd.get(), in.keys, seq * d * 4);
+    ctx.copyAsyncH2D(Qd.get(), in.queries, nq * d * 4);
+    ctx.copyAsyncH2D(Ld.get(), in.limits, nq * 4);
+    // exact logits (fp32) and softmax (double)
+    Xd.ensure(nq * seq * 4);
+    Pd.ensure(nq * seq * 8);
+    blasCheck(cublasSgemm(hb, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(seq), static_cast<int>(nq), static_cast<int>(d), &one, Kd.as<float>(),
+                          static_cast<int>(d), Qd.as<float>(), static_cast<int>(d), &zero, Xd.as<float>(), static_cast<int>(seq)),
+              "exact logits (cublasSgemm)");
+    exactSoftmaxKernel<<<static_cast<unsigned>(nq), kThreads, 0, st>>>(Xd.as<float>(), seq, Ld.as<int>(), in.scale, Pd.as<double>());
+    checkLaunch("exact softmax kernel");
+  } else {
+    check(cudaStreamWaitEvent(st, static_cast<cudaEvent_t>(cell->ready), 0), "waiting for a resident cell");
+  }
   // results on the device, downloaded once at the end
   const size_t nRes = nk * nq * 9 + nk * nvOut * nq + nk + nvq;
   b.results.ensure(nRes * 8);
@@ -327,28 +350,38 @@ void evaluateTask(Context& ctx, const std::vector<const DevPlan*>& keyPlans, con
   b.perVector.ensure(G * seq * 8);
   b.recon.ensure(seq * std::max(d, dv) * 4);
   // values: exact outputs O = P V (double), compression, vector MSE
-  if (nvq > 0) {
-    b.values.ensure(seq * dv * 4);
-    b.valuesD.ensure(seq * dv * 8);
-    b.exactOut.ensure(nq * dv * 8);
-    ctx.copyAsyncH2D(b.values.get(), in.values, seq * dv * 4);
-    floatToDoubleKernel<<<gridFor(seq * dv, 256, sms), 256, 0, st>>>(b.values.as<float>(), seq * dv, b.valuesD.as<double>());
+  if (nvq > 0 && fill) {
+    Vd.ensure(seq * dv * 4);
+    VDd.ensure(seq * dv * 8);
+    XOd.ensure(nq * dv * 8);
+    ctx.copyAsyncH2D(Vd.get(), in.values, seq * dv * 4);
+    floatToDoubleKernel<<<gridFor(seq * dv, 256, sms), 256, 0, st>>>(Vd.as<float>(), seq * dv, VDd.as<double>());
     checkLaunch("fp32 -> double");
     const double dOne = 1.0, dZero = 0.0;
-    blasCheck(
-        cublasDgemm(hb, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(dv), static_cast<int>(nq), static_cast<int>(seq), &dOne, b.valuesD.as<double>(),
-                    static_cast<int>(dv), b.probs.as<double>(), static_cast<int>(seq), &dZero, b.exactOut.as<double>(), static_cast<int>(dv)),
-        "exact outputs (cublasDgemm)");
+    blasCheck(cublasDgemm(hb, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(dv), static_cast<int>(nq), static_cast<int>(seq), &dOne, VDd.as<double>(),
+                          static_cast<int>(dv), Pd.as<double>(), static_cast<int>(seq), &dZero, XOd.as<double>(), static_cast<int>(dv)),
+              "exact outputs (cublasDgemm)");
+  }
+  if (fill && cell) {
+    // later tasks of this cell, on any stream, wait for this point of the filling stream
+    if (!cell->ready) {
+      cudaEvent_t ev = nullptr;
+      check(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming), "an event for a resident cell");
+      cell->ready = ev;
+    }
+    check(cudaEventRecord(static_cast<cudaEvent_t>(cell->ready), st), "recording a resident cell");
+  }
+  if (nvq > 0) {
     if (b.compValues.size() < nvq) b.compValues.resize(nvq);
     if (b.valueRecon.size() < nvq) b.valueRecon.resize(nvq);
     for (size_t vi = 0; vi < nvq; ++vi) {
       const DevPlan& vp = *valuePlans[vi];
       b.compValues[vi].ensure(vp, seq);
-      compress(ctx, vp, b.values.get(), CudaInput::F32, seq, b.compValues[vi].view(), s);
+      compress(ctx, vp, Vd.get(), CudaInput::F32, seq, b.compValues[vi].view(), s);
       // reconstructed once per width: its MSE here, and every chunk's outputs as one product with it below
       b.valueRecon[vi].ensure(seq * dv * 4);
       decompress(ctx, vp, b.compValues[vi].view(), seq, b.valueRecon[vi].get(), false, s);
-      vectorErrorKernel<<<static_cast<unsigned>((seq + 7) / 8), 256, 0, st>>>(b.values.as<float>(), b.valueRecon[vi].as<float>(), seq, in.dv,
+      vectorErrorKernel<<<static_cast<unsigned>((seq + 7) / 8), 256, 0, st>>>(Vd.as<float>(), b.valueRecon[vi].as<float>(), seq, in.dv,
                                                                               b.perVector.as<double>());
       meanKernel<<<1, kThreads, 0, st>>>(b.perVector.as<double>(), seq, rVmse + vi);
       checkLaunch("value error kernels");
@@ -428,23 +461,23 @@ void evaluateTask(Context& ctx, const std::vector<const DevPlan*>& keyPlans, con
           if (!haveRotated || rh != rotatedBy) {
             b.rotY.ensure(seq * d * 4);
             b.rotN.ensure(seq * 4);
-            rotateForCompress(ctx, kp, b.keys.get(), CudaInput::F32, seq, b.rotY.as<float>(), b.rotN.as<float>(), s);
+            rotateForCompress(ctx, kp, Kd.get(), CudaInput::F32, seq, b.rotY.as<float>(), b.rotN.as<float>(), s);
             rotatedBy = rh;
             haveRotated = true;
           }
           compressRotated(ctx, kp, b.rotY.as<float>(), b.rotN.as<float>(), seq, b.compKeys.view());
         } else {
-          compress(ctx, kp, b.keys.get(), CudaInput::F32, seq, b.compKeys.view(), s);
+          compress(ctx, kp, Kd.get(), CudaInput::F32, seq, b.compKeys.view(), s);
         }
         phase(kPhCompress);
       }
       if (lutScoring) {
         if (kp.mseBits > 0) {
           decompress(ctx, kp, b.compKeys.view(), seq, b.recon.get(), false, s);
-          vectorErrorKernel<<<static_cast<unsigned>((seq + 7) / 8), 256, 0, st>>>(b.keys.as<float>(), b.recon.as<float>(), seq, in.d, err);
+          vectorErrorKernel<<<static_cast<unsigned>((seq + 7) / 8), 256, 0, st>>>(Kd.as<float>(), b.recon.as<float>(), seq, in.d, err);
           checkLaunch("key error kernel");
         }
-        scores(ctx, kp, b.compKeys.view(), seq, b.queries.as<float>(), nullptr, nullptr, nq, nq, est, seq, s);
+        scores(ctx, kp, b.compKeys.view(), seq, Qd.as<float>(), nullptr, nullptr, nq, nq, est, seq, s);
         continue;
       }
       // Estimated logits in the dense form of the CPU sweep (core/backend/cpu_task): <q, x_mse> as a product
@@ -456,11 +489,11 @@ void evaluateTask(Context& ctx, const std::vector<const DevPlan*>& keyPlans, con
         double* mseErr = slot >= 0 ? b.stageErr.as<double>() + static_cast<size_t>(slot) * seq : err;
         if (!stageReady) {
           decompress(ctx, kp, b.compKeys.view(), seq, b.recon.get(), false, s);
-          vectorErrorKernel<<<static_cast<unsigned>((seq + 7) / 8), 256, 0, st>>>(b.keys.as<float>(), b.recon.as<float>(), seq, in.d, mseErr);
+          vectorErrorKernel<<<static_cast<unsigned>((seq + 7) / 8), 256, 0, st>>>(Kd.as<float>(), b.recon.as<float>(), seq, in.d, mseErr);
           checkLaunch("key error kernel");
           blasCheck(
               cublasSgemm(hb, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(seq), static_cast<int>(nq), static_cast<int>(d), &one, b.recon.as<float>(),
-                          static_cast<int>(d), b.queries.as<float>(), static_cast<int>(d), &zero, mseEst, static_cast<int>(seq)),
+                          static_cast<int>(d), Qd.as<float>(), static_cast<int>(d), &zero, mseEst, static_cast<int>(seq)),
               "estimated logits (cublasSgemm)");
           if (slot >= 0) stageDone[static_cast<size_t>(slot)] = 1;
           phase(kPhMseStage);
@@ -479,7 +512,7 @@ void evaluateTask(Context& ctx, const std::vector<const DevPlan*>& keyPlans, con
         float* sq = b.sq.as<float>() + (qs >= 0 ? static_cast<size_t>(qs) : sqKeys.size()) * nq * maxM;
         if (qs < 0 || !sqDone[static_cast<size_t>(qs)]) {
           blasCheck(cublasSgemm(hb, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(m), static_cast<int>(nq), static_cast<int>(d), &one, kp.S.as<float>(),
-                                static_cast<int>(d), b.queries.as<float>(), static_cast<int>(d), &zero, sq, static_cast<int>(m)),
+                                static_cast<int>(d), Qd.as<float>(), static_cast<int>(d), &zero, sq, static_cast<int>(m)),
                     "S q (cublasSgemm)");
           if (qs >= 0) sqDone[static_cast<size_t>(qs)] = 1;
         }
@@ -494,7 +527,7 @@ void evaluateTask(Context& ctx, const std::vector<const DevPlan*>& keyPlans, con
       }
     }
     keyMetricsKernel<<<dim3(static_cast<unsigned>(nq), static_cast<unsigned>(nc)), kThreads, 0, st>>>(
-        b.exact.as<float>(), b.estimate.as<float>(), b.probs.as<double>(), seq, nq, b.limits.as<int>(), in.scale, b.weights.as<float>(),
+        Xd.as<float>(), b.estimate.as<float>(), Pd.as<double>(), seq, nq, Ld.as<int>(), in.scale, b.weights.as<float>(),
         rKey + c0 * nq * 9);
     meanKernel<<<static_cast<unsigned>(nc), kThreads, 0, st>>>(b.perVector.as<double>(), seq, rKmse + c0);
     checkLaunch("key metrics kernels");
@@ -514,7 +547,7 @@ void evaluateTask(Context& ctx, const std::vector<const DevPlan*>& keyPlans, con
                               b.estOut.as<float>(), static_cast<int>(dv)),
                   "estimated outputs (cublasSgemm)");
       }
-      outputErrorKernel<<<static_cast<unsigned>((nc * nq + 7) / 8), 256, 0, st>>>(b.exactOut.as<double>(), b.estOut.as<float>(), nq, nc, in.dv,
+      outputErrorKernel<<<static_cast<unsigned>((nc * nq + 7) / 8), 256, 0, st>>>(XOd.as<double>(), b.estOut.as<float>(), nq, nc, in.dv,
                                                                                   rOut + (c0 * nvOut + vi) * nq, nvOut * nq);
       checkLaunch("output error kernel");
     }

@@ -2,7 +2,9 @@
 #pragma once
 /// What an experiment reads: keys, values and (optionally) queries per layer and head.
 /// Implemented by KvDump (files) and SyntheticKv (generated).
+#include <atomic>
 #include <cmath>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -23,7 +25,11 @@ struct KvShape {
 
 class KvSource {
  public:
+  KvSource() : m_instanceId(nextInstanceId()) {}
   virtual ~KvSource() = default;
+  /// Unique in this process for each source object (never reused, unlike an address): what a backend keeps
+  /// derived data under (a device keeps a sweep cell's inputs resident across sweeps under it).
+  uint64_t instanceId() const { return m_instanceId; }
   virtual KvShape shape() const = 0;
   /// Short human name, e.g. "stories260K · lily · 512 tokens".
   virtual std::string name() const = 0;
@@ -53,6 +59,13 @@ class KvSource {
   virtual std::vector<std::string> tokenStrings() const { return {}; }
   /// Model name from the metadata, or "synthetic".
   virtual std::string modelName() const { return {}; }
+
+ private:
+  static uint64_t nextInstanceId() {
+    static std::atomic<uint64_t> next{1};
+    return next.fetch_add(1);
+  }
+  uint64_t m_instanceId;
 };
 
 }  // namespace tq

@@ -124,6 +124,7 @@ Heatmap computeHeat(const std::shared_ptr<const KvSource>& src, const DetailConf
         cache->source == int(e.queries) && cache->seed == e.seed && cache->softmax == h.softmax && cache->rows == h.rowToken)
       exact = cache;
   }
+  const bool kept = static_cast<bool>(exact);
   if (!exact) {
     auto x = std::make_shared<ExactRows>();
     x->src = src;
@@ -150,10 +151,19 @@ Heatmap computeHeat(const std::shared_ptr<const KvSource>& src, const DetailConf
     std::lock_guard<std::mutex> lock(cacheMutex);
     cache = cacheable ? exact : nullptr;
   }
+  static const bool profile = std::getenv("TQ_PROFILE") != nullptr;
+  const auto th = std::chrono::steady_clock::now();
+  auto lap = [&](const char* what) {
+    if (profile)
+      std::fprintf(stderr, "  heatmap %s at %.1f ms\n", what, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - th).count());
+  };
+  lap(kept ? "exact side (kept)" : "exact side (computed)");
   const bool ab = static_cast<bool>(scoreB);
   std::vector<float> ap(R * S), bp(ab ? R * S : 0);
+  lap("buffers");
   scoreA(exact->Qr.data(), R, ap.data());
   if (ab) scoreB(exact->Qr.data(), R, bp.data());
+  lap("estimated scores");
   const float nan = std::numeric_limits<float>::quiet_NaN();
   h.exact.assign(R * C, nan);
   h.approx.assign(R * C, nan);
@@ -214,6 +224,7 @@ Heatmap computeHeat(const std::shared_ptr<const KvSource>& src, const DetailConf
       }
     }
   });
+  lap("weights and bins");
   double cosA = 0, cosB = 0;
   for (size_t i = 0; i < R; ++i) cosA += rowCosA[i], cosB += rowCosB[i];
   const double nanD = std::numeric_limits<double>::quiet_NaN();

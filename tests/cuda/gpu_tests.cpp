@@ -765,6 +765,38 @@ int caseSweep() {
     std::printf("%s sweep %s d=%d %s %s (CPU %.2f s, CUDA %.2f s): %s\n", ok ? "ok  " : "FAIL", syntheticKindName(c.kind), c.dim, rotationName(c.rot),
                 querySourceName(c.qs), a.seconds, b.seconds, diff.str().c_str());
     if (!ok) ++g_failures;
+    // Resident cells: a second sweep of the same source reads every cell's inputs and exact references
+    // kept on the device by the first and gives the same numbers bit for bit; a new source object (the same
+    // content) is uploaded again
+    {
+      auto& cb = static_cast<CudaBackend&>(*be);
+      const auto r0 = cb.residentStats();
+      const SweepResult again = runSweep(src, sc, *be);
+      const auto r1 = cb.residentStats();
+      SyntheticKv twin(spec);
+      const SweepResult fresh = runSweep(twin, sc, *be);
+      const auto r2 = cb.residentStats();
+      auto identical = [](const SweepResult& x, const SweepResult& y) {
+        if (x.rows.size() != y.rows.size()) return false;
+        for (size_t i = 0; i < x.rows.size(); ++i) {
+          const SweepRow &p = x.rows[i], &q = y.rows[i];
+          const AttentionMetrics &m = p.m, &n = q.m;
+          if (!(p.key == q.key && p.valueBits == q.valueBits && p.layer == q.layer && p.qHead == q.qHead && p.keyVectorMse == q.keyVectorMse &&
+                p.valueVectorMse == q.valueVectorMse && m.logitCosine == n.logitCosine && m.attentionCosine == n.attentionCosine && m.kl == n.kl &&
+                m.top1 == n.top1 && m.top5 == n.top5 && m.bias == n.bias && m.variance == n.variance && m.slope == n.slope &&
+                m.correlation == n.correlation && m.outputError == n.outputError))
+            return false;
+        }
+        return true;
+      };
+      const long long cells = static_cast<long long>(c.layers) * c.kvHeads;
+      const bool resOk = identical(b, again) && identical(b, fresh) && r1.hits - r0.hits >= cells && r1.fills == r0.fills &&
+                         r2.fills - r1.fills == cells && r2.hits == r1.hits && r2.bytes > 0;
+      std::printf("%s sweep %s d=%d: resident cells: again %lld read, %lld filled; a new source %lld filled; same numbers: %s / %s\n",
+                  resOk ? "ok  " : "FAIL", syntheticKindName(c.kind), c.dim, r1.hits - r0.hits, r1.fills - r0.fills, r2.fills - r1.fills,
+                  identical(b, again) ? "yes" : "NO", identical(b, fresh) ? "yes" : "NO");
+      if (!resOk) ++g_failures;
+    }
     // The shared work (one evaluation per distinct quantizer, MSE stages, S q and the keys' rotation once per
     // task) gives the numbers of evaluating every variant alone, bit for bit, except the output errors: a
     // chunk's outputs are one cuBLAS product over all its variants, whose kernel (summation order) cuBLAS
