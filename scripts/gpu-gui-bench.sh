@@ -43,6 +43,8 @@ for r in $(seq 1 "$ROUNDS"); do
   for b in "${builds[@]}"; do
     flag=(); [ "$b" = base ] && [ -z "${BASE_ENV:-}" ] && flag=(--base)
     envs=(); [ "$b" = base ] && [ -n "${BASE_ENV:-}" ] && read -r -a envs <<< "$BASE_ENV"
+    # NEW_ENV="VAR=1 ...": switches for this build's runs (e.g. TQ_CUDA_RESIDENT=1, off by default)
+    [ "$b" = new ] && [ -n "${NEW_ENV:-}" ] && read -r -a envs <<< "$NEW_ENV"
     for data in ${DATASETS:-sample l8}; do
       file=(); [ "$data" = l8 ] && file=("$DUMP")
       name=bench_${b}_${data}_$r
@@ -58,7 +60,8 @@ done
 # PROFILE_RUN=1: one more run of this build on the dump with TQ_PROFILE=1 (the detail job's steps, the
 # GUI thread's handing over and drawing, timestamped), its stderr under OUT as profile_l8.txt
 if [ -n "${PROFILE_RUN:-}" ]; then
-  env TQ_PROFILE=1 QT_MESSAGE_PATTERN="%{time process} %{message}" "$G/run.sh" "$DUMP" --bench-interaction --backend cuda \
+  read -r -a penvs <<< "${NEW_ENV:-}"
+  env "${penvs[@]}" TQ_PROFILE=1 QT_MESSAGE_PATTERN="%{time process} %{message}" "$G/run.sh" "$DUMP" --bench-interaction --backend cuda \
     > "$OUT_DIR/profile_l8.json" 2> /tmp/profile_l8.err
   echo "profile rc=$?"
   grep -E "detail|apply|heat|replot|drawn" /tmp/profile_l8.err | tail -c 400000 > "$OUT_DIR/profile_l8.txt"

@@ -54,6 +54,7 @@ struct SweepTaskInput {
   /// KvSource::instanceId, the layer and the kv head). A device backend may keep them and their exact
   /// references resident under it (with a hash of the queries and sizes) for later sweeps; 0: not kept.
   uint64_t cellId = 0;
+  uint64_t dataId = 0;  ///< KvSource::instanceId of the cell's data set (with cellId)
   const std::atomic<bool>* cancel = nullptr;      ///< checked often (CPU: every block of keys): when set, the output is incomplete
   std::function<bool()> stop;                     ///< polled with cancel (e.g. a user's Cancel); true: stop
 };

@@ -78,10 +78,13 @@ struct CudaBackend::Impl {
   std::condition_variable plansCv;
   std::set<uint64_t> building;
   /// Resident sweep cells (SweepTaskInput::cellId): a cell's keys, values, queries and exact references stay
-  /// on the device across sweeps, least recently used first out, within a budget (TQ_CUDA_RESIDENT_MB, else
-  /// 40 % of the device memory free at the first use). TQ_CUDA_RESIDENT=0: none kept (every sweep uploads).
+  /// on the device across sweeps, within a budget (TQ_CUDA_RESIDENT_MB, else 40 % of the device memory free
+  /// at the first use). When it is full, cells of other data sets go first (least recently used first);
+  /// cells of the data set being swept are never dropped for each other (no freeing, which synchronises the
+  /// device, in the middle of a sweep): a cell that does not fit is not kept. Off unless TQ_CUDA_RESIDENT=1:
+  /// not yet measured on a device (see docs/CUDA.md).
   struct ResidentEntry {
-    uint64_t key = 0;
+    uint64_t key = 0, dataId = 0;
     std::shared_ptr<cuda::ResidentCell> cell;
     bool filled = false;  // false: its first task is filling it (others meanwhile use their own buffers)
     size_t bytes = 0;
@@ -94,10 +97,10 @@ struct CudaBackend::Impl {
 
   /// The resident cell for `key` (bytes: its size): *filled true when it holds the data (read it), false when
   /// the caller fills it (then residentDone); nullptr: none (off, over budget, or another task is filling it).
-  std::shared_ptr<cuda::ResidentCell> residentFor(uint64_t key, size_t bytes, bool* filled) {
+  std::shared_ptr<cuda::ResidentCell> residentFor(uint64_t key, uint64_t dataId, size_t bytes, bool* filled) {
     static const bool off = [] {
       const char* v = std::getenv("TQ_CUDA_RESIDENT");
-      return v && std::strcmp(v, "0") == 0;
+      return !(v && std::strcmp(v, "1") == 0);
     }();
     if (off || key == 0) return nullptr;
     std::lock_guard<std::mutex> lock(residentMutex);
@@ -115,17 +118,19 @@ struct CudaBackend::Impl {
       return it->cell;
     }
     if (bytes > residentBudget) return nullptr;
-    // make room: the least recently used filled cells go (one in use by a task lives until that task ends)
+    // make room: the least recently used filled cells of other data sets go (one in use by a task lives
+    // until that task ends)
     while (residentBytes + bytes > residentBudget) {
       auto victim = resident.end();
       for (auto it = resident.begin(); it != resident.end(); ++it)
-        if (it->filled) victim = it;
+        if (it->filled && it->dataId != dataId) victim = it;
       if (victim == resident.end()) return nullptr;
       residentBytes -= victim->bytes;
       resident.erase(victim);
     }
     ResidentEntry e;
     e.key = key;
+    e.dataId = dataId;
     e.cell = std::make_shared<cuda::ResidentCell>();
     e.bytes = bytes;
     resident.push_front(e);
@@ -531,7 +536,7 @@ bool CudaBackend::evaluateTask(const SweepTaskInput& in, SweepTaskOutput& out) {
     mix(in.queries, in.nq * static_cast<size_t>(in.d) * 4);
     mix(in.limits, in.nq * 4);
     residentKey = h ? h : 1;
-    cell = I.residentFor(residentKey, cuda::residentCellBytes(in.seq, static_cast<size_t>(in.d), static_cast<size_t>(in.dv), in.nq, in.values != nullptr),
+    cell = I.residentFor(residentKey, in.dataId, cuda::residentCellBytes(in.seq, static_cast<size_t>(in.d), static_cast<size_t>(in.dv), in.nq, in.values != nullptr),
                          &residentFilled);
   }
   struct ResidentOutcome {

@@ -350,7 +350,9 @@ void evaluateTask(Context& ctx, const std::vector<const DevPlan*>& keyPlans, con
   b.perVector.ensure(G * seq * 8);
   b.recon.ensure(seq * std::max(d, dv) * 4);
   // values: exact outputs O = P V (double), compression, vector MSE
-  if (nvq > 0 && fill) {
+  // (a resident cell always holds the values' references when the task has values: a later task of the cell
+  // may have value widths where this one has none)
+  if (fill && in.values && (nvq > 0 || cell)) {
     Vd.ensure(seq * dv * 4);
     VDd.ensure(seq * dv * 8);
     XOd.ensure(nq * dv * 8);

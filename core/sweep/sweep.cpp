@@ -394,6 +394,7 @@ std::vector<SweepRow> evaluateCell(SweepPlan& plan, const SweepCell& cell, const
   in.cancel = &cancel;
   in.stop = stop;
   // the exact keys, values and queries of this cell (a device may keep them resident across sweeps)
+  in.dataId = src.instanceId();
   in.cellId = (src.instanceId() * 0x9E3779B97F4A7C15ull) ^ (static_cast<uint64_t>(cell.layer) << 32) ^ static_cast<uint64_t>(cell.kvHead + 1);
   // the task's order: TurboQuant's quantizers, then the codecs (key and value variants alike)
   std::vector<size_t> order, vorder;

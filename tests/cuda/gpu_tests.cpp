@@ -728,6 +728,7 @@ SweepDiff diffSweeps(const SweepResult& a, const SweepResult& b, const std::func
 /// the row's largest |score|) and the fp32 exact logits (cuBLAS vs the CPU's sum order).
 int caseSweep() {
   if (!haveDevice()) return 77;
+  setenv("TQ_CUDA_RESIDENT", "1", 1);  // resident cells (off by default until measured on a device), checked below
   std::string why;
   auto be = makeCudaBackend(&why);
   auto cpu = makeCpuBackend();
