@@ -2,6 +2,8 @@
 // EstimatorView: inner-product estimator bias and variance.
 #include "estimator_view.h"
 
+#include <QLocale>
+
 #include <algorithm>
 #include <cmath>
 
@@ -95,7 +97,15 @@ void EstimatorView::setData(const std::vector<EstimatorSeries>& series, tq::KeyM
   const auto yr = m_rect[1]->axis(QCPAxis::atLeft)->range();
   m_rect[1]->axis(QCPAxis::atLeft)->setRange(0, yr.upper * 1.35);
   const size_t pairs = series.empty() ? 0 : series.front().exact.size();
-  m_sub[0]->setText(QString("estimated vs exact ⟨q, k⟩\n%1 bits · %2 (query, key) pairs, causal").arg(bits).arg(pairs));
+  const size_t total = series.empty() ? 0 : series.front().pairsTotal, stride = series.empty() ? 1 : series.front().stride;
+  if (stride > 1)
+    m_sub[0]->setText(QString("estimated vs exact ⟨q, k⟩\n%1 bits · %2 of %3 causal pairs (1 in %4)")
+                          .arg(bits)
+                          .arg(QLocale(QLocale::English).toString(static_cast<qulonglong>(pairs)))
+                          .arg(QLocale(QLocale::English).toString(static_cast<qulonglong>(total)))
+                          .arg(stride));
+  else
+    m_sub[0]->setText(QString("estimated vs exact ⟨q, k⟩\n%1 bits · %2 (query, key) pairs, causal").arg(bits).arg(pairs));
   // The sentence follows the data: the slope of each series on this draw of the rotation and S (core's
   // innerProductStats), not the textbook's expectation (unbiased over random draws is not unbiased per draw).
   QStringList slopes;
@@ -103,8 +113,8 @@ void EstimatorView::setData(const std::vector<EstimatorSeries>& series, tq::KeyM
     const double k = s.stats.slope;
     slopes << QString("%1 %2").arg(QString::fromStdString(tq::keyModeLabelText(s.mode))).arg(k, 0, 'f', 2);
   }
-  m_sub[1]->setText("error = estimate − exact · slope on this draw: " + slopes.join(" · ") +
-                    "\n(unbiased over random draws of S is not unbiased for one draw)");
+  // (the axis says what the error is: the line stays within the panel at 1366 x 768)
+  m_sub[1]->setText("slope on this draw: " + slopes.join(" · ") + "\n(unbiased over random draws of S is not unbiased for one draw)");
   applyStyle();
   requestReplot();
 }

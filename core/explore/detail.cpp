@@ -500,25 +500,52 @@ DetailData computeDetailData(const std::shared_ptr<const KvSource>& src, const s
     // the positions and query vectors of the fidelity sweep (core/data/queries)
     const auto pos = evaluationPositions(e.queries, seq, e.sweepQueries);
     const std::vector<float> qs = queryVectors(*src, e.queries, e.seed, e.layer, e.qHead, K, pos);
-    std::vector<float> exact(pos.size() * S), est(pos.size() * S);
-    exactScores(qs.data(), pos.size(), K.data(), S, D, exact.data());
+    // Bounded at any size: at most estimatorPairs (query, key) pairs per mode, every stride-th causal pair
+    // in (query, key) order (all of them below that: 32 queries x 8192 tokens is 131 k pairs); the scores in
+    // chunks of 64 queries (one chunk at the default 32)
+    size_t total = 0;
+    for (int p : pos) total += static_cast<size_t>(p) + 1;
+    const size_t budget = std::max<size_t>(1, e.estimatorPairs);
+    const size_t stride = std::max<size_t>(1, (total + budget - 1) / budget);
+    const size_t nq = pos.size(), chunk = 64;
     for (const auto& md : modes) {
-      checkCancel();
       EstimatorSeries s;
       s.mode = md.mode;
       s.label = keyModeLabelText(md.mode) + (md.mode == KeyMode::Mse ? "" : " m=" + std::to_string(e.projDim));
-      viewScores(be, *md.q, *md.cv, qs.data(), pos.size(), est.data());
-      checkCancel();  // a superseded job stops within a few milliseconds (the next job's heatmap waits for it)
-      uncentreScores(centred, qs.data(), pos.size(), K.data(), S, D, est.data());
-      exactRecentScores(recent, qs.data(), pos.size(), K.data(), S, D, est.data());
-      for (size_t i = 0; i < pos.size(); ++i)
-        for (int k = 0; k <= pos[i]; ++k) {
-          s.exact.push_back(exact[i * S + static_cast<size_t>(k)]);
-          s.estimate.push_back(est[i * S + static_cast<size_t>(k)]);
-        }
+      s.pairsTotal = total;
+      s.stride = stride;
+      s.exact.reserve(total / stride + 1);
+      s.estimate.reserve(total / stride + 1);
+      out.estimator.push_back(std::move(s));
+    }
+    std::vector<float> exact(std::min(chunk, nq) * S), est(std::min(chunk, nq) * S);
+    size_t g0 = 0;  // the causal pair index at the chunk's first query
+    for (size_t c0 = 0; c0 < nq; c0 += chunk) {
+      const size_t nb = std::min(chunk, nq - c0);
+      const float* qc = qs.data() + c0 * D;
+      exactScores(qc, nb, K.data(), S, D, exact.data());
+      size_t g = g0;
+      for (size_t mi = 0; mi < modes.size(); ++mi) {
+        checkCancel();
+        const auto& md = modes[mi];
+        EstimatorSeries& s = out.estimator[mi];
+        viewScores(be, *md.q, *md.cv, qc, nb, est.data());
+        checkCancel();  // a superseded job stops within a few milliseconds (the next job's heatmap waits for it)
+        uncentreScores(centred, qc, nb, K.data(), S, D, est.data());
+        exactRecentScores(recent, qc, nb, K.data(), S, D, est.data());
+        g = g0;
+        for (size_t i = 0; i < nb; ++i)
+          for (int k = 0; k <= pos[c0 + i]; ++k, ++g)
+            if (g % stride == 0) {
+              s.exact.push_back(exact[i * S + static_cast<size_t>(k)]);
+              s.estimate.push_back(est[i * S + static_cast<size_t>(k)]);
+            }
+      }
+      g0 = g;
+    }
+    for (auto& s : out.estimator) {
       std::vector<double> a(s.exact.begin(), s.exact.end()), b(s.estimate.begin(), s.estimate.end());
       innerProductStats(a.data(), b.data(), a.size(), s.stats);
-      out.estimator.push_back(std::move(s));
     }
   }
   step(3);

@@ -33,6 +33,7 @@ struct DetailConfig {
   int queryPos = -1;  ///< token studied in "how it works" (-1 or out of range: the last)
   bool softmaxWeights = true;
   int sweepQueries = 32;  ///< the estimator uses the sweep's query positions (evaluationPositions)
+  size_t estimatorPairs = 200000;  ///< at most this many (query, key) pairs per mode in the estimator (every k-th)
   KeyCentering centering = KeyCentering::None;  ///< as SweepConfig: the views quantize K - mu (backend/centering.h)
   int centerWindow = 128;
   bool orthogonalQjl = false;  ///< QuantConfig::orthogonalQjl
@@ -81,8 +82,10 @@ struct Heatmap {
 struct EstimatorSeries {
   std::string label;
   KeyMode mode = KeyMode::Mse;
-  std::vector<float> exact, estimate;  ///< all (query, key) pairs (causal)
-  AttentionMetrics stats;          ///< bias, variance, slope, correlation
+  std::vector<float> exact, estimate;  ///< the causal (query, key) pairs: all, or every stride-th (DetailConfig::estimatorPairs)
+  AttentionMetrics stats;          ///< bias, variance, slope, correlation (of the pairs held)
+  size_t pairsTotal = 0;           ///< causal pairs of the query positions (exact.size() when stride is 1)
+  size_t stride = 1;               ///< every stride-th pair in (query, key) order is held
 };
 
 /// One real key vector stepped through the algorithm.

@@ -553,6 +553,48 @@ class TestMethods : public QObject {
     QVERIFY(est.keysFromCache >= 2);  // the heatmap's Prod 3 and the estimator's Prod 3
   }
 
+  void estimatorIsBoundedAtAnySize() {
+    // The estimator holds at most estimatorPairs (query, key) pairs per mode: every stride-th causal pair
+    // in (query, key) order, the same values as in the full list; its scores go in chunks of 64 queries
+    auto src = std::make_shared<SyntheticKv>(spec());
+    auto be = makeCpuBackend();
+    DetailConfig e;
+    e.layer = 0;
+    e.qHead = 1;
+    e.keyMode = KeyMode::Prod;
+    e.keyBits = 2;
+    e.projDim = 64;
+    e.queries = QuerySource::Random;
+    e.sweepQueries = 100;  // two chunks of queries
+    HeatRegion reg;
+    const DetailData full = computeDetailData(src, {}, e, PartEstimator, reg, *be);
+    QCOMPARE(full.estimator.size(), size_t(3));
+    const auto pos = evaluationPositions(e.queries, 300, e.sweepQueries);
+    size_t total = 0;
+    for (int p : pos) total += static_cast<size_t>(p) + 1;
+    QCOMPARE(pos.size(), size_t(100));
+    QVERIFY(total > 10000);
+    for (const auto& s : full.estimator) {
+      QCOMPARE(s.stride, size_t(1));
+      QCOMPARE(s.pairsTotal, total);
+      QCOMPARE(s.exact.size(), total);
+    }
+    e.estimatorPairs = 1000;
+    const DetailData few = computeDetailData(src, {}, e, PartEstimator, reg, *be);
+    for (size_t m = 0; m < 3; ++m) {
+      const auto &a = full.estimator[m], &b = few.estimator[m];
+      QCOMPARE(b.pairsTotal, total);
+      QCOMPARE(b.stride, (total + 999) / 1000);
+      QCOMPARE(b.exact.size(), (total + b.stride - 1) / b.stride);
+      QVERIFY(b.exact.size() <= 1000 && b.exact.size() > 500);
+      for (size_t j = 0; j < b.exact.size(); ++j) {
+        QCOMPARE(b.exact[j], a.exact[j * b.stride]);
+        QCOMPARE(b.estimate[j], a.estimate[j * b.stride]);
+      }
+      QVERIFY(std::fabs(b.stats.bias - a.stats.bias) < 0.5 * std::sqrt(a.stats.variance) + 1e-9);  // a sample of the same pairs
+    }
+  }
+
   void sweepChargesEveryMethodAndPairsValues() {
     SyntheticKv src(spec());
     SweepConfig c;
