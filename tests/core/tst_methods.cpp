@@ -43,6 +43,17 @@ SyntheticSpec spec() {
   s.seed = 5;
   return s;
 }
+/// The detail views' selection and key quantizer (MSE+QJL, m = 64) for the tests of core/explore/detail.
+DetailConfig prodDetail(int layer, int qHead, int bits, QuerySource q) {
+  DetailConfig e;
+  e.layer = layer;
+  e.qHead = qHead;
+  e.keyMode = KeyMode::Prod;
+  e.keyBits = bits;
+  e.projDim = 64;
+  e.queries = q;
+  return e;
+}
 }  // namespace
 
 class TestMethods : public QObject {
@@ -515,13 +526,7 @@ class TestMethods : public QObject {
     // compression of its own; another data set, head or centering never matches.
     auto src = std::make_shared<SyntheticKv>(spec());
     auto be = makeCpuBackend();
-    DetailConfig e;
-    e.layer = 1;
-    e.qHead = 3;
-    e.keyMode = KeyMode::Prod;
-    e.keyBits = 3;
-    e.projDim = 64;
-    e.queries = QuerySource::LastKey;
+    DetailConfig e = prodDetail(1, 3, 3, QuerySource::LastKey);
     HeatRegion reg;
     const DetailData a = computeDetailData(src, {}, e, PartHeatmap, reg, *be);
     QCOMPARE(a.keysCompressed, 1);
@@ -558,13 +563,7 @@ class TestMethods : public QObject {
     // in (query, key) order, the same values as in the full list; its scores go in chunks of 64 queries
     auto src = std::make_shared<SyntheticKv>(spec());
     auto be = makeCpuBackend();
-    DetailConfig e;
-    e.layer = 0;
-    e.qHead = 1;
-    e.keyMode = KeyMode::Prod;
-    e.keyBits = 2;
-    e.projDim = 64;
-    e.queries = QuerySource::Random;
+    DetailConfig e = prodDetail(0, 1, 2, QuerySource::Random);
     e.sweepQueries = 100;  // two chunks of queries
     HeatRegion reg;
     const DetailData full = computeDetailData(src, {}, e, PartEstimator, reg, *be);
